@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create the virtual environment .venv when needed (Python 3.11+ and make are all
+# they need) and install the project with the pinned versions of constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= out/demo
+
+.PHONY: demo test test-all bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/classsize demo --out $(DEMO_DIR) --force
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	CLASSSIZE_SLOW=1 $(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/simulate_bench.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,2 @@
+"""classsize.inference: reading data, the analysis models, fits, summaries, plots,
+recovery studies and the command line."""

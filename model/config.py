@@ -1,0 +1,290 @@
+"""The configuration of the class-size experiment: every number of the original notebook.
+
+A :class:`Config` is frozen and validated on construction.  Its defaults are the
+notebook's numbers, so ``Config()`` is the notebook's experiment.  It is read from
+and written to TOML with flat keys named after the fields::
+
+    n_regular = 4000
+    small_class_direct_effect = 0.0
+    regular_small_race_shift = { WHITE = -0.25, ASIAN = -0.3 }
+
+Every rule broken by a configuration raises :class:`ConfigError` whose message is
+one line naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+#: Race codes a configuration may use (the notebook's four, plus two that real data has).
+KNOWN_RACE_CODES = ("WHITE", "BLACK", "HISPANIC", "ASIAN", "NATIVE_AMERICAN", "OTHER")
+COHORTS = ("REGULAR", "EXPERIMENTAL")
+CLASS_SIZES = ("SMALL", "LARGE")
+
+#: Identifier schemes of the notebook: SMALL classes 7001.., LARGE classes 8001.., schools 9001..
+FIRST_SMALL_CLASS_ID = 7001
+FIRST_LARGE_CLASS_ID = 8001
+FIRST_SCHOOL_ID = 9001
+
+
+class ConfigError(ValueError):
+    """A configuration breaks a rule; the message is one line naming the field."""
+
+
+class FrozenDict(dict):
+    """A read-only, hashable dict (keeps :class:`Config` hashable)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("Config mappings are read-only; use Config.replace")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore
+
+
+def _default_race_shift() -> FrozenDict:
+    return FrozenDict({"WHITE": -0.25, "ASIAN": -0.3})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every number of the class-size simulation, with the notebook's values as defaults.
+
+    Process (notebook cells 2-9), for student ``i`` with scaled log income
+    ``s_i = (log income_i - log income_min) / (log income_max - log income_min)``:
+
+    * ``race_i ~ Categorical(race_probs)``, ``income_i ~ DiscreteUniform[income_min, income_max)``
+    * ``ability_i = ability_income_weight * s_i + U_i``, ``U_i ~ Uniform(0, ability_uniform_width)``
+    * REGULAR cohort: ``P(SMALL) = clip(regular_small_intercept + regular_small_income * s_i
+      + regular_small_race_shift[race_i] + regular_small_ability * U_i, 0, 1)``;
+      EXPERIMENTAL cohort: ``P(SMALL) = experimental_p_small``
+    * classes: ``floor(n_SMALL / small_class_size)`` SMALL and ``floor(n_LARGE / large_class_size)``
+      LARGE classes, filled round-robin in student order
+    * per class: ``MA ~ Bernoulli(p_ma_small or p_ma_large)``, ``school ~ Uniform{1..n_schools}``
+    * per school: ``effect ~ Uniform(-school_effect_range, school_effect_range)``
+    * ``score = score_intercept + score_ability_weight * ability + small_class_direct_effect * SMALL
+      + teacher_ma_effect * MA + score_school_weight * school_effect + Normal(0, score_noise_sd)``
+    """
+
+    n_regular: int = 4000
+    n_experimental: int = 2000
+    race_codes: tuple[str, ...] = ("WHITE", "BLACK", "HISPANIC", "ASIAN")
+    race_probs: tuple[float, ...] = (0.5, 0.15, 0.2, 0.15)
+    income_min: int = 30000
+    income_max: int = 150000
+    ability_income_weight: float = 10.0
+    ability_uniform_width: float = 25.0
+    regular_small_intercept: float = 0.1
+    regular_small_income: float = 0.2
+    regular_small_race_shift: Mapping[str, float] = field(default_factory=_default_race_shift)
+    regular_small_ability: float = 0.02
+    experimental_p_small: float = 0.5
+    small_class_size: float = 15.0
+    large_class_size: float = 30.0
+    p_ma_small: float = 0.5
+    p_ma_large: float = 0.4
+    n_schools: int = 20
+    school_effect_range: float = 5.0
+    score_intercept: float = 45.0
+    score_ability_weight: float = 1.0
+    small_class_direct_effect: float = 5.0
+    teacher_ma_effect: float = 10.0
+    score_school_weight: float = 1.0
+    score_noise_sd: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "race_codes", tuple(self.race_codes))
+        object.__setattr__(self, "race_probs", tuple(self.race_probs))
+        if not isinstance(self.regular_small_race_shift, Mapping):
+            raise ConfigError(
+                "field 'regular_small_race_shift' must be a table of race code = number "
+                f"(got {self.regular_small_race_shift!r})"
+            )
+        object.__setattr__(
+            self, "regular_small_race_shift", FrozenDict(self.regular_small_race_shift)
+        )
+        _validate(self)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def n_students(self) -> int:
+        return self.n_regular + self.n_experimental
+
+    @property
+    def race_shift_vector(self) -> tuple[float, ...]:
+        """``regular_small_race_shift`` aligned with ``race_codes`` (0 for races not named)."""
+        return tuple(float(self.regular_small_race_shift.get(c, 0.0)) for c in self.race_codes)
+
+    @property
+    def max_small_classes(self) -> int:
+        """Most SMALL classes any dataset can have (every student in a SMALL class)."""
+        return max(1, math.floor(self.n_students / self.small_class_size))
+
+    @property
+    def max_large_classes(self) -> int:
+        return max(1, math.floor(self.n_students / self.large_class_size))
+
+    def estimands(self) -> dict[str, float]:
+        """The causal estimands this configuration implies.
+
+        * ``small_class_direct_effect``: a SMALL class with the teacher's MA held fixed.
+        * ``small_class_total_effect``: a SMALL class including its path through the MA
+          probability, ``direct + teacher_ma_effect * (p_ma_small - p_ma_large)``.
+        * ``teacher_ma_effect``: a teacher holding a master's degree.
+        """
+        return {
+            "small_class_direct_effect": float(self.small_class_direct_effect),
+            "small_class_total_effect": float(
+                self.small_class_direct_effect
+                + self.teacher_ma_effect * (self.p_ma_small - self.p_ma_large)
+            ),
+            "teacher_ma_effect": float(self.teacher_ma_effect),
+        }
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ TOML
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, Mapping):
+                v = {k: float(x) for k, x in v.items()}
+            out[f.name] = v
+        return out
+
+    def to_toml(self) -> str:
+        lines = ["# classsize configuration (defaults are the original notebook's numbers)"]
+        for k, v in self.to_dict().items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "configuration") -> "Config":
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key '{key}' (known keys: see Config fields)")
+            kwargs[key] = _coerce(key, known[key].type, value, source)
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read configuration ({e.strerror})") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+
+# ---------------------------------------------------------------------- helpers
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+_INT_FIELDS = {"n_regular", "n_experimental", "income_min", "income_max", "n_schools"}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _coerce(key: str, annotation: Any, value: Any, source: str) -> Any:
+    ann = str(annotation)
+    if key in _INT_FIELDS:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{source}: field '{key}' must be an integer, got {value!r}")
+        return value
+    if key == "race_codes":
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"{source}: field '{key}' must be a list of strings, got {value!r}")
+        return tuple(value)
+    if key == "race_probs":
+        if not isinstance(value, list) or not all(_is_number(x) for x in value):
+            raise ConfigError(f"{source}: field '{key}' must be a list of numbers, got {value!r}")
+        return tuple(float(x) for x in value)
+    if key == "regular_small_race_shift":
+        if not isinstance(value, dict) or not all(_is_number(x) for x in value.values()):
+            raise ConfigError(
+                f"{source}: field '{key}' must be a table of race code = number, got {value!r}"
+            )
+        return {str(k): float(x) for k, x in value.items()}
+    if "float" in ann:
+        if not _is_number(value):
+            raise ConfigError(f"{source}: field '{key}' must be a number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _check(cond: bool, name: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"field '{name}' {rule} (got {value!r})")
+
+
+def _finite(name: str, value: Any) -> None:
+    _check(_is_number(value) and math.isfinite(value), name, "must be a finite number", value)
+
+
+def _validate(c: Config) -> None:
+    for f in fields(c):
+        v = getattr(c, f.name)
+        if f.name in _INT_FIELDS:
+            _check(isinstance(v, int) and not isinstance(v, bool), f.name, "must be an integer", v)
+        elif isinstance(v, (int, float)):
+            _finite(f.name, v)
+    _check(c.n_regular >= 0, "n_regular", "must be >= 0", c.n_regular)
+    _check(c.n_experimental >= 0, "n_experimental", "must be >= 0", c.n_experimental)
+    _check(c.n_students > 0, "n_regular", "plus n_experimental must be > 0", c.n_students)
+    _check(len(c.race_codes) > 0, "race_codes", "must name at least one race", c.race_codes)
+    for code in c.race_codes:
+        _check(code in KNOWN_RACE_CODES, "race_codes", f"has an unknown race code; known: {', '.join(KNOWN_RACE_CODES)}", code)
+    _check(len(set(c.race_codes)) == len(c.race_codes), "race_codes", "must not repeat a code", c.race_codes)
+    _check(len(c.race_probs) == len(c.race_codes), "race_probs", "must have one probability per race code", c.race_probs)
+    for p in c.race_probs:
+        _finite("race_probs", p)
+        _check(0.0 <= p <= 1.0, "race_probs", "must be probabilities in [0, 1]", c.race_probs)
+    _check(abs(sum(c.race_probs) - 1.0) < 1e-9, "race_probs", "must sum to 1", c.race_probs)
+    for code, shift in c.regular_small_race_shift.items():
+        _check(code in c.race_codes, "regular_small_race_shift", f"names a race code not in race_codes", code)
+        _finite("regular_small_race_shift", shift)
+    _check(c.income_min > 0, "income_min", "must be > 0 (income enters through its logarithm)", c.income_min)
+    _check(c.income_max > c.income_min, "income_max", "must be > income_min", c.income_max)
+    _check(c.ability_uniform_width > 0, "ability_uniform_width", "must be > 0", c.ability_uniform_width)
+    for name in ("experimental_p_small", "p_ma_small", "p_ma_large"):
+        v = getattr(c, name)
+        _check(0.0 <= v <= 1.0, name, "must be a probability in [0, 1]", v)
+    _check(c.small_class_size > 0, "small_class_size", "must be > 0", c.small_class_size)
+    _check(c.large_class_size > 0, "large_class_size", "must be > 0", c.large_class_size)
+    _check(c.n_schools > 0, "n_schools", "must be > 0", c.n_schools)
+    _check(c.school_effect_range >= 0, "school_effect_range", "must be >= 0", c.school_effect_range)
+    _check(c.score_noise_sd >= 0, "score_noise_sd", "must be >= 0", c.score_noise_sd)
