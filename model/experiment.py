@@ -125,9 +125,24 @@ def default_priors(config: Config = Config()) -> dict[str, Distribution]:
     }
 
 
-def sample_parameters(priors: Mapping[str, Distribution], skip: tuple[str, ...] = ()) -> dict:
-    """Sample every structural parameter site (in :data:`PARAMETERS` order)."""
-    return {name: numpyro.sample(name, priors[name]) for name in PARAMETERS if name not in skip}
+def sample_parameters(
+    priors: Mapping[str, Distribution], skip: tuple[str, ...] = (), pinned_as_deterministic: bool = False
+) -> dict:
+    """Sample every structural parameter site (in :data:`PARAMETERS` order).
+
+    With ``pinned_as_deterministic`` a parameter whose distribution is a ``Delta`` is
+    recorded as a deterministic site instead (MCMC has nothing to sample there).
+    """
+    out = {}
+    for name in PARAMETERS:
+        if name in skip:
+            continue
+        d = priors[name]
+        if pinned_as_deterministic and isinstance(d, dist.Delta):
+            out[name] = numpyro.deterministic(name, d.v)
+        else:
+            out[name] = numpyro.sample(name, d)
+    return out
 
 
 # ------------------------------------------------------------------ shared pieces
@@ -217,6 +232,8 @@ class Observed(NamedTuple):
     teacher_has_ma: jax.Array  # int 0/1
     school_of_class: jax.Array  # int, 0..n_schools-1
     class_used: jax.Array  # bool
+    #: further student covariates of the score (n x q), e.g. free lunch in real data
+    extra_covariates: jax.Array | None = None
 
 
 def class_size_experiment(
@@ -285,7 +302,116 @@ def _simulate(config: Config, priors: Mapping[str, Distribution]):
         return numpyro.sample("test_score", dist.Normal(mean, p["score_noise_sd"]))
 
 
-def _condition_on_data(config, priors, data, ability):
-    from .likelihood import condition_on_data  # the marginalised-ability likelihood
+def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data: Observed, ability: str):
+    r"""The model conditioned on data, with ability marginalised exactly.
 
-    return condition_on_data(config, priors, data, ability)
+    The scores carry no noise beyond ability (``score_noise_sd`` must be pinned to 0),
+    so given the parameters each student's unobserved ability part is a deterministic
+    function of her score,
+
+    .. math:: U_i = r_i - b_{k(i)},\qquad
+              r_i = (y_i - \delta S_i - \gamma M_i)/\beta_A - w s_i - x_i^\top \eta,\qquad
+              b_k = (c + \beta_S e_k)/\beta_A,
+
+    and the joint density of a student's class size and score is
+    :math:`p_U(U_i)\,P(S_i \mid U_i)/\beta_A`: no latent variable is sampled, and no
+    quadrature is needed (the REGULAR cohort's assignment rule is evaluated at the
+    implied :math:`U_i`).
+
+    **Geometry of the uniform's hard edges.**  With :math:`U \sim \mathrm{Uniform}(0, W)`
+    the likelihood is zero unless every :math:`U_i \in [0, W]`: a polytope in
+    parameter space that NUTS cannot explore by bouncing off its walls.  The
+    parameters are therefore sampled in coordinates that satisfy every constraint by
+    construction.  With :math:`\ell_k, h_k` the smallest and largest :math:`r_i` in
+    school :math:`k` and :math:`\rho_k = h_k - \ell_k`,
+
+    .. math:: W = \max_k \rho_k + e^{v},\qquad
+              b_k = h_k - W + (W - \rho_k)\,\mathrm{logistic}(z_k),\qquad
+              R = \max_k |e_k| + e^{t},
+
+    for free :math:`v, z_k, t` (sites ``ability_uniform_width_excess``,
+    ``school_position`` and ``school_effect_range_excess``).  The map is a bijection
+    onto the support, with a triangular Jacobian whose log-determinant
+    :math:`v + \sum_k [\log(W-\rho_k) + \log\sigma(z_k) + \log\sigma(-z_k)] + t`
+    is added as a factor together with the priors of :math:`W` and :math:`R`.  The
+    log density is then finite everywhere, continuous, and smooth except where the
+    student attaining a school's minimum or maximum changes.
+
+    With ``ability="normal"`` the unobserved part of ability is instead
+    :math:`\mathcal N(W/2, W/\sqrt{12})` (the uniform's mean and sd), the score model
+    is a normal regression, and the school effects are sampled directly.
+    """
+    if ability not in ("uniform", "normal"):
+        raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
+    p = sample_parameters(priors, skip=("ability_uniform_width", "school_effect_range"), pinned_as_deterministic=True)
+    n_schools = config.n_schools
+    n = data.test_score.shape[-1]
+    beta_a, beta_s = p["score_ability_weight"], p["score_school_weight"]
+    student_ma = data.teacher_has_ma[data.class_of_student]
+    student_school = data.school_of_class[data.class_of_student]
+    covariate_term = 0.0
+    if data.extra_covariates is not None and data.extra_covariates.shape[-1] > 0:
+        q = data.extra_covariates.shape[-1]
+        eta = numpyro.sample(
+            "extra_covariate_weights", priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1))
+        )
+        covariate_term = data.extra_covariates @ eta
+    r = (  # U_i + b_k(i): the score net of everything but the school and ability's uniform part
+        (data.test_score - p["small_class_direct_effect"] * data.small_class - p["teacher_ma_effect"] * student_ma)
+        / beta_a
+        - p["ability_income_weight"] * data.income_scaled
+        - covariate_term
+    )
+    if ability == "uniform":
+        lo = jax.ops.segment_min(r, student_school, num_segments=n_schools)
+        hi = jax.ops.segment_max(r, student_school, num_segments=n_schools)
+        spread = hi - lo
+        v = numpyro.sample("ability_uniform_width_excess", dist.ImproperUniform(dist.constraints.real, (), ()))
+        width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + jnp.exp(v))
+        with numpyro.plate("schools", n_schools):
+            z = numpyro.sample("school_position", dist.ImproperUniform(dist.constraints.real, (), ()))
+        b = hi - width + (width - spread) * jax.nn.sigmoid(z)
+        log_jacobian = v + jnp.sum(
+            jnp.log(width - spread) + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)
+        )
+    else:
+        width = numpyro.sample("ability_uniform_width", priors["ability_uniform_width"])
+        with numpyro.plate("schools", n_schools):
+            e_free = numpyro.sample("school_effect_free", dist.ImproperUniform(dist.constraints.real, (), ()))
+        b = (p["score_intercept"] + beta_s * e_free) / beta_a
+        log_jacobian = 0.0
+    school_effect = numpyro.deterministic("school_effect", (beta_a * b - p["score_intercept"]) / beta_s)
+    t = numpyro.sample("school_effect_range_excess", dist.ImproperUniform(dist.constraints.real, (), ()))
+    effect_range = numpyro.deterministic(
+        "school_effect_range", jnp.max(jnp.abs(school_effect)) + jnp.exp(t)
+    )
+    log_prior = (
+        priors["school_effect_range"].log_prob(effect_range)
+        + jnp.sum(dist.Uniform(-effect_range, effect_range).log_prob(school_effect))
+    )
+    if ability == "uniform":  # density of b_k from that of e_k, and W's prior
+        log_prior = log_prior + n_schools * jnp.log(beta_a / beta_s) + priors["ability_uniform_width"].log_prob(width)
+    numpyro.factor("reparameterisation", log_jacobian + t + log_prior)
+
+    location = score_without_ability(p, data.small_class, student_ma, school_effect[student_school]) + beta_a * (
+        p["ability_income_weight"] * data.income_scaled + covariate_term
+    )
+    ability_uniform = (data.test_score - location) / beta_a
+    with numpyro.plate("students", n):
+        numpyro.sample("race", dist.Categorical(probs=p["race_probs"]), obs=data.race)
+        p_small = small_probability(p, data.income_scaled, data.race, ability_uniform, data.is_experimental)
+        numpyro.sample(
+            "small_class",
+            dist.Bernoulli(probs=jnp.clip(p_small, _P_FLOOR, 1.0 - _P_FLOOR)),
+            obs=data.small_class,
+        )
+        if ability == "uniform":
+            score_dist = dist.Uniform(location, location + beta_a * width)
+        else:
+            score_dist = dist.Normal(location + beta_a * width / 2.0, beta_a * width / jnp.sqrt(12.0))
+        numpyro.sample("test_score", score_dist, obs=data.test_score)
+    with numpyro.plate("classes", data.class_is_small.shape[-1]), numpyro.handlers.mask(mask=data.class_used):
+        numpyro.sample(
+            "teacher_has_ma", dist.Bernoulli(probs=teacher_ma_probability(p, data.class_is_small)), obs=data.teacher_has_ma
+        )
+        numpyro.sample("school", dist.Categorical(probs=jnp.ones(n_schools) / n_schools), obs=data.school_of_class)

