@@ -76,11 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ds.write(data_dir)
     print(f"Simulated the notebook's experiment (seed {args.seed}) into {data_dir}:")
     print(ds.summary())
-    try:
-        from classsize.inference import analysis  # noqa: F401
-    except ImportError:
-        return 0
-    from classsize.inference.compare import compare_models
+    from .compare import compare_models
 
     print()
     return compare_models(data_dir, out / "compare", quick=args.quick)
@@ -122,14 +118,9 @@ _EXTRA_COMMANDS: list = []
 def _known_errors() -> tuple[type[BaseException], ...]:
     from classsize.model.config import ConfigError
 
-    errors: list[type[BaseException]] = [UsageError, ConfigError]
-    try:
-        from classsize.inference.data import DataError
+    from .data import DataError
 
-        errors.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (UsageError, ConfigError, DataError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,16 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 def _register_optional_commands() -> None:
     if _EXTRA_COMMANDS:
         return
-    import importlib
+    from . import compare, fit, star
 
-    for mod in ("fit", "compare", "recover", "star"):
-        try:
-            m = importlib.import_module(f"classsize.inference.{mod}")
-        except ImportError:
-            continue
-        reg = getattr(m, "register_cli", None)
-        if reg is not None:
-            _EXTRA_COMMANDS.append(reg)
+    _EXTRA_COMMANDS.extend([fit.register_cli, compare.register_cli, star.register_cli])
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ PARAMETERS = RACE_PARAMETERS[:1] + SCALAR_PARAMETERS + RACE_PARAMETERS[1:]
 #: assignment the rule makes impossible is a finite (about -28 nats) penalty, not -inf.
 _P_FLOOR = 1e-12
 
+#: An unconstrained site whose density is added by hand (see :func:`_condition_on_data`).
+_FREE = dist.ImproperUniform(dist.constraints.real, (), ())
+
 
 # --------------------------------------------------------------------------- priors
 def fixed_parameters(config: Config) -> dict[str, Distribution]:
@@ -191,18 +194,25 @@ def allocate_to_classes(small, config: Config):
     of each size are used.
     """
     small = small.astype(jnp.int32)
-    n_small = small.sum()
-    n_large = small.shape[-1] - n_small
-    n_small_classes = jnp.maximum(jnp.floor(n_small / config.small_class_size).astype(jnp.int32), 1)
-    n_large_classes = jnp.maximum(jnp.floor(n_large / config.large_class_size).astype(jnp.int32), 1)
+    n = small.shape[-1]
     rank_small = jnp.cumsum(small) - 1
-    rank_large = jnp.cumsum(1 - small) - 1
+    rank_large = jnp.arange(n) - rank_small - 1
+    n_small = rank_small[-1] + 1
+    n_large = n - n_small
+    n_small_classes = _class_count(n_small, config.small_class_size)
+    n_large_classes = _class_count(n_large, config.large_class_size)
     slot = jnp.where(
         small == 1,
-        rank_small % n_small_classes,
-        config.max_small_classes + rank_large % n_large_classes,
+        rank_small % jnp.maximum(n_small_classes, 1),
+        config.max_small_classes + rank_large % jnp.maximum(n_large_classes, 1),
     )
     return slot, n_small_classes, n_large_classes
+
+
+def _class_count(n_students, target_size: float):
+    """``floor(n / target)`` classes, but one class when 0 < n < target, none when n = 0."""
+    count = jnp.floor(n_students / target_size).astype(jnp.int32)
+    return jnp.where(n_students > 0, jnp.maximum(count, 1), 0)
 
 
 def class_slots(config: Config, n_small_classes, n_large_classes):
@@ -343,7 +353,9 @@ def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data:
     """
     if ability not in ("uniform", "normal"):
         raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
-    p = sample_parameters(priors, skip=("ability_uniform_width", "school_effect_range"), pinned_as_deterministic=True)
+    p = sample_parameters(
+        priors, skip=("ability_uniform_width", "school_effect_range", "score_intercept"), pinned_as_deterministic=True
+    )
     n_schools = config.n_schools
     n = data.test_score.shape[-1]
     beta_a, beta_s = p["score_ability_weight"], p["score_school_weight"]
@@ -366,32 +378,37 @@ def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data:
         lo = jax.ops.segment_min(r, student_school, num_segments=n_schools)
         hi = jax.ops.segment_max(r, student_school, num_segments=n_schools)
         spread = hi - lo
-        v = numpyro.sample("ability_uniform_width_excess", dist.ImproperUniform(dist.constraints.real, (), ()))
+        v = numpyro.sample("ability_uniform_width_excess", _FREE)
         width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + jnp.exp(v))
         with numpyro.plate("schools", n_schools):
-            z = numpyro.sample("school_position", dist.ImproperUniform(dist.constraints.real, (), ()))
-        b = hi - width + (width - spread) * jax.nn.sigmoid(z)
+            z = numpyro.sample("school_position", _FREE)
+        level = beta_a * (hi - width + (width - spread) * jax.nn.sigmoid(z))
         log_jacobian = v + jnp.sum(
             jnp.log(width - spread) + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)
-        )
+        ) + n_schools * jnp.log(beta_a)
+        log_jacobian = log_jacobian + priors["ability_uniform_width"].log_prob(width)
     else:
         width = numpyro.sample("ability_uniform_width", priors["ability_uniform_width"])
         with numpyro.plate("schools", n_schools):
-            e_free = numpyro.sample("school_effect_free", dist.ImproperUniform(dist.constraints.real, (), ()))
-        b = (p["score_intercept"] + beta_s * e_free) / beta_a
+            level = numpyro.sample("school_level", _FREE)
         log_jacobian = 0.0
-    school_effect = numpyro.deterministic("school_effect", (beta_a * b - p["score_intercept"]) / beta_s)
-    t = numpyro.sample("school_effect_range_excess", dist.ImproperUniform(dist.constraints.real, (), ()))
-    effect_range = numpyro.deterministic(
-        "school_effect_range", jnp.max(jnp.abs(school_effect)) + jnp.exp(t)
-    )
+    # the school levels a_k = c + beta_S e_k, e_k ~ Uniform(-R, R): (c, R) from (y, t)
+    half_range = (jnp.max(level) - jnp.min(level)) / 2.0
+    midpoint = (jnp.max(level) + jnp.min(level)) / 2.0
+    t = numpyro.sample("school_effect_range_excess", _FREE)
+    y = numpyro.sample("score_intercept_position", _FREE)
+    effect_range = numpyro.deterministic("school_effect_range", half_range / beta_s + jnp.exp(t))
+    intercept = numpyro.deterministic("score_intercept", midpoint + beta_s * jnp.exp(t) * jnp.tanh(y))
+    school_effect = numpyro.deterministic("school_effect", (level - intercept) / beta_s)
+    log_jacobian = log_jacobian + 2.0 * t + jnp.log(beta_s) + 2.0 * (jnp.log(2.0) - jnp.logaddexp(y, -y))
     log_prior = (
         priors["school_effect_range"].log_prob(effect_range)
+        + priors["score_intercept"].log_prob(intercept)
         + jnp.sum(dist.Uniform(-effect_range, effect_range).log_prob(school_effect))
+        - n_schools * jnp.log(beta_s)
     )
-    if ability == "uniform":  # density of b_k from that of e_k, and W's prior
-        log_prior = log_prior + n_schools * jnp.log(beta_a / beta_s) + priors["ability_uniform_width"].log_prob(width)
-    numpyro.factor("reparameterisation", log_jacobian + t + log_prior)
+    numpyro.factor("reparameterisation", log_jacobian + log_prior)
+    p = {**p, "score_intercept": intercept}
 
     location = score_without_ability(p, data.small_class, student_ma, school_effect[student_school]) + beta_a * (
         p["ability_income_weight"] * data.income_scaled + covariate_term
