@@ -307,9 +307,22 @@ def _simulate(config: Config, priors: Mapping[str, Distribution]):
             dist.Uniform(-p["school_effect_range"], p["school_effect_range"]),
         )
     with numpyro.plate("students", n):
+        has_ma, school, school_effect = jnp.asarray(has_ma), jnp.asarray(school), jnp.asarray(school_effect)
         mean = score_without_ability(p, small, has_ma[slot], school_effect[school[slot]])
         mean = mean + p["score_ability_weight"] * ability
+        if _pinned_to_zero(priors["score_noise_sd"]):
+            return numpyro.sample("test_score", dist.Delta(mean))
         return numpyro.sample("test_score", dist.Normal(mean, p["score_noise_sd"]))
+
+
+def _pinned_to_zero(d: Distribution) -> bool:
+    """Whether ``d`` is a Delta at a known 0 (the notebook's noise-free scores)."""
+    if not isinstance(d, dist.Delta):
+        return False
+    try:
+        return bool(jnp.all(jnp.asarray(d.v) == 0))
+    except jax.errors.ConcretizationTypeError:
+        return False
 
 
 def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data: Observed, ability: str):

@@ -93,3 +93,68 @@ def tables_from_draw(
 def school_effects_from_draw(draw: Mapping[str, np.ndarray]) -> dict[str, float]:
     eff = np.asarray(draw["school_effect"])
     return {str(FIRST_SCHOOL_ID + k): float(v) for k, v in enumerate(eff)}
+
+
+def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None):
+    """Encode a forward draw of the model directly as an :class:`~classsize.model.experiment.Observed`.
+
+    No tables and no CSV round trip: the arrays keep the model's padded ``classes``
+    plate (``config.max_small_classes + config.max_large_classes`` slots, SMALL slots
+    first), so every draw of one ``config`` gives arrays of the same shapes and draws
+    can be stacked and fitted in one vectorised call.  ``class_used`` marks the slots
+    the draw uses; with ``cohort`` ("REGULAR" or "EXPERIMENTAL") only that cohort's
+    students are kept (the first ``n_regular`` students are REGULAR, the rest
+    EXPERIMENTAL) and a slot is used only when it holds at least one of them.  Schools
+    keep their indices ``0..n_schools-1`` (a school may then hold no students of the
+    cohort: see the model's conditioning for what that requires).
+
+    ``draw`` holds the sites of :data:`DRAW_SITES` for one dataset, or for a stack of
+    datasets along a leading axis (the output of ``draw_many``); the result then has
+    the same leading axis.  The arrays are JAX arrays with the dtypes of
+    :meth:`classsize.inference.data.LoadedData.observed` (indices int32, floats float64).
+    This function is traceable, so it can also be called inside ``jax.jit``/``jax.vmap``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from .experiment import Observed, scaled_log_income
+
+    if cohort not in (None, "REGULAR", "EXPERIMENTAL"):
+        raise ValueError(f"cohort must be None, 'REGULAR' or 'EXPERIMENTAL', got {cohort!r}")
+    d = {k: jnp.asarray(draw[k]) for k in DRAW_SITES}
+    if d["test_score"].ndim == 2:
+        return jax.vmap(lambda one: observed_from_draw(one, config, cohort))(d)
+    if d["test_score"].ndim != 1 or d["test_score"].shape[0] != config.n_students:
+        raise ValueError(
+            f"draw['test_score'] has shape {d['test_score'].shape}; expected ({config.n_students},) "
+            f"or (datasets, {config.n_students}) for this config"
+        )
+    n_slots = config.max_small_classes + config.max_large_classes
+    if cohort is None:
+        students = slice(0, config.n_students)
+    elif cohort == "REGULAR":
+        students = slice(0, config.n_regular)
+    else:
+        students = slice(config.n_regular, config.n_students)
+    index = jnp.arange(config.n_students)[students]
+    slot = d["class_of_student"][students].astype(jnp.int32)
+    slot_is_small = jnp.arange(n_slots) < config.max_small_classes
+    slot_used = jnp.where(
+        slot_is_small,
+        jnp.arange(n_slots) < d["n_small_classes"],
+        jnp.arange(n_slots) - config.max_small_classes < d["n_large_classes"],
+    )
+    if cohort is not None:
+        slot_used = slot_used & (jnp.zeros(n_slots, jnp.int32).at[slot].add(1) > 0)
+    return Observed(
+        race=d["race"][students].astype(jnp.int32),
+        income_scaled=jnp.asarray(scaled_log_income(d["family_income"][students], config), dtype=jnp.float64),
+        is_experimental=index >= config.n_regular,
+        small_class=d["small_class"][students].astype(jnp.int32),
+        class_of_student=slot,
+        test_score=d["test_score"][students].astype(jnp.float64),
+        class_is_small=slot_is_small.astype(jnp.int32),
+        teacher_has_ma=d["teacher_has_ma"].astype(jnp.int32),
+        school_of_class=d["school"].astype(jnp.int32),
+        class_used=slot_used,
+    )
