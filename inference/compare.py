@@ -24,7 +24,7 @@ def comparison_table(results: dict[str, FitResult]):
     return pd.concat(frames, ignore_index=True)
 
 
-def compare_models(data_dir, out_dir, *, chains=4, warmup=1000, samples=1000, seed=0, ability="uniform",
+def compare_models(data_dir, out_dir, *, chains=4, warmup=1000, samples=1000, seed=0, ability=None,
                    quick=False, strict=False, models=ANALYSES) -> int:
     """Fit every analysis, write each run, the table (CSV) and the forest plot (PNG)."""
     if quick:
@@ -42,9 +42,10 @@ def compare_models(data_dir, out_dir, *, chains=4, warmup=1000, samples=1000, se
         warnings += r.warnings
     table = comparison_table(results)
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
-    save(forest(results), out / "forest.png")
+    units = next(iter(results.values())).units
+    save(forest(results, units=units), out / "forest.png")
     if "structural" in results:
-        save(ppc_plot(results["structural"].idata), out / "ppc_structural.png")
+        save(ppc_plot(results["structural"].idata, units=units), out / "ppc_structural.png")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {out / 'comparison.csv'}, {out / 'forest.png'} and one run folder per model")

@@ -426,6 +426,8 @@ def _read_metadata(folder: Path) -> dict[str, Any]:
             meta["student_covariates"] = covs
         if "race_codes" in meta:
             meta["race_codes"] = _string_list(path, "race_codes", meta["race_codes"], nonempty=True)
+        if "ability" in meta and meta["ability"] not in ("uniform", "normal"):
+            raise DataError(path, f"must be 'uniform' or 'normal' (got {meta['ability']!r})", key="ability")
     meta.setdefault("name", folder.resolve().name)
     meta.setdefault("score_units", "points")
     meta.setdefault("student_covariates", list(DEFAULT_COVARIATES))

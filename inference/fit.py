@@ -51,6 +51,7 @@ class FitResult:
     truth: dict | None = None
     analysis: Analysis | None = None
     warnings: list[str] = field(default_factory=list)
+    units: str = "points"
 
     # ------------------------------------------------------------ summaries
     def summary_dict(self) -> dict:
@@ -94,7 +95,7 @@ class FitResult:
         lines = []
         for name, row in self.summary().iterrows():
             line = (
-                f"{self.model}: the effect of {meaning[name]} is {row['mean']:.2f} points "
+                f"{self.model}: the effect of {meaning[name]} is {row['mean']:.2f} {self.units} "
                 f"(90% interval {row['q05']:.2f} to {row['q95']:.2f}): given this model and the data, "
                 f"there is a 90% probability that it lies in that range."
             )
@@ -110,7 +111,7 @@ class FitResult:
         head = f"{'estimand':<27} {'mean':>8} {'sd':>7} {'90% interval':>19}"
         head += f" {'truth':>7} {'in 90%':>6}" if has_truth else ""
         head += f" {'R-hat':>6} {'ESS':>6}"
-        lines = [f"model: {self.model}", head]
+        lines = [f"model: {self.model} (effects in {self.units})", head]
         for name, r in df.iterrows():
             line = f"{name:<27} {r['mean']:8.3f} {r['sd']:7.3f} [{r['q05']:7.3f}, {r['q95']:7.3f}]"
             if has_truth:
@@ -135,7 +136,7 @@ class FitResult:
         """Forest plot of the estimands (posterior mean, 50% and 90% intervals, truth)."""
         from .plots import forest
 
-        return forest({self.model: self}, ax=ax)
+        return forest({self.model: self}, ax=ax, units=self.units)
 
     # ------------------------------------------------------------------ files
     def write(self, run_dir: str | Path) -> None:
@@ -208,18 +209,27 @@ def fit(
     warmup: int = 1000,
     samples: int = 1000,
     seed: int = 0,
-    ability: str = "uniform",
+    ability: str | None = None,
     progress: bool | None = None,
     posterior_predictive: bool = True,
 ) -> FitResult:
-    """Fit the analysis ``model`` to a data folder (or a loaded dataset)."""
+    """Fit the analysis ``model`` to a data folder (or a loaded dataset).
+
+    ``ability`` (the distribution of ability's unobserved part: ``"uniform"``, the
+    simulation's, or ``"normal"``) defaults to the folder's ``dataset.json`` key
+    ``ability`` when it has one, else ``"uniform"``.
+    """
     if model not in ANALYSES:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ANALYSES)}")
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
+    if ability is None:
+        ability = loaded.metadata.get("ability", "uniform")
     analysis = build_analysis(model, loaded, ability=ability)
     mcmc, seconds = run_mcmc(analysis, chains, warmup, samples, seed, progress)
-    return result_from_mcmc(analysis, mcmc, seconds, truth=loaded.truth, posterior_predictive=posterior_predictive,
-                            seed=seed)
+    result = result_from_mcmc(analysis, mcmc, seconds, truth=loaded.truth,
+                              posterior_predictive=posterior_predictive, seed=seed)
+    result.units = str(loaded.metadata.get("score_units", "points"))
+    return result
 
 
 def result_from_mcmc(analysis: Analysis, mcmc, seconds: float, truth=None, posterior_predictive=True, seed=0):
@@ -308,8 +318,9 @@ def _add_sampler_args(p) -> None:
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ability", choices=["uniform", "normal"], default="uniform",
-                   help="distribution of ability's unobserved part in the structural/randomized models")
+    p.add_argument("--ability", choices=["uniform", "normal"], default=None,
+                   help="distribution of ability's unobserved part in the structural/randomized models "
+                        "(default: the data folder's dataset.json, else uniform)")
     p.add_argument("--strict", action="store_true", help="exit 1 on divergences, R-hat > 1.01 or ESS < 400")
     p.add_argument("--force", action="store_true", help="write into a non-empty RUN_DIR")
 

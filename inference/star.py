@@ -352,6 +352,11 @@ def _metadata(j, kept, classes, aide, teachers, fragments, dropped, join, merge_
         "score_range": [0, 100],
         "student_covariates": ["free_lunch"],
         "optional_covariates": ["race"],
+        "ability": "normal",
+        "ability_reason": (
+            "Averaged percentile ranks are not a uniform box around a linear predictor: the "
+            "analyses use the normal alternative for the score's unexplained part."
+        ),
         "race_codes": race_codes,
         "merge_aide": bool(merge_aide),
         "description": (

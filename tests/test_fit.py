@@ -1,0 +1,106 @@
+"""Fitting: recovery against the truth, summary.json, warnings, the naive analysis's bias.
+
+Recovery tests check the truth against the 90% interval.  For a calibrated
+posterior each such check fails with probability 0.10 by chance, so every test
+here uses a fixed seed (the dataset and the sampler are deterministic), and the
+seeds are not chosen after looking: a failure points at the model or the sampler.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from classsize.inference.cli import main
+from classsize.inference.fit import fit
+from classsize.inference.ppc import ppc_table
+from classsize.model import Config, simulate
+
+SMALL = Config(n_regular=800, n_experimental=700, n_schools=6)
+SUMMARY_KEYS = {"mean", "sd", "q05", "q95", "r_hat", "ess_bulk"}
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    simulate(SMALL, 2).write(d)
+    return d
+
+
+def _check_recovery(result, truth):
+    s = result.summary_dict()
+    assert s["diagnostics"]["divergences"] == 0, result.table()
+    for name, t in truth.items():
+        e = s["estimands"][name]
+        assert e["q05"] <= t <= e["q95"], (name, e, t)
+        assert e["r_hat"] <= 1.01 and e["ess_bulk"] >= 400, (name, e)
+
+
+@pytest.mark.parametrize("model", ["randomized", "structural"])
+def test_recovers_the_truth_on_a_small_dataset(small_data, model):
+    r = fit(small_data, model, chains=2, warmup=500, samples=500, seed=1, progress=False)
+    _check_recovery(r, SMALL.estimands())
+    assert not r.warnings, r.warnings
+
+
+def test_cli_fit_writes_summary_json_of_the_documented_shape(small_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["fit", str(small_data), "--model", "randomized", "--out", str(run), "--chains", "2",
+                 "--warmup", "300", "--samples", "300"])
+    out = capsys.readouterr().out
+    assert code == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert set(s) == {"model", "estimands", "diagnostics"} and s["model"] == "randomized"
+    assert set(s["estimands"]) == {"small_class_direct_effect", "small_class_total_effect", "teacher_ma_effect"}
+    for v in s["estimands"].values():
+        assert set(v) == SUMMARY_KEYS
+    assert set(s["diagnostics"]) == {"divergences", "max_r_hat", "min_ess_bulk", "seconds"}
+    assert isinstance(s["diagnostics"]["divergences"], int)
+    assert "90% interval" in out and "truth" in out
+    import arviz as az
+
+    idata = az.from_netcdf(run / "posterior.nc")
+    for group in ("posterior", "sample_stats", "observed_data", "log_likelihood", "posterior_predictive"):
+        assert group in idata.groups(), group
+
+
+def test_strict_turns_sampler_trouble_into_exit_1(small_data, tmp_path, capsys):
+    """Ten warm-up steps and twenty draws cannot give an R-hat <= 1.01 and ESS >= 400."""
+    code = main(["fit", str(small_data), "--model", "randomized", "--out", str(tmp_path / "r"), "--chains", "2",
+                 "--warmup", "10", "--samples", "20", "--strict"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "bulk ESS" in err
+
+
+def test_bad_data_folder_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    code = main(["fit", str(tmp_path / "d"), "--model", "naive", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "students.csv" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_naive_misses_the_default_truth_and_says_so(tmp_path, capsys):
+    """Ability drives both the score and the REGULAR cohort's class size, so the naive
+    regression's direct effect is about 10.7 rather than 5 (bias over 10 posterior sd)."""
+    d = tmp_path / "d"
+    simulate(Config(n_regular=2000, n_experimental=100, n_schools=8), 4).write(d)
+    code = main(["fit", str(d), "--model", "naive", "--out", str(tmp_path / "r"), "--chains", "2",
+                 "--warmup", "300", "--samples", "300"])
+    out = capsys.readouterr().out
+    assert code == 0
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())["estimands"]["small_class_direct_effect"]
+    assert s["q05"] > 5.0 + 2.0
+    assert "naive misses" in out and "small_class_direct_effect" in out
+
+
+def test_posterior_predictive_reproduces_scores_by_class_size_and_cohort(small_data):
+    r = fit(small_data, "structural", chains=2, warmup=400, samples=250, seed=3, progress=False)
+    t = ppc_table(r.idata)
+    assert len(t) == 4
+    # a model that failed to reproduce a group's mean would put it in a tail
+    assert t.p_value.between(0.01, 0.99).all(), t
+    assert (np.abs(t.observed_mean - (t.replicated_mean_q05 + t.replicated_mean_q95) / 2) < 2.0).all(), t
