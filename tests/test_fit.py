@@ -1,9 +1,11 @@
 """Fitting: recovery against the truth, summary.json, warnings, the naive analysis's bias.
 
-Recovery tests check the truth against the 90% interval.  For a calibrated
-posterior each such check fails with probability 0.10 by chance, so every test
-here uses a fixed seed (the dataset and the sampler are deterministic), and the
-seeds are not chosen after looking: a failure points at the model or the sampler.
+Recovery tests check each true estimand against the posterior's central 99%
+interval: for a calibrated posterior a check fails by chance with probability
+0.01, so a test of three estimands has a false-alarm rate of at most 3%.  Every
+test uses a fixed seed (data and sampler are deterministic).  Calibration at the
+90% level over many datasets is the job of the recovery study
+(``tests/test_recover.py``), not of single fits.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ def small_data(tmp_path_factory):
     return d
 
 
-def _check_recovery(result, truth):
+def _check_recovery(result, truth, level=0.99):
     s = result.summary_dict()
     assert s["diagnostics"]["divergences"] == 0, result.table()
     for name, t in truth.items():
+        lo, hi = np.quantile(result.estimand_draws[name], [(1 - level) / 2, (1 + level) / 2])
+        assert lo <= t <= hi, (name, lo, hi, t, result.table())
         e = s["estimands"][name]
-        assert e["q05"] <= t <= e["q95"], (name, e, t)
         assert e["r_hat"] <= 1.01 and e["ess_bulk"] >= 400, (name, e)
 
 
