@@ -33,6 +33,9 @@
 
 # %%
 import os
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, imported by NumPyro
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +48,7 @@ from numpyro import handlers
 from classsize.model import Config, class_size_experiment, simulate
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
-N_WORLDS = 5 if FAST else 50  # simulated worlds for the intervention
+N_WORLDS = 10 if FAST else 100  # simulated worlds for the intervention
 config = Config()  # the original notebook's numbers: 4000 REGULAR + 2000 EXPERIMENTAL students
 print(f"fast setting: {FAST}; {config.n_regular} REGULAR and {config.n_experimental} EXPERIMENTAL students")
 
@@ -107,10 +110,10 @@ students.head()
 # ### Class sizes by cohort
 #
 # The EXPERIMENTAL cohort is split about half and half by the coin. In the REGULAR
-# cohort the rule gives about a third of the students a SMALL class.
+# cohort the rule gives about 30% of the students a SMALL class.
 
 # %%
-counts = students.groupby(["cohort", "class_size"]).size().unstack("class_size")[["SMALL", "LARGE"]]
+counts = students.groupby(["cohort", "class_size"]).size().unstack("class_size").loc[["REGULAR", "EXPERIMENTAL"], ["SMALL", "LARGE"]]
 fig, ax = plt.subplots(figsize=(6, 3.2))
 counts.plot.bar(ax=ax, color={"SMALL": "#1b7837", "LARGE": "#b2182b"}, rot=0)
 for i, (cohort, row) in enumerate(counts.iterrows()):
