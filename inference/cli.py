@@ -141,6 +141,7 @@ def _register_optional_commands() -> None:
     from . import compare, fit, star
 
     _EXTRA_COMMANDS.extend([fit.register_cli, compare.register_cli, star.register_cli])
+    from .recover import register_cli as recover_cli; _EXTRA_COMMANDS.append(recover_cli)  # noqa: E702
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ students.head()
 # cohort the rule gives about 30% of the students a SMALL class.
 
 # %%
-counts = students.groupby(["cohort", "class_size"]).size().unstack("class_size").loc[["REGULAR", "EXPERIMENTAL"], ["SMALL", "LARGE"]]
+counts = students.groupby(["cohort", "class_size"]).size().unstack("class_size")
+counts = counts.loc[["REGULAR", "EXPERIMENTAL"], ["SMALL", "LARGE"]]
 fig, ax = plt.subplots(figsize=(6, 3.2))
 counts.plot.bar(ax=ax, color={"SMALL": "#1b7837", "LARGE": "#b2182b"}, rot=0)
 for i, (cohort, row) in enumerate(counts.iterrows()):

@@ -1,0 +1,1223 @@
+r"""Parameter recovery at scale: simulation-based calibration and coverage studies.
+
+``classsize recover --model NAME --datasets N (--from-prior | --config FILE) --out DIR``
+simulates ``N`` datasets with the model, fits each with the analysis ``NAME`` and
+checks that the posteriors are calibrated.  Two kinds of study:
+
+**Simulation-based calibration** (``--from-prior``; Talts et al. 2018, "Validating
+Bayesian inference algorithms with simulation-based calibration").  Dataset ``k``'s
+parameters are drawn from the analysis model's own prior (structural:
+:func:`~classsize.model.default_priors`; randomized: the same with the REGULAR
+cohort's assignment parameters pinned to 0, as :func:`~.analysis.build_analysis`
+pins them) and the data simulated from them by the same model.  If the fit is
+right, the rank of the true value among posterior draws is uniform.  For each
+quantity (the three estimands and every scalar structural parameter the analysis
+samples), the rank is taken among :data:`RANK_DRAWS` = 99 draws thinned evenly from
+the pooled chains (ties broken at random), so ranks run over 0..99, 100 values.
+With the default 4 x 1000 draws that keeps every 40th draw of a chain; the table
+records each quantity's bulk ESS so that ESS < 99 (thinning too light) can be seen.
+Uniformity is tested twice: a chi-square test on the ranks binned into
+``min(20, N // 5)`` near-equal bins (at least 2), and the simultaneous ECDF band test
+of Säilynoja, Bürkner and Vehtari (2022, "Graphical test for discrete uniformity
+and its applications in goodness-of-fit evaluation and multiple sample
+comparison"): the statistic is the smallest, over the 99 inner rank values, of the
+two-sided binomial tail probability of the ECDF count; the pointwise level
+``gamma`` is adjusted by simulation (:data:`BAND_SIMULATIONS` uniform rank sets from
+a fixed seed) so that the ECDF of uniform ranks leaves the band with probability
+5%, and the p-value is the share of simulated statistics at or below the observed
+one.  A quantity's p-value is ``min(1, 2 min(p_chi2, p_ecdf))`` (Bonferroni over its
+two tests) and the quantities are corrected together by Holm's method: when the
+fit is calibrated the chance that *any* quantity is flagged is at most
+:data:`FAMILY_ALPHA` = 5%.  The plotted band is each panel's own 95% band (not
+corrected across panels).
+
+**Coverage at a fixed truth** (the default ``Config`` or ``--config FILE``).  Every
+dataset comes from the same parameters; for each estimand, the share of datasets
+whose central 50/80/90/95% posterior interval contains the truth is compared with
+the nominal level.  The reported band is the Clopper-Pearson interval of the
+coverage count; the verdict uses it at confidence ``1 - 0.05 / (levels x
+estimands)`` (Bonferroni: family false-alarm rate 5%) and fails an estimand whose
+band excludes a nominal level.  Bias, RMSE of the posterior mean, the mean
+posterior z-score and the posterior contraction ``1 - var_post / var_prior`` are
+reported too.  ``naive`` is fitted here as well; its regression ignores the
+unobserved ability that drives the REGULAR cohort's assignment, so at the default
+truth it is expected to fail, and the verdict says so.
+
+**Fits.**  Datasets are drawn in one vectorised call and encoded straight from the
+draws (:func:`classsize.model.tables.observed_from_draw`, padded class slots with
+``class_used`` masks), so all datasets share array shapes.  They are fitted in
+batches: each chain of each dataset is one *lane*, a whole NUTS run (warm-up and
+sampling, the kernel :func:`~.fit._kernel` builds for ``fit``, so the settings are
+the same) written as one ``lax.scan`` over the kernel's ``init``/``sample``
+functions with the data an argument.  The lanes of a batch are laid out along one
+axis, sharded over every JAX device (``jax.sharding.Mesh`` over ``jax.devices()``,
+``shard_map``), and each device runs its lanes either all at once under
+``jax.vmap`` (``vectorize="vmap"``, the default on GPU/TPU) or one after another with
+``lax.map`` in the same compiled program (``vectorize="map"``, the default on CPU,
+where vmapped NUTS advances every lane at the pace of its longest trajectory and
+costs several times more to trace and compile; see ``bench/README.md``).  Dataset
+``k`` is simulated with seed ``S + k`` (as ``classsize simulate --seed S+k``) and
+fitted with the key ``PRNGKey(S + k + 2**32)``, which is what ``classsize fit --seed``
+uses for that number.  A dataset with a school that has no students (of the
+fitted cohort) cannot be fitted by the uniform-ability model (its per-school
+minimum and maximum do not exist): it is counted as unfittable and reported.  A
+fit is flagged when it has divergent transitions, an R-hat above 1.01 or a bulk ESS
+below 400 (the thresholds of ``classsize fit``); flagged fits are counted in the
+table and the verdict and kept in the statistics (dropping them would select on
+the data).  Fits whose draws are not finite are excluded from the statistics and
+counted.
+
+Outputs in ``--out``: ``recovery.csv`` (tidy: one row per dataset and quantity,
+with the fit's diagnostics), ``summary.csv`` (one row per quantity, or per estimand
+and level), ``recovery.nc`` (the same as an xarray Dataset), ``verdict.txt`` (also
+printed), ``study.json`` (settings), ``config.toml`` and the plots
+(``sbc_ecdf_diff.png`` and ``sbc_ranks.png``, or ``coverage.png`` and
+``z_contraction.png``), each written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from classsize.model import Config, class_size_experiment, default_priors
+from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS
+from classsize.model.files import atomic_write, atomic_write_text
+from classsize.model.tables import DRAW_SITES, observed_from_draw
+
+from .analysis import (
+    ANALYSES,
+    ASSIGNMENT_PARAMETERS,
+    ESTIMANDS,
+    Analysis,
+    _pin,
+    naive_estimands,
+    naive_regression,
+    structural_estimands,
+)
+from .fit import ESS_MIN, R_HAT_MAX
+
+#: Central interval levels of the coverage study.
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+#: Posterior draws kept (evenly thinned) for the rank of the truth: ranks run over 0..RANK_DRAWS.
+RANK_DRAWS = 99
+#: Family-wise false-alarm rate of each study's verdict.
+FAMILY_ALPHA = 0.05
+#: Uniform rank sets simulated to set the ECDF band's pointwise level (fixed seed).
+BAND_SIMULATIONS = 10_000
+BAND_SEED = 2022
+#: Most bins of the chi-square test (each bin expects at least 5 ranks when N allows).
+MAX_CHI2_BINS = 20
+#: Dataset k is fitted with PRNGKey(seed + k + FIT_SEED_OFFSET): a key apart from the simulation's.
+FIT_SEED_OFFSET = 2**32
+#: Cohort each analysis fits (None: both).
+COHORT = {"structural": None, "randomized": "EXPERIMENTAL", "naive": "REGULAR"}
+MODES = ("sbc", "fixed")
+
+
+# =============================================================================== statistics
+def thin_indices(total: int, n: int) -> np.ndarray:
+    """``min(n, total)`` indices spread evenly over ``0..total-1`` (first and last included)."""
+    n = min(int(n), int(total))
+    if n <= 0:
+        raise ValueError("nothing to thin")
+    if n == 1:
+        return np.array([total - 1])
+    return np.round(np.linspace(0, total - 1, n)).astype(np.int64)
+
+
+def sbc_rank(truth: float, draws: np.ndarray, n_rank_draws: int = RANK_DRAWS, rng=None) -> tuple[int, int]:
+    """The rank of ``truth`` among ``n_rank_draws`` draws thinned evenly from ``draws``
+    (pooled in the given order), ties broken uniformly at random.
+
+    Returns ``(rank, L)``: the rank is in ``0..L``, with ``L`` the number of draws used.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    x = np.asarray(draws, dtype=float).ravel()
+    x = x[thin_indices(x.size, n_rank_draws)]
+    below = int(np.sum(x < truth))
+    ties = int(np.sum(x == truth))
+    return below + (int(rng.integers(0, ties + 1)) if ties else 0), int(x.size)
+
+
+@dataclass(frozen=True)
+class ChiSquare:
+    statistic: float
+    df: int
+    p_value: float
+    observed: np.ndarray
+    expected: np.ndarray
+
+
+def chi_square_bins(n_ranks: int, n_values: int) -> int:
+    """Bins of the chi-square test: ``min(20, N // 5)`` (expected count >= 5), at least 2,
+    at most the number of rank values."""
+    return int(max(2, min(MAX_CHI2_BINS, n_ranks // 5, n_values)))
+
+
+def chi_square_uniformity(ranks: Sequence[int], n_values: int, n_bins: int | None = None) -> ChiSquare:
+    """Pearson's chi-square test that ``ranks`` (integers in ``0..n_values-1``) are uniform.
+
+    The values are split into ``n_bins`` contiguous bins of near-equal width (the
+    expected count of a bin is proportional to its width); ``df = n_bins - 1``.
+    """
+    from scipy import stats
+
+    r = np.asarray(ranks, dtype=np.int64)
+    if r.size == 0:
+        raise ValueError("no ranks")
+    if r.min() < 0 or r.max() >= n_values:
+        raise ValueError(f"ranks must lie in 0..{n_values - 1}")
+    n_bins = chi_square_bins(r.size, n_values) if n_bins is None else int(n_bins)
+    if not 2 <= n_bins <= n_values:
+        raise ValueError(f"n_bins must be in 2..{n_values}, got {n_bins}")
+    edges = np.round(np.linspace(0, n_values, n_bins + 1)).astype(np.int64)
+    observed = np.histogram(r, bins=edges)[0].astype(float)
+    expected = r.size * np.diff(edges) / n_values
+    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    return ChiSquare(statistic, n_bins - 1, float(stats.chi2.sf(statistic, n_bins - 1)), observed, expected)
+
+
+@dataclass(frozen=True)
+class EcdfBand:
+    """Simultaneous band for the ECDF of ``n`` ranks uniform on ``0..n_values-1``.
+
+    At the evaluation points ``z_k = k / n_values`` (``k = 1..n_values-1``) the ECDF is
+    ``#{rank < k} / n``; the band is ``[lower_k, upper_k]`` (as fractions of ``n``).
+    ``gamma`` is the adjusted pointwise level; ``null_statistics`` the simulated
+    statistics (sorted).
+    """
+
+    n: int
+    n_values: int
+    alpha: float
+    z: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    gamma: float
+    null_statistics: np.ndarray
+    tail: np.ndarray = field(repr=False)  # (k, count) -> two-sided binomial tail probability
+
+
+def _tail_table(n: int, n_values: int) -> np.ndarray:
+    """``T[k-1, c] = min(1, 2 min(P(X <= c), P(X >= c)))`` for ``X ~ Binomial(n, k/n_values)``."""
+    from scipy import stats
+
+    z = np.arange(1, n_values) / n_values
+    c = np.arange(n + 1)
+    cdf = stats.binom.cdf(c[None, :], n, z[:, None])
+    sf = stats.binom.sf(c[None, :] - 1, n, z[:, None])  # P(X >= c)
+    return np.minimum(1.0, 2.0 * np.minimum(cdf, sf))
+
+
+@lru_cache(maxsize=32)
+def ecdf_band(n: int, n_values: int, alpha: float = 0.05, n_sim: int = BAND_SIMULATIONS,
+              seed: int = BAND_SEED) -> EcdfBand:
+    """The simultaneous ``1 - alpha`` band of Säilynoja, Bürkner and Vehtari (2022) for
+    the ECDF of ``n`` discrete-uniform ranks, by simulation with a fixed seed.
+
+    The statistic of a rank set is the smallest tail probability (:func:`_tail_table`)
+    of its ECDF counts over the evaluation points; ``gamma`` is the ``alpha`` quantile
+    of the statistic over ``n_sim`` uniform rank sets (the largest level at which at
+    most ``alpha`` of them leave the band), and the band at each point holds the
+    counts whose tail probability is at least ``gamma``.
+    """
+    if n < 1 or n_values < 2:
+        raise ValueError("need n >= 1 ranks over n_values >= 2 values")
+    tail = _tail_table(n, n_values)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n_values, 1.0 / n_values), size=n_sim)
+    below = np.cumsum(counts, axis=1)[:, :-1]  # #{rank < k}, k = 1..n_values-1
+    stat = np.sort(tail[np.arange(n_values - 1)[None, :], below].min(axis=1))
+    gamma = float(stat[int(math.floor(alpha * n_sim))])
+    inside = tail >= gamma
+    c = np.arange(n + 1)
+    lower = np.where(inside, c[None, :], n + 1).min(axis=1) / n
+    upper = np.where(inside, c[None, :], -1).max(axis=1) / n
+    z = np.arange(1, n_values) / n_values
+    return EcdfBand(n, n_values, alpha, z, lower, upper, gamma, stat, tail)
+
+
+def ecdf_counts(ranks: Sequence[int], n_values: int) -> np.ndarray:
+    """``#{rank < k}`` for ``k = 1..n_values-1``."""
+    r = np.asarray(ranks, dtype=np.int64)
+    return np.cumsum(np.bincount(r, minlength=n_values))[:-1]
+
+
+def ecdf_test(ranks: Sequence[int], band: EcdfBand) -> tuple[float, bool]:
+    """``(p_value, inside)``: the ECDF band test of uniformity for ``ranks``.
+
+    ``inside`` is whether the ECDF stays in the band (the test at level ``band.alpha``
+    does not reject); the p-value is ``(1 + #{simulated statistic <= observed}) / (n_sim + 1)``.
+    """
+    r = np.asarray(ranks, dtype=np.int64)
+    if r.size != band.n:
+        raise ValueError(f"the band is for {band.n} ranks, got {r.size}")
+    below = ecdf_counts(r, band.n_values)
+    stat = float(band.tail[np.arange(band.n_values - 1), below].min())
+    n_le = int(np.searchsorted(band.null_statistics, stat, side="right"))
+    return (1 + n_le) / (band.null_statistics.size + 1), bool(stat >= band.gamma)
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) ``confidence`` interval of a binomial proportion ``k / n``."""
+    from scipy import stats
+
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    a = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def holm(p_values: Sequence[float], alpha: float = FAMILY_ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down correction: ``(adjusted p-values, rejected)``; NaN p-values are ignored."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        running = 0.0
+        for i, j in enumerate(order):
+            running = max(running, min(1.0, (m - i) * p[j]))
+            adjusted[j] = running
+    return adjusted, np.where(np.isnan(adjusted), False, adjusted <= alpha)
+
+
+def combined_p(p_chi2: float, p_ecdf: float) -> float:
+    """A quantity's p-value from its two uniformity tests (Bonferroni over the two)."""
+    return float(min(1.0, 2.0 * min(p_chi2, p_ecdf)))
+
+
+# ================================================================================== priors
+def analysis_priors(model: str, config: Config) -> dict | None:
+    """The priors the analysis ``model`` fits with (None for ``naive``, whose regression
+    has priors of its own and no generative model of the data)."""
+    if model not in ANALYSES:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ANALYSES)}")
+    if model == "naive":
+        return None
+    priors = default_priors(config)
+    if model == "randomized" or config.n_regular == 0:
+        priors = _pin(priors, ASSIGNMENT_PARAMETERS)
+    return priors
+
+
+def _is_pinned(d) -> bool:
+    import numpyro.distributions as dist
+
+    return isinstance(d, dist.Delta)
+
+
+def study_quantities(model: str, mode: str, config: Config) -> tuple[str, ...]:
+    """The quantities a study checks: the analysis's estimands, and for SBC also every
+    scalar structural parameter the analysis samples (not pinned)."""
+    estimands = ESTIMANDS if model != "naive" else ("small_class_direct_effect", "teacher_ma_effect")
+    if mode == "fixed":
+        return tuple(estimands)
+    priors = analysis_priors(model, config)
+    extra = [p for p in SCALAR_PARAMETERS if not _is_pinned(priors[p]) and p not in estimands]
+    return tuple(estimands) + tuple(extra)
+
+
+def quantities_from_draws(model: str, sites: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named quantities from posterior (or prior) draws of the sites."""
+    est = (naive_estimands if model == "naive" else structural_estimands)(sites)
+    return {n: np.asarray(est[n] if n in est else sites[n], dtype=float) for n in names}
+
+
+def _moments(d) -> tuple[float, float]:
+    return float(np.asarray(d.mean)), float(np.asarray(d.variance))
+
+
+def prior_variances(model: str, config: Config, names: Sequence[str]) -> dict[str, float]:
+    """Prior variance of each quantity under the analysis priors (exact: the parameters
+    are independent a priori, and ``total = direct + ma * (p_ma_small - p_ma_large)``)."""
+    if model == "naive":
+        # naive_regression: Normal(0, 10) priors on both effects
+        return {name: 100.0 for name in names}
+    priors = analysis_priors(model, config)
+    out = {}
+    for name in names:
+        if name == "small_class_total_effect":
+            _, var_d = _moments(priors["small_class_direct_effect"])
+            mean_m, var_m = _moments(priors["teacher_ma_effect"])
+            mean_s, var_s = _moments(priors["p_ma_small"])
+            mean_l, var_l = _moments(priors["p_ma_large"])
+            mean_diff = mean_s - mean_l
+            second_diff = var_s + var_l + mean_diff**2
+            out[name] = var_d + (var_m + mean_m**2) * second_diff - (mean_m * mean_diff) ** 2
+        else:
+            out[name] = _moments(priors[name])[1]
+    return out
+
+
+# ============================================================================== simulation
+@lru_cache(maxsize=8)
+def _prior_sampler(model: str, config: Config):
+    import jax
+    import numpyro
+    from numpyro import handlers
+
+    priors = analysis_priors(model, config)
+
+    def one(key):
+        # the pinned score_noise_sd = 0 is a concrete scale of 0 here, which the Normal's
+        # argument check would refuse while tracing; a scale of 0 draws the mean exactly
+        with numpyro.validation_enabled(False):
+            tr = handlers.trace(handlers.seed(class_size_experiment, key)).get_trace(config, priors)
+        return {k: tr[k]["value"] for k in DRAW_SITES + PARAMETERS}
+
+    return jax.jit(jax.vmap(one))
+
+
+def simulate_study(model: str, config: Config, seeds: Sequence[int], from_prior: bool) -> dict[str, np.ndarray]:
+    """Forward draws for every dataset in one vectorised call, stacked along axis 0.
+
+    ``from_prior``: parameters from the analysis priors (:func:`analysis_priors`), drawn
+    by the model under ``seed(PRNGKey(s))``; otherwise the parameters of ``config``
+    (exactly ``classsize simulate --seed s``'s datasets).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from classsize.model.simulate import draw_many
+
+    if not from_prior:
+        return draw_many(config, seeds)
+    if model == "naive":
+        raise ValueError("the naive analysis has no generative prior: simulation-based calibration needs one")
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    out = _prior_sampler(model, config)(keys)
+    return {k: np.asarray(v) for k, v in jax.block_until_ready(out).items()}
+
+
+def empty_school_counts(observed, n_schools: int) -> np.ndarray:
+    """For a stacked :class:`Observed`, how many schools have no students (per dataset)."""
+    school = np.take_along_axis(np.asarray(observed.school_of_class), np.asarray(observed.class_of_student), axis=1)
+    out = np.empty(school.shape[0], dtype=np.int64)
+    for i, s in enumerate(school):
+        out[i] = int(np.sum(np.bincount(s, minlength=n_schools)[:n_schools] == 0))
+    return out
+
+
+# ================================================================================= fitting
+def _analysis(model: str, config: Config, priors, data) -> Analysis:
+    """An :class:`Analysis` of one dataset's arrays (traced or concrete), as
+    :func:`~.analysis.build_analysis` builds it for ``fit``."""
+    if model == "naive":
+        o = data
+        kwargs = dict(
+            income_scaled=o.income_scaled,
+            race=o.race,
+            small_class=o.small_class,
+            teacher_has_ma=o.teacher_has_ma[o.class_of_student],
+            school=o.school_of_class[o.class_of_student],
+            n_schools=config.n_schools,
+            n_races=len(config.race_codes),
+            covariates=None,
+            test_score=o.test_score,
+        )
+        return Analysis("naive", naive_regression, (), kwargs, "naive regression", naive_estimands, 0, config, o)
+    return Analysis(model, class_size_experiment, (config, priors, data), {"ability": "uniform"},
+                    model, structural_estimands, 0, config, data)
+
+
+def _max_tree_depth(kernel) -> int:
+    d = getattr(kernel, "_max_tree_depth", 10)
+    return int(d[-1] if isinstance(d, tuple) else d)
+
+
+@dataclass
+class BatchOutput:
+    """Draws of a batch: ``sites[name]`` is ``(datasets, chains, samples, ...)``."""
+
+    sites: dict[str, np.ndarray]
+    diverging: np.ndarray  # (datasets, chains, samples) bool
+    num_steps: np.ndarray  # (datasets, chains, samples) int
+    warmup_steps: np.ndarray  # (datasets, chains, warmup) int
+    seconds: float
+
+
+class BatchedFitter:
+    """NUTS fits of many datasets of one shape, in one compiled program per batch shape.
+
+    Each (dataset, chain) is a lane running the whole NUTS run of the kernel that
+    ``inference.fit`` uses (``_kernel``), data as an argument; lanes are sharded over
+    ``devices`` (all JAX devices by default) and run under ``jax.vmap``
+    (``vectorize="vmap"``) or ``lax.map`` (``"map"``) on each device.
+    """
+
+    def __init__(self, model: str, config: Config, *, chains: int = 4, warmup: int = 1000, samples: int = 1000,
+                 vectorize: str = "auto", devices=None):
+        import jax
+
+        if model not in ANALYSES:
+            raise ValueError(f"unknown model {model!r}")
+        if vectorize not in ("auto", "map", "vmap"):
+            raise ValueError(f"vectorize must be 'auto', 'map' or 'vmap', got {vectorize!r}")
+        self.model, self.config = model, config
+        self.chains, self.warmup, self.samples = int(chains), int(warmup), int(samples)
+        self.devices = list(jax.devices() if devices is None else devices)
+        if vectorize == "auto":
+            vectorize = "map" if self.devices[0].platform == "cpu" else "vmap"
+        self.vectorize = vectorize
+        self.priors = analysis_priors(model, config)
+        self._programs: dict[int, Any] = {}
+        self._compiled: dict[int, Any] = {}
+        self.compile_seconds = 0.0
+        self.max_tree_depth = 10
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    # ----------------------------------------------------------------- one lane
+    def _one_chain(self, key, data):
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
+
+        from .fit import _kernel
+
+        analysis = _analysis(self.model, self.config, self.priors, data)
+        kernel = _kernel(analysis)
+        self.max_tree_depth = _max_tree_depth(kernel)
+        args, kwargs = analysis.args, analysis.kwargs
+        warmup, samples = self.warmup, self.samples
+        state = kernel.init(key, warmup, None, args, kwargs)
+        post = kernel.postprocess_fn(args, kwargs)
+        proto = jax.eval_shape(post, state.z)
+        buffers = (
+            {k: jnp.zeros((samples,) + v.shape, v.dtype) for k, v in proto.items()},
+            jnp.zeros((samples,), bool),
+            jnp.zeros((warmup + samples,), jnp.int32),  # leapfrog steps of every iteration
+        )
+
+        def body(carry, i):
+            s, (vals, div, steps) = carry
+            s = kernel.sample(s, args, kwargs)
+            steps = lax.dynamic_update_index_in_dim(steps, jnp.asarray(s.num_steps, jnp.int32), i, 0)
+            j = jnp.maximum(i - warmup, 0)
+
+            def record(bufs):
+                v, d = bufs
+                z = post(s.z)
+                v = {k: lax.dynamic_update_index_in_dim(v[k], z[k], j, 0) for k in v}
+                return v, lax.dynamic_update_index_in_dim(d, s.diverging, j, 0)
+
+            vals, div = lax.cond(i >= warmup, record, lambda b: b, (vals, div))
+            return (s, (vals, div, steps)), None
+
+        (_, out), _ = lax.scan(body, (state, buffers), jnp.arange(warmup + samples))
+        return out
+
+    def _program(self, n_lanes: int):
+        if n_lanes in self._programs:
+            return self._programs[n_lanes]
+        import jax
+        from jax import lax
+        from jax.sharding import Mesh, PartitionSpec as P
+
+        mesh = Mesh(np.array(self.devices), ("lanes",))
+
+        def local(keys, data):
+            if self.vectorize == "vmap":
+                return jax.vmap(self._one_chain)(keys, data)
+            return lax.map(lambda kd: self._one_chain(*kd), (keys, data))
+
+        sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("lanes"), P("lanes")), out_specs=P("lanes"),
+                                check_vma=False)
+        program = jax.jit(sharded)
+        self._programs[n_lanes] = (program, mesh)
+        return self._programs[n_lanes]
+
+    # ------------------------------------------------------------------ a batch
+    def chain_keys(self, fit_seed: int):
+        """The chains' keys of ``MCMC.run(PRNGKey(fit_seed))`` with ``self.chains`` chains."""
+        import jax
+
+        key = jax.random.PRNGKey(int(fit_seed))
+        return jax.random.split(key, self.chains) if self.chains > 1 else key[None]
+
+    def run(self, data, fit_seeds: Sequence[int]) -> BatchOutput:
+        """Fit a batch: ``data`` is a stacked dataset pytree (leading axis = datasets),
+        ``fit_seeds`` one integer seed per dataset."""
+        import jax
+        import jax.numpy as jnp
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        b, c = len(fit_seeds), self.chains
+        # lanes chain-major, so each device gets a share of every dataset's chains
+        keys = np.stack([np.asarray(self.chain_keys(s)) for s in fit_seeds], axis=1).reshape(c * b, -1)
+        lane_dataset = np.tile(np.arange(b), c)
+        n_lanes = c * b
+        padded = -(-n_lanes // self.n_devices) * self.n_devices
+        if padded > n_lanes:
+            keys = np.concatenate([keys, np.repeat(keys[:1], padded - n_lanes, axis=0)])
+            lane_dataset = np.concatenate([lane_dataset, np.zeros(padded - n_lanes, np.int64)])
+        lane_data = jax.tree.map(lambda a: np.asarray(a)[lane_dataset], data)
+        program, mesh = self._program(padded)
+        sharding = NamedSharding(mesh, P("lanes"))
+        keys = jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding)
+        lane_data = jax.tree.map(lambda a: jax.device_put(a, sharding), lane_data)
+        if padded not in self._compiled:
+            start = time.perf_counter()
+            self._compiled[padded] = program.lower(keys, lane_data).compile()
+            self.compile_seconds += time.perf_counter() - start
+        program = self._compiled[padded]
+        start = time.perf_counter()
+        out = jax.block_until_ready(program(keys, lane_data))
+        seconds = time.perf_counter() - start
+        sites, div, steps = jax.tree.map(lambda a: np.asarray(a)[:n_lanes], out)
+
+        def per_dataset(a):  # (c*b, samples, ...) -> (b, c, samples, ...)
+            return np.swapaxes(a.reshape((c, b) + a.shape[1:]), 0, 1)
+
+        steps = per_dataset(steps)
+        w = self.warmup
+        return BatchOutput({k: per_dataset(v) for k, v in sites.items()}, per_dataset(div), steps[:, :, w:],
+                           steps[:, :, :w], seconds)
+
+
+# ========================================================================== diagnostics
+def fit_diagnostics(sites: Mapping[str, np.ndarray], quantities: Mapping[str, np.ndarray], diverging, num_steps,
+                    max_tree_depth: int) -> dict:
+    """Divergences, max R-hat and min bulk ESS (over every non-constant float site and
+    the quantities, as ``classsize fit`` computes them, with ArviZ), tree-depth use, and
+    ``per_quantity``: each quantity's ``(R-hat, bulk ESS)``."""
+    import arviz as az
+
+    chains = next(iter(quantities.values())).shape[0]
+    finite = True
+    variables = {}
+    for name, v in {**dict(sites), **{f"quantity:{k}": v for k, v in quantities.items()}}.items():
+        v = np.asarray(v)
+        if not np.issubdtype(v.dtype, np.floating):
+            continue
+        if not np.all(np.isfinite(v)):
+            finite = False
+            continue
+        if np.all(np.ptp(v, axis=(0, 1)) == 0):
+            continue  # pinned
+        variables[name] = v
+    r_hat, ess = {}, {}
+    if variables:
+        ds = az.convert_to_dataset(variables)
+        e = az.ess(ds, method="bulk")
+        ess = {k: float(np.nanmin(e[k].values)) for k in variables}
+        if chains > 1:  # R-hat compares chains
+            r = az.rhat(ds)
+            r_hat = {k: float(np.nanmax(r[k].values)) for k in variables}
+    steps = np.asarray(num_steps)
+    nan = float("nan")
+    return {
+        "divergences": int(np.asarray(diverging).sum()),
+        "max_r_hat": float(np.nanmax(list(r_hat.values()))) if r_hat and chains > 1 else nan,
+        "min_ess_bulk": float(np.nanmin(list(ess.values()))) if ess else nan,
+        "mean_steps": float(steps.mean()),
+        "tree_depth_hits": float(np.mean(steps >= 2**max_tree_depth - 1)),
+        "finite": finite,
+        "per_quantity": {
+            k: (r_hat.get(f"quantity:{k}", nan) if chains > 1 else nan, ess.get(f"quantity:{k}", nan))
+            for k in quantities
+        },
+    }
+
+
+def fit_problems(diag: Mapping) -> list[str]:
+    out = []
+    if not diag["finite"]:
+        out.append("non-finite draws")
+    if diag["divergences"] > 0:
+        out.append(f"{diag['divergences']} divergences")
+    if diag["max_r_hat"] > R_HAT_MAX:
+        out.append(f"R-hat {diag['max_r_hat']:.3f} > {R_HAT_MAX}")
+    if diag["min_ess_bulk"] < ESS_MIN:
+        out.append(f"bulk ESS {diag['min_ess_bulk']:.0f} < {ESS_MIN:.0f}")
+    return out
+
+
+# ================================================================================== study
+@dataclass
+class StudyResult:
+    """A finished study: the tidy table, the summary, and the verdict."""
+
+    model: str
+    mode: str
+    config: Config
+    settings: dict
+    table: Any  # pandas DataFrame, one row per (dataset, quantity)
+    summary: Any  # pandas DataFrame
+    verdict: str
+    passed: bool
+    band: EcdfBand | None = None
+    ranks: dict[str, np.ndarray] | None = None
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write every output file atomically into ``out``; returns the paths."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+
+        def text(name, s):
+            atomic_write_text(out / name, s)
+            paths.append(out / name)
+
+        text("recovery.csv", self.table.to_csv(index=False))
+        text("summary.csv", self.summary.to_csv(index=False))
+        text("verdict.txt", self.verdict + "\n")
+        text("study.json", json.dumps(self.settings, indent=2) + "\n")
+        text("config.toml", self.config.to_toml())
+        ds = self.to_xarray()
+        atomic_write(out / "recovery.nc", lambda p: ds.to_netcdf(str(p), engine="netcdf4"))
+        paths.append(out / "recovery.nc")
+        from .plots import _pyplot
+
+        plt = _pyplot()
+        figures = (
+            {"sbc_ecdf_diff.png": plot_ecdf_difference(self), "sbc_ranks.png": plot_rank_histograms(self)}
+            if self.mode == "sbc"
+            else {"coverage.png": plot_coverage(self), "z_contraction.png": plot_z_contraction(self)}
+        )
+        for name, fig in figures.items():
+            fig.tight_layout()
+            atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, dpi=110, format="png"))
+            plt.close(fig)
+            paths.append(out / name)
+        return paths
+
+    def to_xarray(self):
+        """The table and the summary as one xarray Dataset (dims dataset, quantity, level)."""
+        import xarray as xr
+
+        t = self.table
+        datasets = np.sort(t["dataset"].unique())
+        quantities = list(dict.fromkeys(t["quantity"]))
+        t = t.set_index(["dataset", "quantity"])
+        coords = {"dataset": datasets, "quantity": quantities, "level": np.asarray(LEVELS)}
+        data_vars = {}
+        per_q = ["truth", "mean", "sd", "z_score", "contraction", "r_hat", "ess_bulk", "rank"]
+        for col in per_q:
+            if col in t:
+                arr = t[col].unstack("quantity").reindex(index=datasets, columns=quantities).to_numpy(float)
+                data_vars[col] = (("dataset", "quantity"), arr)
+        for name in ("lower", "upper", "covered"):
+            cols = [f"{name}_{int(100 * lv)}" for lv in LEVELS]
+            arr = np.stack([t[c].astype(float).unstack("quantity").reindex(index=datasets, columns=quantities)
+                            .to_numpy(float) for c in cols], axis=-1)
+            data_vars[name] = (("dataset", "quantity", "level"), arr)
+        first = self.table.drop_duplicates("dataset").set_index("dataset").reindex(datasets)
+        for col in ("sim_seed", "fit_seed", "divergences", "max_r_hat", "min_ess_bulk", "mean_steps",
+                    "tree_depth_hits", "seconds"):
+            data_vars[col] = (("dataset",), first[col].to_numpy(float))
+        data_vars["status"] = (("dataset",), first["status"].astype(str).to_numpy())
+        data_vars["fit_ok"] = (("dataset",), first["fit_ok"].astype(bool).to_numpy())
+        s = self.summary
+        if self.mode == "sbc":
+            s = s.set_index("quantity").reindex(quantities)
+            for col in ("chi2", "chi2_p", "ecdf_p", "p", "p_holm"):
+                data_vars[f"summary_{col}"] = (("quantity",), s[col].to_numpy(float))
+            data_vars["summary_pass"] = (("quantity",), s["pass"].astype(bool).to_numpy())
+        else:
+            s = s.set_index(["quantity", "level"])
+            for col in ("covered", "n", "coverage", "cp95_lower", "cp95_upper", "band_lower", "band_upper"):
+                arr = s[col].unstack("level").reindex(index=quantities, columns=list(LEVELS)).to_numpy(float)
+                data_vars[f"summary_{col}"] = (("quantity", "level"), arr)
+        attrs = {"model": self.model, "mode": self.mode, "settings": json.dumps(self.settings),
+                 "verdict": self.verdict, "passed": int(self.passed)}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+@lru_cache(maxsize=8)
+def batched_fitter(model: str, config: Config, chains: int, warmup: int, samples: int,
+                   vectorize: str = "auto") -> BatchedFitter:
+    """A :class:`BatchedFitter`, shared by studies with the same settings (its compiled
+    programs are reused: an SBC and a coverage study of one design compile once)."""
+    return BatchedFitter(model, config, chains=chains, warmup=warmup, samples=samples, vectorize=vectorize)
+
+
+def run_study(model: str = "structural", n_datasets: int = 100, *, config: Config = Config(),
+              from_prior: bool = False, seed: int = 0, chains: int = 4, warmup: int = 1000, samples: int = 1000,
+              batch_size: int | None = None, vectorize: str = "auto", rank_draws: int = RANK_DRAWS,
+              progress: bool | None = None) -> StudyResult:
+    """Simulate ``n_datasets`` datasets, fit each with the analysis ``model`` and check
+    calibration: SBC when ``from_prior``, coverage at the fixed truth ``config`` otherwise."""
+    import jax
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if model not in ANALYSES:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ANALYSES)}")
+    if from_prior and model == "naive":
+        raise ValueError(
+            "--from-prior needs an analysis with a generative prior; the naive regression has none "
+            "(use a fixed truth: the default Config or --config FILE)"
+        )
+    if n_datasets < 1:
+        raise ValueError("the study needs at least one dataset")
+    cohort = COHORT[model]
+    if cohort == "REGULAR" and config.n_regular == 0:
+        raise ValueError("the naive analysis needs REGULAR students (n_regular > 0)")
+    if cohort == "EXPERIMENTAL" and config.n_experimental == 0:
+        raise ValueError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
+    mode = "sbc" if from_prior else "fixed"
+    names = study_quantities(model, mode, config)
+    fitter = batched_fitter(model, config, int(chains), int(warmup), int(samples), vectorize)
+    compile_before = fitter.compile_seconds
+    if batch_size is None:
+        batch_size = (4 if fitter.vectorize == "map" else 32) * fitter.n_devices
+    sim_seeds = [seed + k for k in range(n_datasets)]
+    fit_seeds = [s + FIT_SEED_OFFSET for s in sim_seeds]
+
+    start_all = time.perf_counter()
+    draws = simulate_study(model, config, sim_seeds, from_prior)
+    observed = jax.jit(lambda d: observed_from_draw(d, config, cohort))({k: draws[k] for k in DRAW_SITES})
+    observed = type(observed)(*[None if a is None else np.asarray(a) for a in observed])
+    empty = empty_school_counts(observed, config.n_schools) if model != "naive" else np.zeros(n_datasets, int)
+    if from_prior:
+        truths = quantities_from_draws(model, {p: draws[p] for p in PARAMETERS}, names)
+    else:
+        fixed = config.estimands()
+        truths = {n: np.full(n_datasets, fixed[n]) for n in names}
+    prior_var = prior_variances(model, config, tuple(names))
+
+    fittable = np.flatnonzero(empty == 0)
+    per_dataset: dict[int, dict] = {}
+    rng = np.random.default_rng(seed)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=n_datasets, desc=f"recover {model}", unit="dataset", disable=not progress)
+    bar.update(n_datasets - fittable.size)
+    for lo in range(0, fittable.size, batch_size):
+        idx = fittable[lo:lo + batch_size]
+        batch = type(observed)(*[None if a is None else a[idx] for a in observed])
+        out = fitter.run(batch, [fit_seeds[i] for i in idx])
+        for j, k in enumerate(idx):
+            sites = {s: v[j] for s, v in out.sites.items()}
+            q = quantities_from_draws(model, sites, names)
+            diag = fit_diagnostics(sites, q, out.diverging[j], out.num_steps[j], fitter.max_tree_depth)
+            diag["seconds"] = out.seconds / len(idx)
+            per_dataset[int(k)] = _summarise_fit(q, {n: truths[n][k] for n in names}, prior_var, diag,
+                                                 rank_draws, rng, diag.pop("per_quantity"))
+        bar.update(len(idx))
+    bar.close()
+    wall = time.perf_counter() - start_all
+
+    rows = []
+    for k in range(n_datasets):
+        base = {"study": mode, "model": model, "dataset": k, "sim_seed": sim_seeds[k], "fit_seed": fit_seeds[k]}
+        if k not in per_dataset:
+            reason = f"unfittable: {int(empty[k])} school(s) without {cohort or ''} students".replace("  ", " ")
+            for n in names:
+                rows.append({**base, "status": "unfittable", "fit_ok": False, "problems": reason, "quantity": n,
+                             "truth": float(truths[n][k]), **_empty_fit_columns()})
+            continue
+        res = per_dataset[k]
+        status = "fitted" if res["diag"]["finite"] else "failed"
+        problems = fit_problems(res["diag"])
+        for n in names:
+            rows.append({**base, "status": status, "fit_ok": not problems, "problems": "; ".join(problems),
+                         "quantity": n, **res["quantities"][n], **_diag_columns(res["diag"])})
+    table = pd.DataFrame(rows)
+
+    settings = {
+        "model": model, "mode": mode, "datasets": n_datasets, "seed": seed,
+        "sim_seeds": f"{sim_seeds[0]}..{sim_seeds[-1]}",
+        "fit_seeds": f"{fit_seeds[0]}..{fit_seeds[-1]} (seed + k + 2**32)",
+        "chains": chains, "warmup": warmup, "samples": samples, "batch_size": batch_size,
+        "vectorize": fitter.vectorize, "devices": [str(d) for d in fitter.devices],
+        "rank_draws": rank_draws if mode == "sbc" else None, "levels": list(LEVELS),
+        "family_alpha": FAMILY_ALPHA, "band_simulations": BAND_SIMULATIONS, "band_seed": BAND_SEED,
+        "r_hat_max": R_HAT_MAX, "ess_min": ESS_MIN, "quantities": list(names),
+        "compile_seconds": round(fitter.compile_seconds - compile_before, 2), "wall_seconds": round(wall, 2),
+        "fit_seconds_total": round(float(sum(r["diag"]["seconds"] for r in per_dataset.values())), 2),
+        "config": config.to_dict(),
+    }
+    if mode == "sbc":
+        summary, verdict, passed, band, ranks = _sbc_verdict(table, names, settings)
+        return StudyResult(model, mode, config, settings, table, summary, verdict, passed, band, ranks)
+    summary, verdict, passed = _coverage_verdict(table, names, settings)
+    return StudyResult(model, mode, config, settings, table, summary, verdict, passed)
+
+
+def _summarise_fit(q, truth, prior_var, diag, rank_draws, rng, qdiag) -> dict:
+    quantities = {}
+    for n, v in q.items():
+        x = np.asarray(v, dtype=float).ravel()
+        t = float(truth[n])
+        row: dict[str, Any] = {"truth": t}
+        if not np.all(np.isfinite(x)):
+            row.update(_empty_fit_columns())
+            quantities[n] = row
+            continue
+        mean, sd = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+        row.update({"mean": mean, "sd": sd, "median": float(np.median(x)),
+                    "z_score": (mean - t) / sd if sd > 0 else float("nan"),
+                    "contraction": 1.0 - sd**2 / prior_var[n] if prior_var[n] > 0 else float("nan")})
+        for lv in LEVELS:
+            lo, hi = np.quantile(x, [(1 - lv) / 2, (1 + lv) / 2])
+            row[f"lower_{int(100 * lv)}"] = float(lo)
+            row[f"upper_{int(100 * lv)}"] = float(hi)
+            row[f"covered_{int(100 * lv)}"] = bool(lo <= t <= hi)
+        # chain-major pooling: (chains, samples) -> chain 0's draws, then chain 1's, ...
+        rank, used = sbc_rank(t, np.asarray(v), rank_draws, rng)
+        row["rank"], row["rank_draws"] = rank, used
+        row["r_hat"], row["ess_bulk"] = qdiag[n]
+        quantities[n] = row
+    return {"quantities": quantities, "diag": diag}
+
+
+def _empty_fit_columns() -> dict:
+    cols: dict[str, Any] = {c: float("nan") for c in ("mean", "sd", "median", "z_score", "contraction",
+                                                     "rank", "rank_draws", "r_hat", "ess_bulk")}
+    for lv in LEVELS:
+        cols[f"lower_{int(100 * lv)}"] = float("nan")
+        cols[f"upper_{int(100 * lv)}"] = float("nan")
+        cols[f"covered_{int(100 * lv)}"] = None
+    return {**cols, "divergences": np.nan, "max_r_hat": np.nan, "min_ess_bulk": np.nan, "mean_steps": np.nan,
+            "tree_depth_hits": np.nan, "seconds": np.nan}
+
+
+def _diag_columns(d: Mapping) -> dict:
+    return {k: d[k] for k in ("divergences", "max_r_hat", "min_ess_bulk", "mean_steps", "tree_depth_hits",
+                              "seconds")}
+
+
+# ================================================================================ verdicts
+def _fit_lines(table, settings) -> list[str]:
+    per = table.drop_duplicates("dataset")
+    n = len(per)
+    fitted = per[per["status"] == "fitted"]
+    unfittable = per[per["status"] == "unfittable"]
+    failed = per[per["status"] == "failed"]
+    flagged = fitted[~fitted["fit_ok"].astype(bool)]
+    lines = [
+        f"fits: {settings['chains']} chain(s) x ({settings['warmup']} warm-up + {settings['samples']} draws), "
+        f"{len(fitted)} of {n} datasets fitted in {settings['fit_seconds_total']:.0f} s "
+        f"(+ {settings['compile_seconds']:.0f} s compiling; {settings['vectorize']} over "
+        f"{len(settings['devices'])} device(s))"
+    ]
+    if len(unfittable):
+        lines.append(f"  {len(unfittable)} dataset(s) unfittable (a school without students): "
+                     f"datasets {_list(unfittable['dataset'])}; not in the statistics")
+    if len(failed):
+        lines.append(f"  {len(failed)} fit(s) gave non-finite draws: datasets {_list(failed['dataset'])}; "
+                     "not in the statistics")
+    if len(fitted):
+        div = int((fitted["divergences"] > 0).sum())
+        rh = int((fitted["max_r_hat"] > R_HAT_MAX).sum())
+        ess = int((fitted["min_ess_bulk"] < ESS_MIN).sum())
+        depth = float(fitted["tree_depth_hits"].mean())
+        lines.append(
+            f"  {len(flagged)} of {len(fitted)} fits fail diagnostics ({div} with divergences, {rh} with R-hat > "
+            f"{R_HAT_MAX}, {ess} with bulk ESS < {ESS_MIN:.0f}); kept in the statistics. "
+            f"Mean leapfrog steps {fitted['mean_steps'].mean():.0f}, tree depth saturated in {100 * depth:.0f}% of draws"
+        )
+    return lines
+
+
+def _list(values, most: int = 8) -> str:
+    v = [str(int(x)) for x in values]
+    return ", ".join(v[:most]) + (f" and {len(v) - most} more" if len(v) > most else "")
+
+
+def _sbc_verdict(table, names, settings):
+    import pandas as pd
+
+    used = table[table["status"] == "fitted"]
+    n_values = int(used["rank_draws"].max()) + 1 if len(used) else settings["rank_draws"] + 1
+    ranks = {q: used.loc[used["quantity"] == q, "rank"].to_numpy(np.int64) for q in names}
+    n = len(ranks[names[0]])
+    rows = []
+    band = ecdf_band(n, n_values, 0.05) if n > 0 else None
+    for q in names:
+        r = ranks[q]
+        if n == 0:
+            rows.append({"quantity": q, "n": 0, "bins": 0, "chi2": np.nan, "chi2_p": np.nan, "ecdf_p": np.nan,
+                         "inside_band": False, "p": np.nan})
+            continue
+        chi = chi_square_uniformity(r, n_values)
+        p_ecdf, inside = ecdf_test(r, band)
+        rows.append({"quantity": q, "n": n, "bins": chi.df + 1, "chi2": chi.statistic, "chi2_p": chi.p_value,
+                     "ecdf_p": p_ecdf, "inside_band": inside, "p": combined_p(chi.p_value, p_ecdf)})
+    summary = pd.DataFrame(rows)
+    adjusted, rejected = holm(summary["p"].to_numpy(float), FAMILY_ALPHA)
+    summary["p_holm"] = adjusted
+    summary["pass"] = ~rejected & (summary["n"] > 0)
+    passed = bool(summary["pass"].all())
+
+    lines = [
+        f"recover {settings['model']}: simulation-based calibration, {settings['datasets']} datasets with "
+        f"parameters from the prior (seeds {settings['sim_seeds']})",
+        *_fit_lines(table, settings),
+        f"ranks of the truth among {n_values - 1} thinned draws (0..{n_values - 1}); tests: chi-square on "
+        f"{int(summary['bins'].max()) if n else 0} bins and the ECDF simultaneous band; a quantity's p = "
+        f"2 x the smaller; Holm over {len(names)} quantities, family false-alarm rate {FAMILY_ALPHA:.0%}",
+        f"{'quantity':<27} {'chi2 p':>7} {'ECDF p':>7} {'band':>6} {'Holm p':>7}  verdict",
+    ]
+    for _, r in summary.iterrows():
+        lines.append(f"{r['quantity']:<27} {_fmt_p(r['chi2_p'])} {_fmt_p(r['ecdf_p'])} "
+                     f"{('in' if r['inside_band'] else 'OUT'):>6} {_fmt_p(r['p_holm'])}  "
+                     f"{'pass' if r['pass'] else 'FAIL'}")
+    if n < 10:
+        lines.append(f"note: only {n} fitted datasets: the tests have little power (use 100 or more)")
+    failing = summary.loc[~summary["pass"], "quantity"].tolist()
+    lines.append(
+        f"verdict: PASS: no quantity's ranks depart from uniformity ({n} datasets)" if passed else
+        f"verdict: FAIL: {', '.join(failing)} miscalibrated (ranks not uniform)"
+    )
+    return summary, "\n".join(lines), passed, band, ranks
+
+
+def _fmt_p(p) -> str:
+    return f"{'nan':>7}" if p is None or not np.isfinite(p) else f"{p:7.3f}" if p >= 0.001 else f"{p:7.0e}"
+
+
+def _coverage_verdict(table, names, settings):
+    import pandas as pd
+
+    used = table[table["status"] == "fitted"]
+    n_checks = len(LEVELS) * len(names)
+    confidence = 1.0 - FAMILY_ALPHA / n_checks
+    rows = []
+    for q in names:
+        u = used[used["quantity"] == q]
+        n = len(u)
+        for lv in LEVELS:
+            k = int(u[f"covered_{int(100 * lv)}"].astype(bool).sum()) if n else 0
+            lo95, hi95 = clopper_pearson(k, n, 0.95)
+            lo, hi = clopper_pearson(k, n, confidence)
+            rows.append({"quantity": q, "level": lv, "n": n, "covered": k, "coverage": k / n if n else np.nan,
+                         "cp95_lower": lo95, "cp95_upper": hi95, "band_lower": lo, "band_upper": hi,
+                         "pass": bool(n > 0 and lo <= lv <= hi)})
+    summary = pd.DataFrame(rows)
+    stats_rows = {}
+    for q in names:
+        u = used[used["quantity"] == q]
+        err = u["mean"] - u["truth"]
+        stats_rows[q] = {"bias": float(err.mean()) if len(u) else np.nan,
+                         "rmse": float(np.sqrt(np.mean(err**2))) if len(u) else np.nan,
+                         "mean_sd": float(u["sd"].mean()) if len(u) else np.nan,
+                         "mean_z": float(u["z_score"].mean()) if len(u) else np.nan,
+                         "mean_contraction": float(u["contraction"].mean()) if len(u) else np.nan}
+    for col in ("bias", "rmse", "mean_sd", "mean_z", "mean_contraction"):
+        summary[col] = summary["quantity"].map(lambda q, c=col: stats_rows[q][c])
+    passed_q = {q: bool(summary.loc[summary["quantity"] == q, "pass"].all()) for q in names}
+    summary["estimand_pass"] = summary["quantity"].map(passed_q)
+    passed = all(passed_q.values())
+    truth = table.drop_duplicates("quantity").set_index("quantity")["truth"]
+    lines = [
+        f"recover {settings['model']}: coverage at a fixed truth, {settings['datasets']} datasets "
+        f"(seeds {settings['sim_seeds']}); truth: " + ", ".join(f"{q} = {truth[q]:g}" for q in names),
+        *_fit_lines(table, settings),
+        f"central intervals; band: Clopper-Pearson at {100 * confidence:.2f}% (Bonferroni over {n_checks} checks: "
+        f"family false-alarm rate {FAMILY_ALPHA:.0%}); 95% band in summary.csv",
+        f"{'estimand':<27} {'level':>5} {'covered':>9} {'coverage':>8}  {'band':<15} verdict",
+    ]
+    for _, r in summary.iterrows():
+        lines.append(f"{r['quantity']:<27} {r['level']:5.0%} {r['covered']:>4}/{r['n']:<4} {r['coverage']:8.2f}  "
+                     f"[{r['band_lower']:.2f}, {r['band_upper']:.2f}]    {'pass' if r['pass'] else 'FAIL'}")
+    for q in names:
+        s = stats_rows[q]
+        lines.append(f"{q:<27} bias {s['bias']:+.3f}, RMSE {s['rmse']:.3f}, mean posterior sd {s['mean_sd']:.3f}, "
+                     f"mean z {s['mean_z']:+.2f}: {'pass' if passed_q[q] else 'FAIL'}")
+    failing = [q for q in names if not passed_q[q]]
+    if passed:
+        lines.append("verdict: PASS: every interval covers the truth at its nominal rate")
+    else:
+        lines.append(f"verdict: FAIL: {', '.join(failing)} under-/over-covered")
+    if settings["model"] == "naive":
+        if passed:
+            lines.append("naive: coverage holds at this truth, so assignment here does not depend on the "
+                         "unobserved ability enough to bias the regression")
+        else:
+            lines.append("naive: fails, as expected: in the REGULAR cohort the unobserved part of ability raises "
+                         "both the score and the chance of a SMALL class, so the regression is confounded "
+                         "(see the bias above)")
+    return summary, "\n".join(lines), passed
+
+
+# ================================================================================== plots
+def plot_ecdf_difference(result: StudyResult):
+    """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
+    simultaneous 95% band (Säilynoja, Bürkner and Vehtari 2022)."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    names = list(result.ranks)
+    ncol = min(4, len(names))
+    nrow = -(-len(names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow), squeeze=False)
+    band = result.band
+    for ax, q in zip(axes.ravel(), names):
+        r = result.ranks[q]
+        if band is None or r.size == 0:
+            ax.set_title(f"{q}\n(no fitted datasets)", fontsize=8)
+            continue
+        ecdf = ecdf_counts(r, band.n_values) / r.size
+        ax.fill_between(band.z, band.lower - band.z, band.upper - band.z, step="post", color="0.85",
+                        label="95% simultaneous band")
+        ax.step(band.z, ecdf - band.z, where="post", color="#2166ac", lw=1.2, label="ranks")
+        ax.axhline(0.0, color="k", lw=0.6)
+        ok = result.summary.set_index("quantity").loc[q, "pass"]
+        ax.set_title(f"{q} ({'pass' if ok else 'FAIL'})", fontsize=8)
+        ax.set_xlabel("fractional rank of the truth", fontsize=7)
+        ax.set_ylabel("ECDF - uniform CDF", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"SBC of {result.model}: ECDF difference of the ranks ({len(result.ranks[names[0]])} datasets)",
+                 fontsize=9)
+    return fig
+
+
+def plot_rank_histograms(result: StudyResult):
+    """Histograms of the ranks with the 99% pointwise binomial range of a bin's count."""
+    from scipy import stats
+
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    names = list(result.ranks)
+    ncol = min(4, len(names))
+    nrow = -(-len(names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.4 * nrow), squeeze=False)
+    n_values = result.band.n_values if result.band is not None else RANK_DRAWS + 1
+    for ax, q in zip(axes.ravel(), names):
+        r = result.ranks[q]
+        n = r.size
+        bins = chi_square_bins(max(n, 1), n_values)
+        edges = np.round(np.linspace(0, n_values, bins + 1))
+        if n:
+            p = 1.0 / bins
+            lo, hi = stats.binom.ppf([0.005, 0.995], n, p)
+            ax.axhspan(lo, hi, color="0.85", label="99% range per bin")
+            ax.axhline(n * p, color="0.5", lw=0.8)
+            ax.hist(r, bins=edges, color="#2166ac", alpha=0.8, label="ranks")
+        ax.set_title(q, fontsize=8)
+        ax.set_xlabel("rank of the truth", fontsize=7)
+        ax.set_ylabel("datasets", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"SBC of {result.model}: rank histograms", fontsize=9)
+    return fig
+
+
+def plot_coverage(result: StudyResult):
+    """Observed coverage against the nominal level, with the Clopper-Pearson bands."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    names = list(dict.fromkeys(result.summary["quantity"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.2), squeeze=False)
+    for ax, q in zip(axes.ravel(), names):
+        s = result.summary[result.summary["quantity"] == q]
+        lv = s["level"].to_numpy(float)
+        ax.plot([0.4, 1.0], [0.4, 1.0], "k--", lw=0.8, label="nominal")
+        ax.vlines(lv, s["band_lower"], s["band_upper"], color="0.6", lw=6, label="family band")
+        ax.vlines(lv, s["cp95_lower"], s["cp95_upper"], color="0.3", lw=2, label="95% band")
+        ax.plot(lv, s["coverage"], "o", color="#b2182b", label="observed")
+        ax.set_xlim(0.4, 1.0)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{q} ({'pass' if s['pass'].all() else 'FAIL'})", fontsize=8)
+        ax.set_xlabel("nominal level of the central interval", fontsize=7)
+        ax.set_ylabel("share of datasets covered", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes.ravel()[0].legend(fontsize=6, loc="lower right")
+    n = int(result.summary["n"].max()) if len(result.summary) else 0
+    fig.suptitle(f"Coverage of {result.model} at a fixed truth ({n} datasets)", fontsize=9)
+    return fig
+
+
+def plot_z_contraction(result: StudyResult):
+    """Posterior z-score against posterior contraction, one point per dataset."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    names = list(dict.fromkeys(result.table["quantity"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.2), squeeze=False)
+    t = result.table[result.table["status"] == "fitted"]
+    for ax, q in zip(axes.ravel(), names):
+        u = t[t["quantity"] == q]
+        ok = u["fit_ok"].astype(bool)
+        ax.scatter(u.loc[ok, "contraction"], u.loc[ok, "z_score"], s=10, color="#2166ac", label="fit passes")
+        ax.scatter(u.loc[~ok, "contraction"], u.loc[~ok, "z_score"], s=14, marker="x", color="#b2182b",
+                   label="fit flagged")
+        for y in (-2, 2):
+            ax.axhline(y, color="0.6", lw=0.7, ls="--")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlim(min(0.0, float(u["contraction"].min()) if len(u) else 0.0), 1.02)
+        ax.set_title(q, fontsize=8)
+        ax.set_xlabel("posterior contraction 1 - var_post / var_prior", fontsize=7)
+        ax.set_ylabel("posterior z-score (mean - truth) / sd", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes.ravel()[0].legend(fontsize=6)
+    fig.suptitle(f"{result.model}: z-score vs contraction", fontsize=9)
+    return fig
+
+
+# ==================================================================================== CLI
+def cmd_recover(args) -> int:
+    from .cli import UsageError, _load_config, _prepare_out_dir
+    from .fit import _check_sampler_args
+
+    _check_sampler_args(args)
+    if args.datasets < 1:
+        raise UsageError(f"--datasets must be >= 1, got {args.datasets}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.rank_draws < 1:
+        raise UsageError(f"--rank-draws must be >= 1, got {args.rank_draws}")
+    if args.from_prior and args.model == "naive":
+        raise UsageError("--from-prior is not available for naive: the naive regression has no generative prior "
+                         "of the data; use a fixed truth (the default Config or --config FILE)")
+    config = _load_config(args.config)
+    if args.model == "naive" and config.n_regular == 0:
+        raise UsageError("the naive analysis needs REGULAR students (n_regular > 0)")
+    if args.model == "randomized" and config.n_experimental == 0:
+        raise UsageError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
+    out = _prepare_out_dir(args.out, args.force, [])
+    result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior, seed=args.seed,
+                       chains=args.chains, warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
+                       vectorize=args.vectorize, rank_draws=args.rank_draws)
+    paths = result.write(out)
+    print(result.verdict)
+    print(f"wrote {', '.join(p.name for p in paths)} in {out}")
+    return 0 if result.passed else 1
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("recover", help="parameter recovery: SBC from the prior, or coverage at a fixed truth")
+    p.add_argument("--model", choices=list(ANALYSES), default="structural")
+    p.add_argument("--datasets", type=int, required=True, help="number of simulated datasets")
+    p.add_argument("--from-prior", action="store_true",
+                   help="simulation-based calibration: each dataset's parameters drawn from the analysis prior")
+    p.add_argument("--config", help="TOML configuration: the fixed truth (default: the notebook's numbers); "
+                                    "with --from-prior only its design (cohort sizes, schools, races, classes)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="dataset k is simulated with seed SEED+k")
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="datasets fitted in one compiled call (default: 4 per device on CPU, 32 on GPU)")
+    p.add_argument("--vectorize", choices=["auto", "map", "vmap"], default="auto",
+                   help="per device, run the lanes one after another (map) or all at once (vmap); "
+                        "auto: map on CPU, vmap on GPU/TPU")
+    p.add_argument("--rank-draws", type=int, default=RANK_DRAWS,
+                   help="posterior draws (thinned evenly) the SBC rank is taken among")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_recover)

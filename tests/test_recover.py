@@ -1,0 +1,454 @@
+"""Parameter recovery studies (``classsize recover``): the statistics, the encoding of
+draws, the batched fits, and small studies end to end.
+
+The statistics are checked against hand-computed cases and against their own
+promises: perfectly uniform ranks pass and piled-up ranks fail; the ECDF band's
+false-alarm rate, measured on fresh uniform rank sets, is the 5% it is built for.
+The batched fits are checked against the path of ``classsize fit``: the same
+dataset encoded from the draw and loaded from its CSV files has the same log
+density at the same parameters (fast), and the same posterior (slow).
+
+The end-to-end studies use a small design (300 + 300 students, 5 schools), a few
+datasets and short chains: they check the files, the columns and that nothing is
+dropped, not calibration.  Calibration itself is checked by the slow tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from classsize.inference import recover as rc
+from classsize.inference.cli import main
+from classsize.model import Config
+
+SMALL = Config(n_regular=300, n_experimental=300, n_schools=5)
+
+
+# ================================================================== statistics by hand
+def test_chi_square_hand_example():
+    # 10 ranks over 0..9 in 2 bins of 5 values: 8 below 5, 2 above; expected 5 and 5
+    ranks = [0, 1, 1, 2, 3, 4, 4, 4, 7, 9]
+    chi = rc.chi_square_uniformity(ranks, n_values=10, n_bins=2)
+    assert chi.observed.tolist() == [8, 2]
+    assert chi.expected.tolist() == [5, 5]
+    assert chi.statistic == pytest.approx((3**2 + 3**2) / 5)  # 3.6
+    assert chi.df == 1
+    assert chi.p_value == pytest.approx(0.05777957, rel=1e-6)  # P(chi2_1 > 3.6) = 2 (1 - Phi(1.8974))
+    # 4 bins of unequal width over 0..9: edges 0, 2, 5, 8, 10 (widths 2, 3, 3, 2)
+    chi4 = rc.chi_square_uniformity(ranks, n_values=10, n_bins=4)
+    assert chi4.observed.tolist() == [3, 5, 1, 1]
+    assert chi4.expected.tolist() == [2.0, 3.0, 3.0, 2.0]
+    by_hand = 1 / 2 + 4 / 3 + 4 / 3 + 1 / 2
+    assert chi4.statistic == pytest.approx(by_hand)
+    assert chi4.p_value == pytest.approx(stats.chi2.sf(by_hand, 3))
+
+
+def test_chi_square_uniform_passes_and_piled_fails():
+    uniform = np.repeat(np.arange(100), 2)  # every rank value twice
+    piled = np.repeat(np.arange(10), 20)  # every rank in the lowest tenth
+    assert rc.chi_square_uniformity(uniform, 100).p_value == pytest.approx(1.0)
+    assert rc.chi_square_uniformity(piled, 100).p_value < 1e-10
+    # the truth sits in the middle of every posterior: ranks pile up in the centre
+    centre = np.full(200, 50)
+    assert rc.chi_square_uniformity(centre, 100).p_value < 1e-10
+    with pytest.raises(ValueError):
+        rc.chi_square_uniformity([0, 100], 100)
+
+
+def test_ecdf_band_contains_uniform_and_excludes_skewed():
+    band = rc.ecdf_band(200, 100, 0.05)
+    assert band.z.shape == band.lower.shape == band.upper.shape == (99,)
+    assert np.all(band.lower <= band.z + 1e-12) and np.all(band.z <= band.upper + 1e-12)
+    assert 0 < band.gamma < 0.05  # the pointwise level is below the simultaneous one
+    uniform = np.repeat(np.arange(100), 2)
+    ecdf = rc.ecdf_counts(uniform, 100) / 200
+    assert np.all((band.lower <= ecdf) & (ecdf <= band.upper))
+    p, inside = rc.ecdf_test(uniform, band)
+    assert inside and p > 0.5
+    # skewed: ranks drawn with density 2x on 0..99 (the truth tends to sit high)
+    skewed = np.floor(100 * np.sqrt(np.random.default_rng(1).uniform(size=200))).astype(int)
+    p_skew, inside_skew = rc.ecdf_test(skewed, band)
+    assert not inside_skew and p_skew < 0.01
+    ecdf_skew = rc.ecdf_counts(skewed, 100) / 200
+    assert np.any((ecdf_skew < band.lower) | (ecdf_skew > band.upper))
+
+
+def test_ecdf_band_false_alarm_rate_is_five_percent():
+    n, n_values = 50, 100
+    band = rc.ecdf_band(n, n_values, 0.05)
+    rng = np.random.default_rng(12345)  # not the band's seed
+    trials = 2000
+    outside = sum(not rc.ecdf_test(rng.integers(0, n_values, n), band)[1] for _ in range(trials))
+    # binomial sd of the rate is 0.0049: 0.05 +- 4 sd
+    assert 0.03 <= outside / trials <= 0.07, outside / trials
+
+
+def test_clopper_pearson_hand_examples():
+    # k = 0 and k = n have closed forms: 1 - (a/2)^(1/n) and (a/2)^(1/n)
+    lo, hi = rc.clopper_pearson(0, 10, 0.95)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10))  # 0.3085
+    lo, hi = rc.clopper_pearson(10, 10, 0.95)
+    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 10))  # 0.6915
+    lo, hi = rc.clopper_pearson(5, 10, 0.95)
+    assert (lo, hi) == pytest.approx((0.18709, 0.81291), abs=1e-5)
+    lo, hi = rc.clopper_pearson(45, 50, 0.95)
+    assert (lo, hi) == pytest.approx((0.78186, 0.96672), abs=1e-5)  # R: binom.test(45, 50)
+
+
+def test_holm_hand_example():
+    adjusted, rejected = rc.holm([0.01, 0.04, 0.03, 0.5], 0.05)
+    # sorted 0.01, 0.03, 0.04, 0.5 -> 4 x 0.01, 3 x 0.03, max(0.09, 2 x 0.04), max(0.09, 0.5)
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert rejected.tolist() == [True, False, False, False]
+    assert rc.combined_p(0.2, 0.01) == pytest.approx(0.02)
+
+
+def test_sbc_rank_thinning_and_ties():
+    assert rc.thin_indices(4000, 99).tolist()[:3] == [0, 41, 82]  # 3999 / 98 = 40.8
+    assert rc.thin_indices(4000, 99)[-1] == 3999 and len(rc.thin_indices(4000, 99)) == 99
+    assert rc.thin_indices(50, 99).tolist() == list(range(50))
+    draws = np.arange(1000.0).reshape(2, 500)  # chain-major pooling: 0..999
+    rank, used = rc.sbc_rank(500.5, draws, 99)
+    assert used == 99 and rank == int(np.sum(np.round(np.linspace(0, 999, 99)) < 500.5))
+    assert rc.sbc_rank(-1.0, draws)[0] == 0 and rc.sbc_rank(1e9, draws)[0] == 99
+    # ties are broken uniformly: all 99 draws equal the truth -> ranks spread over 0..99
+    rng = np.random.default_rng(0)
+    ranks = [rc.sbc_rank(1.0, np.ones(500), 99, rng)[0] for _ in range(2000)]
+    assert min(ranks) < 10 and max(ranks) > 89 and abs(np.mean(ranks) - 49.5) < 3
+
+
+def _fake_sbc_table(ranks_by_quantity, rank_draws=99):
+    rows = []
+    for q, ranks in ranks_by_quantity.items():
+        for k, r in enumerate(ranks):
+            rows.append({"dataset": k, "quantity": q, "status": "fitted", "fit_ok": True, "rank": r,
+                         "rank_draws": rank_draws, "divergences": 0, "max_r_hat": 1.0, "min_ess_bulk": 1000.0,
+                         "mean_steps": 7.0, "tree_depth_hits": 0.0, "seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+SETTINGS = {"model": "structural", "datasets": 200, "sim_seeds": "0..199", "chains": 4, "warmup": 1000,
+            "samples": 1000, "fit_seconds_total": 1.0, "compile_seconds": 1.0, "vectorize": "map",
+            "devices": ["cpu:0"], "rank_draws": 99}
+
+
+def test_sbc_verdict_passes_uniform_and_fails_piled():
+    uniform = np.repeat(np.arange(100), 2)
+    good = {"a": uniform, "b": uniform[::-1]}
+    summary, verdict, passed, band, ranks = rc._sbc_verdict(_fake_sbc_table(good), ("a", "b"), SETTINGS)
+    assert passed and summary["pass"].all(), verdict
+    assert "verdict: PASS" in verdict
+    bad = {"a": uniform, "b": np.repeat(np.arange(10), 20)}
+    summary, verdict, passed, _, _ = rc._sbc_verdict(_fake_sbc_table(bad), ("a", "b"), SETTINGS)
+    assert not passed
+    assert summary.set_index("quantity").loc["b", "pass"] == False  # noqa: E712
+    assert summary.set_index("quantity").loc["a", "pass"] == True  # noqa: E712
+    assert "verdict: FAIL: b" in verdict
+
+
+def test_coverage_counts_and_bands_by_hand():
+    rows = []
+    truth = 5.0
+    # 10 datasets; interval at level L covers in the first c_L datasets
+    covering = {50: 5, 80: 8, 90: 9, 95: 10}
+    for k in range(10):
+        row = {"dataset": k, "quantity": "small_class_direct_effect", "status": "fitted", "fit_ok": True,
+               "truth": truth, "mean": truth + (0.5 if k % 2 else -0.5), "sd": 1.0, "z_score": 0.0,
+               "contraction": 0.9, "divergences": 0, "max_r_hat": 1.0, "min_ess_bulk": 1000.0, "mean_steps": 7.0,
+               "tree_depth_hits": 0.0, "seconds": 1.0}
+        for lv, c in covering.items():
+            row[f"covered_{lv}"] = k < c
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    settings = {**SETTINGS, "model": "randomized", "datasets": 10, "sim_seeds": "0..9"}
+    summary, verdict, passed = rc._coverage_verdict(table, ("small_class_direct_effect",), settings)
+    s = summary.set_index("level")
+    assert s["covered"].tolist() == [5, 8, 9, 10] and (s["n"] == 10).all()
+    assert s.loc[0.5, "cp95_lower"] == pytest.approx(0.18709, abs=1e-5)
+    assert s.loc[0.95, "cp95_lower"] == pytest.approx(0.025 ** 0.1)
+    # family band: Bonferroni over the 4 levels of one estimand, 98.75% intervals
+    assert s.loc[0.5, "band_lower"] == pytest.approx(rc.clopper_pearson(5, 10, 1 - 0.05 / 4)[0])
+    assert passed and s["bias"].iloc[0] == pytest.approx(0.0) and s["rmse"].iloc[0] == pytest.approx(0.5)
+    # 0 of 10 covered at 95% is far outside the band: the estimand fails
+    table["covered_95"] = False
+    summary, verdict, passed = rc._coverage_verdict(table, ("small_class_direct_effect",), settings)
+    assert not passed and "FAIL" in verdict
+
+
+# ============================================================ encoding of forward draws
+def _compare_observed(a, b):
+    """Same students (as a multiset of rows) and the same class of each student."""
+
+    def rows(o):
+        cls = np.asarray(o.class_of_student)
+        cols = [np.asarray(o.race), np.round(np.asarray(o.income_scaled), 12), np.asarray(o.is_experimental),
+                np.asarray(o.small_class), np.asarray(o.test_score), np.asarray(o.teacher_has_ma)[cls],
+                np.asarray(o.class_is_small)[cls], np.asarray(o.school_of_class)[cls]]
+        return np.array(sorted(zip(*[c.tolist() for c in cols])))
+
+    np.testing.assert_array_equal(rows(a), rows(b))
+    assert int(np.sum(a.class_used)) == int(np.sum(b.class_used))
+    # the students of a class in one encoding are the students of one class in the other
+    key = lambda o: np.round(np.asarray(o.test_score), 9)  # noqa: E731  (scores are distinct)
+    for o, other in ((a, b), (b, a)):
+        by_score = dict(zip(key(other).tolist(), np.asarray(other.class_of_student).tolist()))
+        pairs = {(int(c), by_score[s]) for c, s in zip(np.asarray(o.class_of_student), key(o).tolist())}
+        assert len(pairs) == len({c for c, _ in pairs})
+
+
+@pytest.mark.parametrize("cohort", [None, "EXPERIMENTAL", "REGULAR"])
+def test_observed_from_draw_matches_loaded_tables(tmp_path, cohort):
+    from classsize.inference.data import load_dataset
+    from classsize.model.simulate import _dataset_from_draw, draw_many
+    from classsize.model.tables import observed_from_draw
+
+    draws = draw_many(SMALL, [3, 4])
+    batched = observed_from_draw(draws, SMALL, cohort)
+    for i, seed in enumerate([3, 4]):
+        one = {k: v[i] for k, v in draws.items()}
+        _dataset_from_draw(SMALL, one, seed).write(tmp_path / str(seed))
+        loaded = load_dataset(tmp_path / str(seed)).observed(SMALL, cohort=cohort)
+        direct = observed_from_draw(one, SMALL, cohort)
+        for field in direct._fields:
+            x, y = getattr(direct, field), getattr(batched, field)
+            if x is None:
+                assert y is None
+                continue
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[i])
+            assert np.asarray(x).dtype == np.asarray(getattr(loaded, field)).dtype, field
+        n_slots = SMALL.max_small_classes + SMALL.max_large_classes
+        assert direct.class_used.shape == (n_slots,)
+        _compare_observed(direct, loaded)
+
+
+def test_empty_schools_are_detected():
+    from classsize.model.simulate import draw_many
+    from classsize.model.tables import observed_from_draw
+
+    many = Config(n_regular=300, n_experimental=300, n_schools=40)  # about 27 classes for 40 schools
+    o = observed_from_draw(draw_many(many, [0, 1]), many, None)
+    assert (rc.empty_school_counts(o, 40) >= 13).all()
+    o = observed_from_draw(draw_many(SMALL, [0, 1]), SMALL, None)
+    assert (rc.empty_school_counts(o, 5) == 0).all()
+
+
+def _energy_functions(my_priors, their_config, their_priors):
+    import jax
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    from classsize.model import class_size_experiment
+
+    @jax.jit
+    def energy(key, obs):  # a random initial point (init_to_uniform) and its energy, on my encoding
+        info = initialize_model(key, class_size_experiment, model_args=(SMALL, my_priors, obs),
+                                model_kwargs={"ability": "uniform"}, dynamic_args=True).param_info
+        return info.z, info.potential_energy, info.z_grad
+
+    @jax.jit
+    def theirs(z, obs):  # the energy of the same point on the data as ``fit`` loads them
+        return jax.value_and_grad(lambda zz: potential_energy(
+            class_size_experiment, (their_config, their_priors, obs), {"ability": "uniform"}, zz))(z)
+
+    return energy, theirs
+
+
+def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path):
+    """The batched path conditions on the same data as ``fit``: equal log densities at
+    the same (random) parameters, for the structural and the randomized analyses."""
+    import jax
+
+    from classsize.inference.analysis import build_analysis
+    from classsize.inference.data import load_dataset
+    from classsize.model.simulate import _dataset_from_draw, draw_many
+    from classsize.model.tables import observed_from_draw
+
+    draws = draw_many(SMALL, [5])
+    one = {k: v[0] for k, v in draws.items()}
+    _dataset_from_draw(SMALL, one, 5).write(tmp_path)
+    loaded = load_dataset(tmp_path)
+    for model in ("structural", "randomized"):
+        analysis = build_analysis(model, loaded)
+        config, priors, _ = analysis.args
+        assert config.n_schools == SMALL.n_schools
+        mine = observed_from_draw(one, SMALL, rc.COHORT[model])
+
+        energy, theirs = _energy_functions(rc.analysis_priors(model, SMALL), config, priors)
+        for k in range(3):
+            z, pe, grad = energy(jax.random.PRNGKey(k), mine)
+            pe2, grad2 = theirs(z, analysis.observed)
+            assert np.isfinite(float(pe))
+            assert float(pe) == pytest.approx(float(pe2), rel=1e-9, abs=1e-6), model
+            for name in grad:
+                np.testing.assert_allclose(np.asarray(grad[name]), np.asarray(grad2[name]), rtol=1e-7, atol=1e-6)
+
+
+# ================================================================= studies end to end
+def _write_small(tmp_path, config=SMALL):
+    path = tmp_path / "small.toml"
+    path.write_text(config.to_toml())
+    return path
+
+
+COLUMNS = {"study", "model", "dataset", "sim_seed", "fit_seed", "status", "fit_ok", "problems", "quantity", "truth",
+           "mean", "sd", "z_score", "contraction", "rank", "rank_draws", "r_hat", "ess_bulk", "divergences",
+           "max_r_hat", "min_ess_bulk", "seconds", "tree_depth_hits",
+           *[f"{w}_{lv}" for w in ("lower", "upper", "covered") for lv in (50, 80, 90, 95)]}
+
+
+def test_cli_coverage_study_randomized(tmp_path, capsys):
+    import xarray as xr
+
+    out = tmp_path / "out"
+    code = main(["recover", "--model", "randomized", "--datasets", "4", "--config", str(_write_small(tmp_path)),
+                 "--out", str(out), "--chains", "2", "--warmup", "60", "--samples", "60", "--seed", "10"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1)
+    assert "recover randomized: coverage at a fixed truth, 4 datasets (seeds 10..13)" in printed
+    assert "verdict: " in printed
+    for name in ("recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "study.json", "config.toml",
+                 "coverage.png", "z_contraction.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".*.tmp"))
+    table = pd.read_csv(out / "recovery.csv")
+    assert COLUMNS <= set(table.columns)
+    assert len(table) == 4 * 3 and sorted(table["dataset"].unique()) == [0, 1, 2, 3]
+    assert set(table["quantity"]) == set(rc.ESTIMANDS)
+    assert (table["status"] == "fitted").all()
+    assert (table["fit_seed"] == table["sim_seed"] + 2**32).all()
+    assert (table.loc[table["quantity"] == "small_class_direct_effect", "truth"] == 5.0).all()
+    # short chains: every fit is flagged (bulk ESS < 400), counted and kept
+    assert (~table["fit_ok"]).all() and table["problems"].str.contains("bulk ESS").all()
+    assert "4 of 4 fits fail diagnostics" in printed
+    assert np.all(np.abs(table["mean"] - table["truth"]) < 6 * table["sd"])
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 3 * 4 and {"coverage", "cp95_lower", "band_upper", "pass"} <= set(summary.columns)
+    ds = xr.open_dataset(out / "recovery.nc")
+    assert dict(ds.sizes) == {"dataset": 4, "quantity": 3, "level": 4}
+    np.testing.assert_allclose(ds["mean"].sel(quantity="teacher_ma_effect").values,
+                               table.loc[table["quantity"] == "teacher_ma_effect", "mean"].to_numpy())
+    ds.close()
+    settings = json.loads((out / "study.json").read_text())
+    assert settings["mode"] == "fixed" and settings["chains"] == 2
+    # a second run into the same folder is refused without --force
+    assert main(["recover", "--model", "randomized", "--datasets", "1", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_cli_sbc_structural(tmp_path, capsys):
+    out = tmp_path / "sbc"
+    code = main(["recover", "--model", "structural", "--from-prior", "--datasets", "3", "--config",
+                 str(_write_small(tmp_path)), "--out", str(out), "--chains", "1", "--warmup", "15",
+                 "--samples", "15"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1)
+    assert "simulation-based calibration, 3 datasets" in printed
+    for name in ("recovery.csv", "summary.csv", "recovery.nc", "sbc_ecdf_diff.png", "sbc_ranks.png"):
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "recovery.csv")
+    quantities = rc.study_quantities("structural", "sbc", SMALL)
+    assert set(table["quantity"]) == set(quantities)
+    assert {"small_class_total_effect", "regular_small_ability", "school_effect_range"} <= set(quantities)
+    assert "score_ability_weight" not in quantities  # pinned by the priors: not sampled
+    assert len(table) == 3 * len(quantities)
+    fitted = table[table["status"] == "fitted"]
+    assert fitted["rank"].between(0, 15).all() and (fitted["rank_draws"] == 15).all()
+    # the truths differ between datasets (drawn from the prior)
+    assert table.loc[table["quantity"] == "teacher_ma_effect", "truth"].nunique() == 3
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["quantity"]) == set(quantities)
+    assert {"chi2_p", "ecdf_p", "p_holm", "pass"} <= set(summary.columns)
+    lines = printed.splitlines()
+    assert sum(line.split()[0] in quantities for line in lines if line.split()) >= len(quantities)
+
+
+def test_cli_refuses_bad_input(tmp_path, capsys):
+    cases = [
+        (["--model", "naive", "--from-prior", "--datasets", "2"], "no generative prior"),
+        (["--datasets", "0"], "--datasets must be >= 1"),
+        (["--datasets", "2", "--chains", "0"], "--chains must be >= 1"),
+        (["--datasets", "2", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ]
+    for args, message in cases:
+        code = main(["recover", "--out", str(tmp_path / "never"), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not (tmp_path / "never").exists()
+
+
+def test_unfittable_datasets_are_counted_not_dropped(tmp_path, capsys):
+    many = Config(n_regular=300, n_experimental=300, n_schools=40)
+    out = tmp_path / "out"
+    code = main(["recover", "--model", "structural", "--datasets", "3", "--config", str(_write_small(tmp_path, many)),
+                 "--out", str(out), "--chains", "1", "--warmup", "5", "--samples", "5"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "3 dataset(s) unfittable (a school without students)" in printed and "verdict: FAIL" in printed
+    table = pd.read_csv(out / "recovery.csv")
+    assert len(table) == 9 and (table["status"] == "unfittable").all() and table["mean"].isna().all()
+
+
+# ======================================================================= slow checks
+def _posterior_agrees(a: np.ndarray, b: np.ndarray, ess_a: float, ess_b: float) -> bool:
+    se = np.sqrt(a.var() / ess_a + b.var() / ess_b)
+    return abs(a.mean() - b.mean()) < 5 * se
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["randomized", "structural"])
+def test_batched_posterior_equals_fit(tmp_path, model):
+    import arviz as az
+
+    from classsize.inference.fit import fit
+    from classsize.model import simulate
+    from classsize.model.simulate import draw_many
+    from classsize.model.tables import observed_from_draw
+
+    seed, chains, warmup, samples = 8, 2, 300, 300
+    simulate(SMALL, seed).write(tmp_path)
+    theirs = fit(tmp_path, model, chains=chains, warmup=warmup, samples=samples, seed=seed + rc.FIT_SEED_OFFSET,
+                 progress=False, posterior_predictive=False)
+    fitter = rc.BatchedFitter(model, SMALL, chains=chains, warmup=warmup, samples=samples)
+    out = fitter.run(observed_from_draw(draw_many(SMALL, [seed]), SMALL, rc.COHORT[model]),
+                     [seed + rc.FIT_SEED_OFFSET])
+    mine = rc.quantities_from_draws(model, {k: v[0] for k, v in out.sites.items()}, rc.ESTIMANDS)
+    for name in rc.ESTIMANDS:
+        a, b = theirs.estimand_draws[name], mine[name]
+        assert _posterior_agrees(a.ravel(), b.ravel(), az.ess(a), az.ess(b)), (name, a.mean(), b.mean())
+        assert 0.7 < b.std() / a.std() < 1.4, name
+
+
+@pytest.mark.slow
+def test_sbc_randomized_is_calibrated(tmp_path):
+    result = rc.run_study("randomized", 100, config=SMALL, from_prior=True, seed=1000, chains=2, warmup=300,
+                          samples=300, rank_draws=99)
+    assert result.passed, result.verdict
+
+
+@pytest.mark.slow
+def test_naive_fails_coverage_at_the_default_truth():
+    result = rc.run_study("naive", 20, config=Config(), seed=0, chains=2, warmup=300, samples=300)
+    assert not result.passed, result.verdict
+    assert "naive: fails, as expected" in result.verdict
+    bias = result.summary.drop_duplicates("quantity").set_index("quantity")["bias"]
+    assert abs(bias["small_class_direct_effect"]) > 0.5
+
+
+@pytest.mark.slow
+def test_vmap_and_map_agree():
+    """The accelerator path (all lanes of a device under vmap) gives the posterior of the CPU path."""
+    from classsize.model.simulate import draw_many
+    from classsize.model.tables import observed_from_draw
+
+    obs = observed_from_draw(draw_many(SMALL, [0, 1, 2]), SMALL, "EXPERIMENTAL")
+    seeds = [s + rc.FIT_SEED_OFFSET for s in range(3)]
+    runs = {v: rc.BatchedFitter("randomized", SMALL, chains=2, warmup=200, samples=300, vectorize=v).run(obs, seeds)
+            for v in ("map", "vmap")}
+    for name in ("small_class_direct_effect", "teacher_ma_effect"):
+        a, b = runs["map"].sites[name], runs["vmap"].sites[name]
+        for k in range(3):
+            assert _posterior_agrees(a[k].ravel(), b[k].ravel(), 150, 150), (name, k)
