@@ -245,14 +245,13 @@ def result_from_mcmc(analysis: Analysis, mcmc, seconds: float, truth=None, poste
     for name, v in {**scalar, **estimands}.items():
         if np.all(np.ptp(v, axis=(0, 1)) == 0):
             continue  # pinned (deterministic) parameters
-        ds = az.convert_to_dataset(v if v.ndim > 2 else v)
-        r = az.rhat(ds).to_array().values
-        e = az.ess(ds, method="bulk").to_array().values
-        r_hats.append(np.nanmax(r))
-        esses.append(np.nanmin(e))
+        ds = az.convert_to_dataset(v)
+        esses.append(np.nanmin(az.ess(ds, method="bulk").to_array().values))
+        if v.shape[0] > 1:
+            r_hats.append(np.nanmax(az.rhat(ds).to_array().values))
     diagnostics = {
         "divergences": divergences,
-        "max_r_hat": float(np.nanmax(r_hats)) if r_hats and mcmc.num_chains > 1 else float("nan"),
+        "max_r_hat": float(np.nanmax(r_hats)) if r_hats else float("nan"),
         "min_ess_bulk": float(np.nanmin(esses)) if esses else float("nan"),
         "seconds": float(seconds),
     }

@@ -84,7 +84,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -120,7 +120,6 @@ MAX_CHI2_BINS = 20
 FIT_SEED_OFFSET = 2**32
 #: Cohort each analysis fits (None: both).
 COHORT = {"structural": None, "randomized": "EXPERIMENTAL", "naive": "REGULAR"}
-MODES = ("sbc", "fixed")
 
 
 # =============================================================================== statistics
@@ -483,7 +482,7 @@ class BatchedFitter:
         return len(self.devices)
 
     # ----------------------------------------------------------------- one lane
-    def _one_chain(self, key, data):
+    def _one_chain(self, key, data, active=True):
         import jax
         import jax.numpy as jnp
         from jax import lax
@@ -506,7 +505,8 @@ class BatchedFitter:
 
         def body(carry, i):
             s, (vals, div, steps) = carry
-            s = kernel.sample(s, args, kwargs)
+            # a padding lane (inactive) skips its iterations: free under lax.map
+            s = lax.cond(active, lambda t: kernel.sample(t, args, kwargs), lambda t: t, s)
             steps = lax.dynamic_update_index_in_dim(steps, jnp.asarray(s.num_steps, jnp.int32), i, 0)
             j = jnp.maximum(i - warmup, 0)
 
@@ -531,13 +531,13 @@ class BatchedFitter:
 
         mesh = Mesh(np.array(self.devices), ("lanes",))
 
-        def local(keys, data):
+        def local(keys, data, active):
             if self.vectorize == "vmap":
-                return jax.vmap(self._one_chain)(keys, data)
-            return lax.map(lambda kd: self._one_chain(*kd), (keys, data))
+                return jax.vmap(self._one_chain)(keys, data, active)
+            return lax.map(lambda kda: self._one_chain(*kda), (keys, data, active))
 
-        sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("lanes"), P("lanes")), out_specs=P("lanes"),
-                                check_vma=False)
+        sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("lanes"), P("lanes"), P("lanes")),
+                                out_specs=P("lanes"), check_vma=False)
         program = jax.jit(sharded)
         self._programs[n_lanes] = (program, mesh)
         return self._programs[n_lanes]
@@ -550,39 +550,50 @@ class BatchedFitter:
         key = jax.random.PRNGKey(int(fit_seed))
         return jax.random.split(key, self.chains) if self.chains > 1 else key[None]
 
-    def run(self, data, fit_seeds: Sequence[int]) -> BatchOutput:
+    def run(self, data, fit_seeds: Sequence[int], batch_size: int | None = None) -> BatchOutput:
         """Fit a batch: ``data`` is a stacked dataset pytree (leading axis = datasets),
-        ``fit_seeds`` one integer seed per dataset."""
+        ``fit_seeds`` one integer seed per dataset.
+
+        With ``batch_size`` larger than the number of datasets the batch is padded to
+        ``batch_size`` with inactive lanes (which skip their iterations), so every batch
+        of a study runs the same compiled program.
+        """
         import jax
         import jax.numpy as jnp
         from jax.sharding import NamedSharding, PartitionSpec as P
 
         b, c = len(fit_seeds), self.chains
-        # lanes chain-major, so each device gets a share of every dataset's chains
-        keys = np.stack([np.asarray(self.chain_keys(s)) for s in fit_seeds], axis=1).reshape(c * b, -1)
-        lane_dataset = np.tile(np.arange(b), c)
-        n_lanes = c * b
+        full = max(b, int(batch_size or b))
+        keys = np.stack([np.asarray(self.chain_keys(s)) for s in fit_seeds], axis=1)  # (c, b, 2)
+        keys = np.concatenate([keys, np.repeat(keys[:, :1], full - b, axis=1)], axis=1)
+        # lanes chain-major (lane = chain * full + dataset), so each device gets a share of
+        # every dataset's chains
+        keys = keys.reshape(c * full, -1)
+        lane_dataset = np.tile(np.concatenate([np.arange(b), np.zeros(full - b, np.int64)]), c)
+        active = np.tile(np.arange(full) < b, c)
+        n_lanes = c * full
         padded = -(-n_lanes // self.n_devices) * self.n_devices
         if padded > n_lanes:
             keys = np.concatenate([keys, np.repeat(keys[:1], padded - n_lanes, axis=0)])
             lane_dataset = np.concatenate([lane_dataset, np.zeros(padded - n_lanes, np.int64)])
+            active = np.concatenate([active, np.zeros(padded - n_lanes, bool)])
         lane_data = jax.tree.map(lambda a: np.asarray(a)[lane_dataset], data)
         program, mesh = self._program(padded)
         sharding = NamedSharding(mesh, P("lanes"))
-        keys = jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding)
-        lane_data = jax.tree.map(lambda a: jax.device_put(a, sharding), lane_data)
+        args = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
+                jax.tree.map(lambda a: jax.device_put(a, sharding), lane_data),
+                jax.device_put(jnp.asarray(active), sharding))
         if padded not in self._compiled:
             start = time.perf_counter()
-            self._compiled[padded] = program.lower(keys, lane_data).compile()
+            self._compiled[padded] = program.lower(*args).compile()
             self.compile_seconds += time.perf_counter() - start
-        program = self._compiled[padded]
         start = time.perf_counter()
-        out = jax.block_until_ready(program(keys, lane_data))
+        out = jax.block_until_ready(self._compiled[padded](*args))
         seconds = time.perf_counter() - start
         sites, div, steps = jax.tree.map(lambda a: np.asarray(a)[:n_lanes], out)
 
-        def per_dataset(a):  # (c*b, samples, ...) -> (b, c, samples, ...)
-            return np.swapaxes(a.reshape((c, b) + a.shape[1:]), 0, 1)
+        def per_dataset(a):  # (c * full, samples, ...) -> (b, c, samples, ...)
+            return np.swapaxes(a.reshape((c, full) + a.shape[1:])[:, :b], 0, 1)
 
         steps = per_dataset(steps)
         w = self.warmup
@@ -782,6 +793,7 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
 
     start_all = time.perf_counter()
     draws = simulate_study(model, config, sim_seeds, from_prior)
+    simulate_seconds = time.perf_counter() - start_all
     observed = jax.jit(lambda d: observed_from_draw(d, config, cohort))({k: draws[k] for k in DRAW_SITES})
     observed = type(observed)(*[None if a is None else np.asarray(a) for a in observed])
     empty = empty_school_counts(observed, config.n_schools) if model != "naive" else np.zeros(n_datasets, int)
@@ -802,7 +814,7 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
     for lo in range(0, fittable.size, batch_size):
         idx = fittable[lo:lo + batch_size]
         batch = type(observed)(*[None if a is None else a[idx] for a in observed])
-        out = fitter.run(batch, [fit_seeds[i] for i in idx])
+        out = fitter.run(batch, [fit_seeds[i] for i in idx], batch_size=batch_size)
         for j, k in enumerate(idx):
             sites = {s: v[j] for s, v in out.sites.items()}
             q = quantities_from_draws(model, sites, names)
@@ -840,6 +852,7 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
         "rank_draws": rank_draws if mode == "sbc" else None, "levels": list(LEVELS),
         "family_alpha": FAMILY_ALPHA, "band_simulations": BAND_SIMULATIONS, "band_seed": BAND_SEED,
         "r_hat_max": R_HAT_MAX, "ess_min": ESS_MIN, "quantities": list(names),
+        "simulate_seconds": round(simulate_seconds, 2),
         "compile_seconds": round(fitter.compile_seconds - compile_before, 2), "wall_seconds": round(wall, 2),
         "fit_seconds_total": round(float(sum(r["diag"]["seconds"] for r in per_dataset.values())), 2),
         "config": config.to_dict(),
@@ -903,10 +916,10 @@ def _fit_lines(table, settings) -> list[str]:
     failed = per[per["status"] == "failed"]
     flagged = fitted[~fitted["fit_ok"].astype(bool)]
     lines = [
-        f"fits: {settings['chains']} chain(s) x ({settings['warmup']} warm-up + {settings['samples']} draws), "
-        f"{len(fitted)} of {n} datasets fitted in {settings['fit_seconds_total']:.0f} s "
-        f"(+ {settings['compile_seconds']:.0f} s compiling; {settings['vectorize']} over "
-        f"{len(settings['devices'])} device(s))"
+        f"fits: {settings['chains']} chain(s) x ({settings['warmup']} warm-up + {settings['samples']} draws); "
+        f"{len(fitted)} of {n} datasets fitted in {settings['fit_seconds_total']:.0f} s",
+        f"  (+ {settings['compile_seconds']:.0f} s compiling; lanes run by {settings['vectorize']} on "
+        f"{len(settings['devices'])} device(s))",
     ]
     if len(unfittable):
         lines.append(f"  {len(unfittable)} dataset(s) unfittable (a school without students): "
@@ -919,11 +932,10 @@ def _fit_lines(table, settings) -> list[str]:
         rh = int((fitted["max_r_hat"] > R_HAT_MAX).sum())
         ess = int((fitted["min_ess_bulk"] < ESS_MIN).sum())
         depth = float(fitted["tree_depth_hits"].mean())
-        lines.append(
-            f"  {len(flagged)} of {len(fitted)} fits fail diagnostics ({div} with divergences, {rh} with R-hat > "
-            f"{R_HAT_MAX}, {ess} with bulk ESS < {ESS_MIN:.0f}); kept in the statistics. "
-            f"Mean leapfrog steps {fitted['mean_steps'].mean():.0f}, tree depth saturated in {100 * depth:.0f}% of draws"
-        )
+        lines.append(f"  {len(flagged)} of {len(fitted)} fits fail diagnostics ({div} divergent, {rh} R-hat > "
+                     f"{R_HAT_MAX}, {ess} bulk ESS < {ESS_MIN:.0f}): kept in the statistics")
+        lines.append(f"  mean leapfrog steps per draw {fitted['mean_steps'].mean():.0f}; "
+                     f"tree depth saturated in {100 * depth:.0f}% of draws")
     return lines
 
 
@@ -961,9 +973,10 @@ def _sbc_verdict(table, names, settings):
         f"recover {settings['model']}: simulation-based calibration, {settings['datasets']} datasets with "
         f"parameters from the prior (seeds {settings['sim_seeds']})",
         *_fit_lines(table, settings),
-        f"ranks of the truth among {n_values - 1} thinned draws (0..{n_values - 1}); tests: chi-square on "
-        f"{int(summary['bins'].max()) if n else 0} bins and the ECDF simultaneous band; a quantity's p = "
-        f"2 x the smaller; Holm over {len(names)} quantities, family false-alarm rate {FAMILY_ALPHA:.0%}",
+        f"ranks of the truth among {n_values - 1} evenly thinned draws (0..{n_values - 1}); tests: chi-square "
+        f"on {int(summary['bins'].max()) if n else 0} bins, ECDF simultaneous band",
+        f"  a quantity's p = 2 x the smaller p; Holm over {len(names)} quantities: family false-alarm rate "
+        f"{FAMILY_ALPHA:.0%}",
         f"{'quantity':<27} {'chi2 p':>7} {'ECDF p':>7} {'band':>6} {'Holm p':>7}  verdict",
     ]
     for _, r in summary.iterrows():
@@ -1019,10 +1032,11 @@ def _coverage_verdict(table, names, settings):
     truth = table.drop_duplicates("quantity").set_index("quantity")["truth"]
     lines = [
         f"recover {settings['model']}: coverage at a fixed truth, {settings['datasets']} datasets "
-        f"(seeds {settings['sim_seeds']}); truth: " + ", ".join(f"{q} = {truth[q]:g}" for q in names),
+        f"(seeds {settings['sim_seeds']})",
+        "truth: " + ", ".join(f"{q} = {truth[q]:g}" for q in names),
         *_fit_lines(table, settings),
-        f"central intervals; band: Clopper-Pearson at {100 * confidence:.2f}% (Bonferroni over {n_checks} checks: "
-        f"family false-alarm rate {FAMILY_ALPHA:.0%}); 95% band in summary.csv",
+        f"central intervals; band: Clopper-Pearson at {100 * confidence:.2f}% (Bonferroni over {n_checks} checks:",
+        f"  family false-alarm rate {FAMILY_ALPHA:.0%}); the 95% bands are in summary.csv",
         f"{'estimand':<27} {'level':>5} {'covered':>9} {'coverage':>8}  {'band':<15} verdict",
     ]
     for _, r in summary.iterrows():
@@ -1030,21 +1044,28 @@ def _coverage_verdict(table, names, settings):
                      f"[{r['band_lower']:.2f}, {r['band_upper']:.2f}]    {'pass' if r['pass'] else 'FAIL'}")
     for q in names:
         s = stats_rows[q]
-        lines.append(f"{q:<27} bias {s['bias']:+.3f}, RMSE {s['rmse']:.3f}, mean posterior sd {s['mean_sd']:.3f}, "
+        lines.append(f"{q:<27} bias {s['bias']:+.3f}, RMSE {s['rmse']:.3f}, mean sd {s['mean_sd']:.3f}, "
                      f"mean z {s['mean_z']:+.2f}: {'pass' if passed_q[q] else 'FAIL'}")
-    failing = [q for q in names if not passed_q[q]]
+    failing = []
+    for q in names:
+        s = summary[(summary["quantity"] == q) & ~summary["pass"]]
+        if len(s):
+            under = bool((s["band_upper"] < s["level"]).any())
+            over = bool((s["band_lower"] > s["level"]).any())
+            how = "under- and over-covers" if under and over else "under-covers" if under else "over-covers"
+            failing.append(f"{q} ({how})" if len(used) else q)
     if passed:
         lines.append("verdict: PASS: every interval covers the truth at its nominal rate")
     else:
-        lines.append(f"verdict: FAIL: {', '.join(failing)} under-/over-covered")
+        lines.append(f"verdict: FAIL: {', '.join(failing)}")
     if settings["model"] == "naive":
         if passed:
-            lines.append("naive: coverage holds at this truth, so assignment here does not depend on the "
-                         "unobserved ability enough to bias the regression")
+            lines.append("naive: coverage holds at this truth: here assignment does not depend on the unobserved\n"
+                         "  ability enough to bias the regression")
         else:
-            lines.append("naive: fails, as expected: in the REGULAR cohort the unobserved part of ability raises "
-                         "both the score and the chance of a SMALL class, so the regression is confounded "
-                         "(see the bias above)")
+            lines.append("naive: fails, as expected: in the REGULAR cohort the unobserved part of ability raises\n"
+                         "  both the score and the chance of a SMALL class, so the regression is confounded\n"
+                         "  (see the bias above)")
     return summary, "\n".join(lines), passed
 
 

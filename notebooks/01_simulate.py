@@ -70,6 +70,10 @@ print(f"fast setting: {FAST}; {config.n_regular} REGULAR and {config.n_experimen
 #   `teacher_has_ma`: a SMALL class gets a teacher with a master's degree with
 #   probability 0.5 against 0.4, and an MA is worth 10 points.
 # * The school (`school_effect`, unobserved) adds a constant per school.
+# * `class_of_student`, `n_small_classes` and `n_large_classes` (dashed) are the
+#   bookkeeping of forming classes: how many SMALL and LARGE classes there are depends
+#   on how many students got each size, which is why arrows run from `small_class` to
+#   the class-level nodes (`teacher_has_ma`, `school`).
 #
 # **The cohort is not a node.** It is part of the design: the first 4000 students are
 # the REGULAR cohort, the rest the EXPERIMENTAL cohort. It decides *which assignment rule*
