@@ -536,8 +536,13 @@ class BatchedFitter:
                 return jax.vmap(self._one_chain)(keys, data, active)
             return lax.map(lambda kda: self._one_chain(*kda), (keys, data, active))
 
-        sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("lanes"), P("lanes"), P("lanes")),
-                                out_specs=P("lanes"), check_vma=False)
+        specs = dict(mesh=mesh, in_specs=(P("lanes"), P("lanes"), P("lanes")), out_specs=P("lanes"))
+        if hasattr(jax, "shard_map"):
+            sharded = jax.shard_map(local, check_vma=False, **specs)
+        else:  # JAX before 0.6
+            from jax.experimental.shard_map import shard_map
+
+            sharded = shard_map(local, check_rep=False, **specs)
         program = jax.jit(sharded)
         self._programs[n_lanes] = (program, mesh)
         return self._programs[n_lanes]
