@@ -2,14 +2,17 @@ r"""Parameter recovery at scale: simulation-based calibration and coverage studi
 
 ``classsize recover --model NAME --datasets N (--from-prior | --config FILE) --out DIR``
 simulates ``N`` datasets with the model, fits each with the analysis ``NAME`` and
-checks that the posteriors are calibrated.  Two kinds of study:
+checks that the posteriors are calibrated; it exits with 0 when the verdict passes,
+1 when it fails, 2 on bad input.  Two kinds of study:
 
 **Simulation-based calibration** (``--from-prior``; Talts et al. 2018, "Validating
 Bayesian inference algorithms with simulation-based calibration").  Dataset ``k``'s
 parameters are drawn from the analysis model's own prior (structural:
 :func:`~classsize.model.default_priors`; randomized: the same with the REGULAR
 cohort's assignment parameters pinned to 0, as :func:`~.analysis.build_analysis`
-pins them) and the data simulated from them by the same model.  If the fit is
+pins them) and the data simulated from them by the same model; the design (cohort
+sizes, schools, races, income range, class sizes) is the default ``Config``'s or
+that of ``--config FILE``, whose parameter values are then unused.  If the fit is
 right, the rank of the true value among posterior draws is uniform.  For each
 quantity (the three estimands and every scalar structural parameter the analysis
 samples), the rank is taken among :data:`RANK_DRAWS` = 99 draws thinned evenly from
@@ -55,10 +58,13 @@ axis, sharded over every JAX device (``jax.sharding.Mesh`` over ``jax.devices()`
 ``jax.vmap`` (``vectorize="vmap"``, the default on GPU/TPU) or one after another with
 ``lax.map`` in the same compiled program (``vectorize="map"``, the default on CPU,
 where vmapped NUTS advances every lane at the pace of its longest trajectory and
-costs several times more to trace and compile; see ``bench/README.md``).  Dataset
-``k`` is simulated with seed ``S + k`` (as ``classsize simulate --seed S+k``) and
-fitted with the key ``PRNGKey(S + k + 2**32)``, which is what ``classsize fit --seed``
-uses for that number.  A dataset with a school that has no students (of the
+costs several times more to trace and compile; see ``bench/README.md``).  Every
+batch has ``--batch-size`` datasets' lanes (a short last batch is padded with lanes
+that skip their iterations), so a study compiles one program, and studies with the
+same design and chains share it.  Dataset ``k`` is simulated under the key
+``PRNGKey(S + k)`` (at a fixed truth, exactly ``classsize simulate --seed S+k``'s
+dataset) and fitted with ``PRNGKey(S + k + 2**32)``, the key of ``classsize fit
+--seed S+k+4294967296`` on that dataset.  A dataset with a school that has no students (of the
 fitted cohort) cannot be fitted by the uniform-ability model (its per-school
 minimum and maximum do not exist): it is counted as unfittable and reported.  A
 fit is flagged when it has divergent transitions, an R-hat above 1.01 or a bulk ESS

@@ -42,6 +42,7 @@ parameters each student's ability is a deterministic function of her score.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Mapping, NamedTuple
 
 import jax
@@ -77,21 +78,6 @@ PARAMETERS = RACE_PARAMETERS[:1] + SCALAR_PARAMETERS + RACE_PARAMETERS[1:]
 #: P(SMALL) is clipped to [_P_FLOOR, 1 - _P_FLOOR] in the likelihood only, so that an
 #: assignment the rule makes impossible is a finite (about -28 nats) penalty, not -inf.
 _P_FLOOR = 1e-12
-
-#: Scale of the free coordinate of a race's assignment intercept above its lower bound.
-_P_MIN_SCALE = 0.1
-
-
-def recommended_kernel(model, ability: str = "uniform"):
-    """NUTS settings for the conditioned model: a dense mass matrix (the effects, the
-    ability weight and the width are correlated) and chains started at the prior median."""
-    from numpyro.infer import NUTS, init_to_median
-
-    return NUTS(model, dense_mass=True, init_strategy=init_to_median)
-
-
-#: An unconstrained site whose density is added by hand (see :func:`_condition_on_data`).
-_FREE = dist.ImproperUniform(dist.constraints.real, (), ())
 
 
 # --------------------------------------------------------------------------- priors
@@ -340,117 +326,187 @@ def _pinned_to_zero(d: Distribution) -> bool:
 def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data: Observed, ability: str):
     r"""The model conditioned on data, with ability marginalised exactly.
 
-    The scores carry no noise beyond ability (``score_noise_sd`` must be pinned to 0),
-    so given the parameters each student's unobserved ability part is a deterministic
-    function of her score,
+    **Likelihood.**  The scores carry no noise beyond ability (``score_noise_sd`` is
+    pinned to 0), so given the parameters each student's unobserved ability part is a
+    deterministic function of her score,
 
     .. math:: U_i = r_i - b_{k(i)},\qquad
               r_i = (y_i - \delta S_i - \gamma M_i)/\beta_A - w s_i - x_i^\top \eta,\qquad
               b_k = (c + \beta_S e_k)/\beta_A,
 
     and the joint density of a student's class size and score is
-    :math:`p_U(U_i)\,P(S_i \mid U_i)/\beta_A`: no latent variable is sampled, and no
-    quadrature is needed (the REGULAR cohort's assignment rule is evaluated at the
-    implied :math:`U_i`).
+    :math:`p_U(U_i)\,P(S_i \mid U_i)/\beta_A`: no latent variable per student and no
+    quadrature (the REGULAR cohort's rule :math:`P(S_i{=}1 \mid U_i) = \mathrm{clip}(
+    \alpha_{g(i)} + \beta s_i + \lambda U_i, 0, 1)`, with :math:`\alpha_g = \alpha +
+    \rho_g` the intercept of race :math:`g`, is evaluated at the implied :math:`U_i`).
 
-    **Geometry of the uniform's hard edges.**  With :math:`U \sim \mathrm{Uniform}(0, W)`
-    the likelihood is zero unless every :math:`U_i \in [0, W]`: a polytope in
-    parameter space that NUTS cannot explore by bouncing off its walls.  The
-    parameters are therefore sampled in coordinates that satisfy every constraint by
-    construction.  With :math:`\ell_k, h_k` the smallest and largest :math:`r_i` in
-    school :math:`k` and :math:`\rho_k = h_k - \ell_k`,
+    **Support.**  With :math:`U \sim \mathrm{Uniform}(0, W)` the posterior density is
+    positive only on a polytope: with :math:`h_k, \ell_k` the largest and smallest
+    :math:`r_i` in school :math:`k` and :math:`\rho_k = h_k - \ell_k` its spread,
+    :math:`b_k \in [h_k - W, \ell_k]`, hence :math:`W \ge \max_k \rho_k`; the school
+    effects need :math:`|e_k| \le R`; and, because the assignment probability is
+    clipped at 0, every SMALL student of the REGULAR cohort needs
+    :math:`\alpha_{g(i)} + \beta s_i + \lambda U_i > 0`.  NUTS cannot move on a polytope,
+    so the parameters are sampled in coordinates that satisfy every constraint by
+    construction (with :math:`\Phi, \varphi` the standard normal cdf and density):
 
-    .. math:: W = \max_k \rho_k + e^{v},\qquad
-              b_k = h_k - W + (W - \rho_k)\,\mathrm{logistic}(z_k),
+    .. math::
+        W &= \max_k \rho_k + u_W e^{v}, \\
+        b_k &= h_k - W + (W - \rho_k)\,\Phi(z_k), \\
+        R &= H/\beta_S + u_R e^{t},\qquad c = m + \beta_S u_R e^{t}\,(2\Phi(s) - 1),
+            \qquad e_k = (\beta_A b_k - c)/\beta_S, \\
+        \alpha_g &= -\min_{i:\ \mathrm{SMALL,\ REGULAR},\ g(i) = g}(\beta s_i + \lambda U_i)
+            + \hat p_g\, e^{\varsigma_g \xi_g},\qquad \rho_g = \alpha_g - \alpha,
 
-    for free :math:`v, z_k` (sites ``ability_uniform_width_excess``,
-    ``school_position``).  The school levels :math:`a_k = \beta_A b_k = c + \beta_S e_k`
-    with :math:`e_k \sim \mathrm{Uniform}(-R, R)` then fix the intercept and range
-    only up to a cone; with :math:`m, h` the midpoint and half-range of the levels,
+    where :math:`H, m` are the half range and midpoint of the levels
+    :math:`\beta_A b_k` (sites ``ability_uniform_width_excess`` :math:`v`,
+    ``school_position`` :math:`z_k`, ``school_effect_range_excess`` :math:`t`,
+    ``score_intercept_position`` :math:`s`, ``regular_small_race_position``
+    :math:`\xi_g`; a race without SMALL REGULAR students has :math:`\alpha_g =
+    \hat\alpha_g + \hat\sigma_g \xi_g`).  The smallest assignment probability of a
+    race's SMALL students is then :math:`\hat p_g e^{\varsigma_g \xi_g} > 0`, so the
+    clipped floor ``_P_FLOOR`` is never met by them.  Each map is a bijection onto the
+    support given the coordinates before it, so the log-Jacobian is the sum
+    :math:`\log u_W + v + \sum_k[\log(W - \rho_k) + \log\varphi(z_k)] + 2(\log u_R + t)
+    + \log(2\beta_S) + \log\varphi(s) + K\log(\beta_A/\beta_S) + \sum_g[\log(\hat p_g
+    \varsigma_g) + \varsigma_g \xi_g]`, added by ``numpyro.factor`` together with the
+    priors of :math:`W, c, R, e_k, \rho_g`.  Using :math:`\Phi` makes :math:`z_k` and
+    :math:`s` exactly standard normal where the data leave a level flat in its window.
 
-    .. math:: R = h/\beta_S + e^{t},\qquad c = m + \beta_S e^{t}\tanh(y)
+    **Standardised coordinates.**  Every other parameter :math:`x` with prior
+    :math:`p(x)` is sampled as ``x_std`` :math:`= \xi` with :math:`x = T(\hat x + \hat
+    \sigma \xi)`, ``T`` the bijection onto the prior's support that NUTS would use
+    anyway, adding :math:`\log p(x) + \log|T'| + \log\hat\sigma` (an affine change of
+    the unconstrained coordinate: the posterior is unchanged).  The centres and scales
+    (:math:`\hat x, \hat\sigma, u_W, u_R, \hat p_g, \varsigma_g`) are pilot estimates,
+    functions of the data alone (:func:`_pilot_estimates`): the score effects by
+    within-school least squares, refined for uniform ability by Newton steps on the
+    soft (log-sum-exp) sum of the schools' spreads, whose limit is the linear program
+    :math:`\min \sum_k \rho_k` near the posterior mode, with scale :math:`3W/(n\,
+    \mathrm{sd}_j)` (the uniform posterior contracts like :math:`1/n`); :math:`u_W =
+    \hat W/n` from the largest residual spread and :math:`u_R = (H + 1)/(K + 1)`;
+    the assignment coefficients from a ridge linear-probability regression of SMALL on
+    race, income and the pilot :math:`U_i` (scales: its standard errors); the race,
+    MA and EXPERIMENTAL probabilities from their counts.  All posterior scales are
+    then near 1 and the chains start near the mode, so warm-up is short and a
+    diagonal mass matrix suffices (:data:`NUTS_SETTINGS`, :func:`recommended_kernel`).
+    The pilot is computed once when the data are concrete; under a transformation
+    that traces the data it is loop-invariant and hoisted out of the sampler's loops.
 
-    for free :math:`t, y` (``school_effect_range_excess``, ``score_intercept_position``).
-
-    **Geometry of the assignment rule.**  The REGULAR cohort's P(SMALL) is linear and
-    acts clipped, so a SMALL student whose rule falls to 0 makes the likelihood zero:
-    another wall, and the one that made NUTS diverge (measured: with the effects
-    held at the truth and the assignment free, 81 divergences and 245 leapfrog steps
-    per draw on 1,500 students; with it held fixed, none and 19).  Per race :math:`r`
-    the intercept :math:`\kappa_r = \alpha + \mathrm{shift}_r` is therefore placed above
-    the bound its SMALL students need,
-
-    .. math:: \kappa_r = -\min_{i \in r,\,S_i = 1} (\alpha_s s_i + \alpha_u U_i)
-              + 0.1\,e^{q_r}
-
-    (site ``regular_small_race_position``), with :math:`\alpha` sampled from its prior.
-
-    Every map is a bijection onto the support with a triangular Jacobian; the
-    log-determinants (:math:`v + \sum_k [\log(W-\rho_k) + \log\sigma(\pm z_k)] + 2t +
-    \log\mathrm{sech}^2 y + \sum_r q_r` and constants) are added as factors together
-    with the priors of the parameters they replace.  The log density is then finite on
-    the whole space, continuous, and smooth except where the student attaining a
-    minimum or maximum changes.  The clip to :math:`[10^{-12}, 1 - 10^{-12}]` only
-    acts on the upper wall (a LARGE student with P(SMALL) = 1), far from the data.
+    **What is left.**  The log density is continuous and smooth except on the sets
+    where the student attaining a school's extreme, the school with the largest
+    spread, the school with the extreme level, or the student with a race's smallest
+    assignment probability changes.  Those kinks belong to the posterior itself (the
+    marginal density of the score effects is pyramid-shaped, roughly
+    :math:`\exp(-n \max_k \rho_k/W)`, which no smooth reparameterisation removes); in
+    standardised coordinates they are mild and NUTS crosses them without divergences.
+    What made the sampler fail before was (1) the clipped linear assignment
+    probability: trajectories stepped past :math:`P = 0` for some SMALL student onto a
+    plateau at the floor (:math:`\log 10^{-12}`, zero gradient), which forced step
+    sizes of 0.003-0.05 and 1023-step trees (the map for :math:`\alpha_g` removes that
+    boundary exactly), and (2) posterior scales from 0.0008 to 2 with chains started
+    far from the mode.
 
     With ``ability="normal"`` the unobserved part of ability is instead
-    :math:`\mathcal N(W/2, W/\sqrt{12})` (the uniform's mean and sd), the score model
-    is a normal regression, and the school effects are sampled directly.
+    :math:`\mathcal N(W/2, W/\sqrt{12})` (the uniform's mean and sd), the score model is
+    a normal regression, :math:`b_k = \hat b_k + \hat\sigma_k z_k` and :math:`W` is a
+    standardised coordinate; the map of :math:`(t, s)` to :math:`(R, c)` and of
+    :math:`\xi_g` to :math:`\alpha_g` are the same.
     """
     if ability not in ("uniform", "normal"):
         raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
-    reparam_assign = not isinstance(priors["regular_small_intercept"], dist.Delta) and not isinstance(
-        priors["regular_small_race_shift"], dist.Delta
-    )
-    skip = ("ability_uniform_width", "school_effect_range", "score_intercept")
-    if reparam_assign:
-        skip = skip + ("regular_small_intercept", "regular_small_race_shift")
-    p = sample_parameters(priors, skip=skip, pinned_as_deterministic=True)
-    n_schools = config.n_schools
+    uniform = ability == "uniform"
+    n_schools, n_races = config.n_schools, len(config.race_codes)
     n = data.test_score.shape[-1]
-    beta_a, beta_s = p["score_ability_weight"], p["score_school_weight"]
-    student_ma = data.teacher_has_ma[data.class_of_student]
-    student_school = data.school_of_class[data.class_of_student]
-    covariate_term = 0.0
-    if data.extra_covariates is not None and data.extra_covariates.shape[-1] > 0:
+    extra = data.extra_covariates is not None and data.extra_covariates.shape[-1] > 0
+    eta_prior = None
+    if extra:
         q = data.extra_covariates.shape[-1]
-        eta = numpyro.sample(
-            "extra_covariate_weights", priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1))
+        eta_prior = priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1))
+    weights = sample_parameters(
+        priors, skip=tuple(k for k in PARAMETERS if k not in _SCORE_WEIGHTS), pinned_as_deterministic=True
+    )
+    beta_a, beta_s = weights["score_ability_weight"], weights["score_school_weight"]
+    effect_priors = [priors[k] for k in _SCORE_EFFECTS]
+    free = tuple(j for j, d in enumerate(effect_priors) if not _pinned(d))
+    alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
+    slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
+
+    # ---- pilot estimates, functions of the data alone (computed once when the data are concrete)
+    with jax.ensure_compile_time_eval():
+        pinned_value = lambda d, shape=(): d.v if _pinned(d) else jnp.zeros(shape)  # noqa: E731
+        assignment_pins = (_pinned(alpha_prior) and _pinned(shift_prior),) + tuple(_pinned(d) for d in slope_priors)
+        pilot = _pilot_estimates(
+            data,
+            jnp.stack([jnp.asarray(pinned_value(d), dtype=float) for d in effect_priors]),
+            jnp.asarray(priors["score_ability_weight"].v if _pinned(priors["score_ability_weight"]) else 1.0, dtype=float),
+            jnp.asarray(pinned_value(alpha_prior), dtype=float) + jnp.asarray(pinned_value(shift_prior, (n_races,)), dtype=float),
+            jnp.stack([jnp.asarray(pinned_value(d), dtype=float) for d in slope_priors]),
+            jnp.concatenate([
+                jnp.broadcast_to(_prior_variance(alpha_prior) + _prior_variance(shift_prior), (n_races,)),
+                jnp.reshape(_prior_variance(slope_priors[0]), (1,)),
+                jnp.reshape(_prior_variance(slope_priors[1]), (1,)),
+            ]),
+            n_schools=n_schools, n_races=n_races, uniform=uniform, free=free, assignment_pins=assignment_pins,
         )
+    student_ma, student_school, constrained, has_constraint = (
+        pilot.student_ma, pilot.student_school, pilot.constrained, pilot.has_constraint)
+
+    # ---- parameters informed by counts alone
+    p = {
+        "race_probs": _centred("race_probs", priors["race_probs"], *pilot.race_probs),
+        "experimental_p_small": _centred("experimental_p_small", priors["experimental_p_small"], *pilot.experimental_p_small),
+        "p_ma_small": _centred("p_ma_small", priors["p_ma_small"], *pilot.p_ma_small),
+        "p_ma_large": _centred("p_ma_large", priors["p_ma_large"], *pilot.p_ma_large),
+    }
+
+    # ---- score effects, and r_i = U_i + b_k(i) in ability units
+    effects = {}
+    for j, name in enumerate(_SCORE_EFFECTS):
+        loc, scale = (pilot.effects[free.index(j)], pilot.effect_scales[free.index(j)]) if j in free else (0.0, 1.0)
+        effects[name] = _centred(name, effect_priors[j], loc, scale)
+    covariate_term = 0.0
+    if extra:
+        eta = _centred("extra_covariate_weights", eta_prior, pilot.effects[len(free):], pilot.effect_scales[len(free):])
         covariate_term = data.extra_covariates @ eta
-    r = (  # U_i + b_k(i): the score net of everything but the school and ability's uniform part
-        (data.test_score - p["small_class_direct_effect"] * data.small_class - p["teacher_ma_effect"] * student_ma)
+    r = (
+        (data.test_score - effects["small_class_direct_effect"] * data.small_class - effects["teacher_ma_effect"] * student_ma)
         / beta_a
-        - p["ability_income_weight"] * data.income_scaled
+        - effects["ability_income_weight"] * data.income_scaled
         - covariate_term
     )
-    if ability == "uniform":
+
+    # ---- width W of ability's uniform part and school levels b_k (ability units)
+    with numpyro.plate("schools", n_schools):
+        z = _standard("school_position")
+    if uniform:
         lo = jax.ops.segment_min(r, student_school, num_segments=n_schools)
         hi = jax.ops.segment_max(r, student_school, num_segments=n_schools)
         spread = hi - lo
-        v = numpyro.sample("ability_uniform_width_excess", _FREE)
-        width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + jnp.exp(v))
-        with numpyro.plate("schools", n_schools):
-            z = numpyro.sample("school_position", _FREE)
-        level = beta_a * (hi - width + (width - spread) * jax.nn.sigmoid(z))
-        log_jacobian = v + jnp.sum(
-            jnp.log(width - spread) + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)
-        ) + n_schools * jnp.log(beta_a)
+        v = _standard("ability_uniform_width_excess")
+        width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + pilot.width_unit * jnp.exp(v))
+        base = hi - width + (width - spread) * jax.scipy.special.ndtr(z)
+        log_jacobian = jnp.log(pilot.width_unit) + v + jnp.sum(jnp.log(width - spread) - 0.5 * z * z)
         log_jacobian = log_jacobian + priors["ability_uniform_width"].log_prob(width)
     else:
-        width = numpyro.sample("ability_uniform_width", priors["ability_uniform_width"])
-        with numpyro.plate("schools", n_schools):
-            level = numpyro.sample("school_level", _FREE)
-        log_jacobian = 0.0
-    # the school levels a_k = c + beta_S e_k, e_k ~ Uniform(-R, R): (c, R) from (y, t)
+        width = _centred("ability_uniform_width", priors["ability_uniform_width"], *pilot.width)
+        base = pilot.levels + pilot.level_scales * z
+        log_jacobian = jnp.sum(jnp.log(pilot.level_scales))
+    level = beta_a * base  # a_k = c + beta_S e_k, score units
+    log_jacobian = log_jacobian + n_schools * jnp.log(beta_a)
+
+    # ---- intercept c and school-effect range R, given the levels
     half_range = (jnp.max(level) - jnp.min(level)) / 2.0
     midpoint = (jnp.max(level) + jnp.min(level)) / 2.0
-    t = numpyro.sample("school_effect_range_excess", _FREE)
-    y = numpyro.sample("score_intercept_position", _FREE)
-    effect_range = numpyro.deterministic("school_effect_range", half_range / beta_s + jnp.exp(t))
-    intercept = numpyro.deterministic("score_intercept", midpoint + beta_s * jnp.exp(t) * jnp.tanh(y))
+    t = _standard("school_effect_range_excess")
+    s = _standard("score_intercept_position")
+    excess = pilot.range_unit * jnp.exp(t)
+    effect_range = numpyro.deterministic("school_effect_range", half_range / beta_s + excess)
+    intercept = numpyro.deterministic(
+        "score_intercept", midpoint + beta_s * excess * (2.0 * jax.scipy.special.ndtr(s) - 1.0)
+    )
     school_effect = numpyro.deterministic("school_effect", (level - intercept) / beta_s)
-    log_jacobian = log_jacobian + 2.0 * t + jnp.log(beta_s) + 2.0 * (jnp.log(2.0) - jnp.logaddexp(y, -y))
+    log_jacobian = log_jacobian + 2.0 * (jnp.log(pilot.range_unit) + t) + jnp.log(2.0 * beta_s) - 0.5 * s * s
     log_prior = (
         priors["school_effect_range"].log_prob(effect_range)
         + priors["score_intercept"].log_prob(intercept)
@@ -458,30 +514,36 @@ def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data:
         - n_schools * jnp.log(beta_s)
     )
     numpyro.factor("reparameterisation", log_jacobian + log_prior)
-    p = {**p, "score_intercept": intercept}
+    ability_uniform = r - base[student_school]
+    location = data.test_score - beta_a * ability_uniform
 
-    location = score_without_ability(p, data.small_class, student_ma, school_effect[student_school]) + beta_a * (
-        p["ability_income_weight"] * data.income_scaled + covariate_term
-    )
-    ability_uniform = (data.test_score - location) / beta_a
-    if reparam_assign:
-        # the REGULAR rule's per-race intercepts kappa_r = alpha + shift_r, placed above the
-        # bound every SMALL student of race r needs (P(SMALL) > 0)
-        alpha = numpyro.sample("regular_small_intercept", priors["regular_small_intercept"])
-        k = priors["regular_small_race_shift"].event_shape[0]
-        base = p["regular_small_income"] * data.income_scaled + p["regular_small_ability"] * ability_uniform
-        constrained = (~data.is_experimental) & (data.small_class == 1)
-        member = constrained[:, None] & (data.race[:, None] == jnp.arange(k))
-        has = jnp.any(member, axis=0)
-        lowest = jnp.min(jnp.where(member, base[:, None], 1e300), axis=0)
-        kappa = numpyro.sample("regular_small_race_position", dist.ImproperUniform(dist.constraints.real, (), (k,)))
-        race_intercept = jnp.where(has, -jnp.where(has, lowest, 0.0) + _P_MIN_SCALE * jnp.exp(kappa), kappa)
-        shift = numpyro.deterministic("regular_small_race_shift", race_intercept - alpha)
-        numpyro.factor(
-            "assignment_reparameterisation",
-            jnp.sum(jnp.where(has, kappa, 0.0)) + priors["regular_small_race_shift"].log_prob(shift),
+    # ---- the REGULAR cohort's assignment rule
+    coef, coef_scale = pilot.assignment
+    p["regular_small_income"] = _centred("regular_small_income", slope_priors[0], coef[n_races], coef_scale[n_races])
+    p["regular_small_ability"] = _centred("regular_small_ability", slope_priors[1], coef[n_races + 1], coef_scale[n_races + 1])
+    if _pinned(shift_prior):
+        alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races] - shift_prior.v),
+                         jnp.sqrt(jnp.mean(coef_scale[:n_races] ** 2) / n_races))
+        shift = numpyro.deterministic("regular_small_race_shift", shift_prior.v)
+    else:
+        alpha_sd = jnp.sqrt(_prior_variance(alpha_prior))
+        alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races]) * n_races / (n_races + 1.0),
+                         jnp.where(alpha_sd > 0, alpha_sd, 1.0) / jnp.sqrt(n_races + 1.0))
+        xi = _standard("regular_small_race_position", (n_races,))
+        linear = p["regular_small_income"] * data.income_scaled + p["regular_small_ability"] * ability_uniform
+        lowest = jax.ops.segment_min(jnp.where(constrained, linear, jnp.inf), data.race, num_segments=n_races)
+        race_intercept = jnp.where(
+            has_constraint,
+            pilot.p_min * jnp.exp(pilot.log_p_min_scale * xi) - jnp.where(has_constraint, lowest, 0.0),
+            coef[:n_races] + coef_scale[:n_races] * xi,
         )
-        p = {**p, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
+        shift = numpyro.deterministic("regular_small_race_shift", race_intercept - alpha)
+        log_jacobian = jnp.where(
+            has_constraint, jnp.log(pilot.p_min * pilot.log_p_min_scale) + pilot.log_p_min_scale * xi, jnp.log(coef_scale[:n_races])
+        )
+        numpyro.factor("race_reparameterisation", jnp.sum(log_jacobian) + shift_prior.log_prob(shift))
+    p["regular_small_intercept"], p["regular_small_race_shift"] = alpha, shift
+
     with numpyro.plate("students", n):
         numpyro.sample("race", dist.Categorical(probs=p["race_probs"]), obs=data.race)
         p_small = small_probability(p, data.income_scaled, data.race, ability_uniform, data.is_experimental)
@@ -490,7 +552,7 @@ def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data:
             dist.Bernoulli(probs=jnp.clip(p_small, _P_FLOOR, 1.0 - _P_FLOOR)),
             obs=data.small_class,
         )
-        if ability == "uniform":
+        if uniform:
             score_dist = dist.Uniform(location, location + beta_a * width)
         else:
             score_dist = dist.Normal(location + beta_a * width / 2.0, beta_a * width / jnp.sqrt(12.0))
@@ -500,3 +562,235 @@ def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data:
             "teacher_has_ma", dist.Bernoulli(probs=teacher_ma_probability(p, data.class_is_small)), obs=data.teacher_has_ma
         )
         numpyro.sample("school", dist.Categorical(probs=jnp.ones(n_schools) / n_schools), obs=data.school_of_class)
+
+
+# ------------------------------------------------- pieces of the conditioned model
+#: Score effects that multiply a student covariate in the score equation, in column order.
+_SCORE_EFFECTS = ("small_class_direct_effect", "teacher_ma_effect", "ability_income_weight")
+#: Score weights sampled (if not pinned) as plain sites.
+_SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")
+#: Temperatures, in units of the residual sd, of the pilot's Newton steps on the soft spread (two steps each).
+_PILOT_TEMPERATURES = (0.3, 0.1, 0.03, 0.01)
+#: Bernoulli variance the linear-probability pilot of the assignment rule assumes.
+_PILOT_BERNOULLI_VARIANCE = 0.2
+#: Range of the pilot's smallest P(SMALL) of a race, the scale of ``regular_small_race_position`` ...
+_PILOT_P_MIN_RANGE = (0.01, 0.3)
+#: ... and of the sd of its logarithm.
+_PILOT_LOG_P_MIN_SCALE_RANGE = (0.05, 0.5)
+
+#: NUTS settings for the conditioned model.  Every sampled coordinate is standardised by
+#: the pilot (see :func:`_condition_on_data`), so a diagonal mass matrix suffices and is
+#: estimated well from the first adaptation window on.
+NUTS_SETTINGS = {"dense_mass": False, "target_accept_prob": 0.8, "max_tree_depth": 10}
+
+
+def recommended_kernel(model, ability: str = "uniform"):
+    """The NUTS kernel to fit :func:`class_size_experiment` to data (``NUTS_SETTINGS``)."""
+    from numpyro.infer import NUTS
+
+    return NUTS(model, **NUTS_SETTINGS)
+
+
+class _Pilot(NamedTuple):
+    """Data-only quantities that centre and scale the sampled coordinates."""
+
+    student_ma: jax.Array
+    student_school: jax.Array
+    constrained: jax.Array  # SMALL students of the REGULAR cohort (their P(SMALL) must be > 0)
+    has_constraint: jax.Array  # per race: has such students
+    effects: jax.Array  # free score effects, then extra covariate weights
+    effect_scales: jax.Array
+    width_unit: jax.Array  # W / n, the scale of W - max_k spread_k
+    width: tuple  # (log W, sd of log W), normal ability
+    levels: jax.Array  # b_k
+    level_scales: jax.Array  # sd of b_k, normal ability
+    range_unit: jax.Array  # scale of R - half range of the levels
+    assignment: tuple  # (race intercepts, income, ability) and their scales
+    p_min: jax.Array  # per race: smallest P(SMALL) of a constrained student
+    log_p_min_scale: jax.Array
+    race_probs: tuple
+    experimental_p_small: tuple
+    p_ma_small: tuple
+    p_ma_large: tuple
+
+
+def _pinned(d: Distribution) -> bool:
+    return isinstance(d, dist.Delta)
+
+
+def _prior_variance(d: Distribution, default: float = 1.0):
+    """The prior's variance (0 when pinned, ``default`` when the distribution has none)."""
+    if _pinned(d):
+        return jnp.zeros(d.event_shape)
+    try:
+        return jnp.broadcast_to(jnp.asarray(d.variance, dtype=jnp.result_type(float)), d.batch_shape + d.event_shape)
+    except (NotImplementedError, AttributeError):
+        return jnp.full(d.batch_shape + d.event_shape, default)
+
+
+def _standard(name: str, shape: tuple = ()):
+    """A standardised coordinate: a flat site on the real line whose density is added by factors."""
+    return numpyro.sample(name, dist.ImproperUniform(dist.constraints.real, (), tuple(shape)))
+
+
+def _centred(name: str, prior: Distribution, loc, scale):
+    r"""Site ``name`` with distribution ``prior``, sampled as ``name_std``: :math:`x =
+    T(\mathrm{loc} + \mathrm{scale}\,\xi)` with ``T`` the bijection onto the prior's support
+    (the one NUTS uses anyway); a pinned (``Delta``) prior gives a deterministic site."""
+    if _pinned(prior):
+        return numpyro.deterministic(name, prior.v)
+    transform = dist.biject_to(prior.support)
+    shape = transform.inverse_shape(prior.shape())
+    xi = _standard(f"{name}_std", shape)
+    scale = jnp.broadcast_to(scale, shape)
+    u = loc + scale * xi
+    value = numpyro.deterministic(name, transform(u))
+    log_density = jnp.sum(prior.log_prob(value)) + jnp.sum(transform.log_abs_det_jacobian(u, value))
+    numpyro.factor(f"{name}_density", log_density + jnp.sum(jnp.log(scale)))
+    return value
+
+
+def _logit_pilot(successes, trials):
+    """Centre and scale of a Bernoulli probability's logit, from counts."""
+    p = (successes + 1.0) / (trials + 2.0)
+    return jnp.log(p) - jnp.log1p(-p), 1.0 / jnp.sqrt((trials + 2.0) * p * (1.0 - p))
+
+
+def _simplex_pilot(counts):
+    """Centre and scale of categorical probabilities in stick-breaking coordinates, from counts."""
+    k = counts.shape[-1]
+    total = jnp.sum(counts) + k
+    loc = dist.transforms.StickBreakingTransform().inv((counts + 1.0) / total)
+    remaining = total - jnp.concatenate([jnp.zeros(1), jnp.cumsum(counts + 1.0)[:-1]])
+    q = (counts + 1.0) / remaining
+    return loc, (1.0 / jnp.sqrt(remaining * q * (1.0 - q)))[:-1]
+
+
+def _segment_mean(a, segment, k: int):
+    count = jax.ops.segment_sum(jnp.ones(segment.shape[0]), segment, num_segments=k)
+    return jax.ops.segment_sum(a, segment, num_segments=k) / jnp.maximum(count, 1.0).reshape((k,) + (1,) * (a.ndim - 1))
+
+
+def _score_pilot(y, X, school, n_schools: int, uniform: bool):
+    r"""Pilot location and scale of the score effects (columns of ``X``, score units) and W.
+
+    Within-school least squares; for uniform ability refined by Newton steps on
+    :math:`\sum_k \tau[\mathrm{LSE}_{i \in k}(r_i/\tau) + \mathrm{LSE}_{i \in k}(-r_i/\tau)]`,
+    the soft sum of the schools' spreads, at decreasing temperatures :math:`\tau`: the
+    limit is the linear program :math:`\min \sum_k \rho_k`, close to the posterior mode.
+    Scales: least-squares standard errors (normal ability), :math:`3W/(n\,\mathrm{sd}_j)`
+    (uniform ability, whose posterior contracts like :math:`1/n`).
+    """
+    n, q = X.shape
+    yd = y - _segment_mean(y, school, n_schools)[school]
+    if q == 0:
+        theta, scale, r = jnp.zeros(0), jnp.zeros(0), y
+        sigma = jnp.sqrt(jnp.mean(yd**2))
+    else:
+        Xd = X - _segment_mean(X, school, n_schools)[school]
+        gram = Xd.T @ Xd
+        gram = gram + (1e-9 * jnp.trace(gram) / q + 1e-300) * jnp.eye(q)
+        theta = jnp.linalg.solve(gram, Xd.T @ yd)
+        sigma = jnp.sqrt(jnp.mean((yd - Xd @ theta) ** 2))
+        if not uniform:
+            return theta, sigma * jnp.sqrt(jnp.diag(jnp.linalg.inv(gram))), jnp.sqrt(12.0) * sigma
+        outer = (X[:, :, None] * X[:, None, :]).reshape(n, q * q)
+        cap = 3.0 * sigma * jnp.sqrt(jnp.diag(jnp.linalg.inv(gram)))
+
+        def newton_step(i, th):
+            tau = sigma * jnp.asarray(_PILOT_TEMPERATURES)[i // 2]
+            r = y - X @ th
+            grad, hess = jnp.zeros(q), jnp.zeros((q, q))
+            for sign in (1.0, -1.0):  # tau LSE_k(sign r / tau): softmax weights within each school
+                top = jax.ops.segment_max(sign * r, school, num_segments=n_schools)
+                e = jnp.exp((sign * r - top[school]) / tau)
+                sums = jax.ops.segment_sum(
+                    jnp.concatenate([e[:, None], e[:, None] * X, e[:, None] * outer], axis=1), school, num_segments=n_schools
+                )
+                occupied = sums[:, :1] > 0
+                mean = jnp.where(occupied, sums[:, 1 : 1 + q] / jnp.where(occupied, sums[:, :1], 1.0), 0.0)
+                second = jnp.where(occupied, sums[:, 1 + q :] / jnp.where(occupied, sums[:, :1], 1.0), 0.0)
+                grad = grad - sign * jnp.sum(mean, axis=0)
+                hess = hess + jnp.sum(second.reshape(-1, q, q) - mean[:, :, None] * mean[:, None, :], axis=0) / tau
+            hess = hess + (1e-9 * jnp.trace(hess) / q + 1e-300) * jnp.eye(q)
+            return th - jnp.clip(jnp.linalg.solve(hess, grad), -cap, cap)
+
+        theta = jax.lax.fori_loop(0, 2 * len(_PILOT_TEMPERATURES), newton_step, theta)
+        r = y - X @ theta
+    if not uniform:
+        return theta, jnp.zeros(0), jnp.sqrt(12.0) * sigma
+    spread = jax.ops.segment_max(r, school, num_segments=n_schools) - jax.ops.segment_min(r, school, num_segments=n_schools)
+    width = jnp.max(spread)
+    scale = 3.0 * width / (n * jnp.sqrt(jnp.diag(gram) / n)) if q else jnp.zeros(0)
+    return theta, scale, width
+
+
+@partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "free", "assignment_pins"))
+def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pins, assignment_prior_variance, *,
+                     n_schools, n_races, uniform, free, assignment_pins) -> _Pilot:
+    """Every pilot quantity in one compiled function of the data (see :func:`_condition_on_data`)."""
+    n = data.test_score.shape[-1]
+    student_ma = data.teacher_has_ma[data.class_of_student]
+    student_school = data.school_of_class[data.class_of_student]
+    regular = ~data.is_experimental
+    columns = [data.small_class.astype(float), student_ma.astype(float), ability_weight * data.income_scaled]
+    y = data.test_score - sum(effect_pins[j] * columns[j] for j in range(3) if j not in free)
+    extra = [] if data.extra_covariates is None else [ability_weight * c for c in data.extra_covariates.T]
+    X = jnp.stack([columns[j] for j in free] + extra, axis=-1) if free or extra else jnp.zeros((n, 0))
+    effects, effect_scales, width = _score_pilot(y, X, student_school, n_schools, uniform)
+    width = width / ability_weight
+    r = (y - X @ effects) / ability_weight
+    if uniform:
+        u = r - jax.ops.segment_min(r, student_school, num_segments=n_schools)[student_school]
+    else:
+        u = r - _segment_mean(r, student_school, n_schools)[student_school] + width / 2.0
+    levels = _segment_mean(r - u, student_school, n_schools)
+    count = jax.ops.segment_sum(jnp.ones(n), student_school, num_segments=n_schools)
+    level_hat = ability_weight * levels
+    range_unit = ((jnp.max(level_hat) - jnp.min(level_hat)) / 2.0 + 1.0) / (n_schools + 1.0)
+
+    # assignment: ridge linear-probability regression of SMALL on race, income and u (REGULAR cohort)
+    response = data.small_class.astype(float)
+    if assignment_pins[0]:
+        response = response - intercept_pins[data.race]
+    for j, column in enumerate((data.income_scaled, u)):
+        if assignment_pins[1 + j]:
+            response = response - slope_pins[j] * column
+    Z = jnp.concatenate([jax.nn.one_hot(data.race, n_races), data.income_scaled[:, None], u[:, None]], axis=-1)
+    Zw = Z * regular[:, None]
+    gram = Zw.T @ Z + jnp.diag(_PILOT_BERNOULLI_VARIANCE / jnp.maximum(assignment_prior_variance, 1e-12))
+    coef = jnp.linalg.solve(gram, Zw.T @ response)
+    coef_scale = jnp.sqrt(_PILOT_BERNOULLI_VARIANCE * jnp.diag(jnp.linalg.inv(gram)))
+    constrained = regular & (data.small_class == 1)
+    has_constraint = jax.ops.segment_max(constrained.astype(jnp.int32), data.race, num_segments=n_races) > 0
+    slopes = [slope_pins[j] if assignment_pins[1 + j] else coef[n_races + j] for j in range(2)]
+    lowest = jax.ops.segment_min(
+        jnp.where(constrained, slopes[0] * data.income_scaled + slopes[1] * u, jnp.inf), data.race, num_segments=n_races
+    )
+    p_min = jnp.clip(coef[:n_races] + jnp.where(has_constraint, lowest, 0.0), *_PILOT_P_MIN_RANGE)
+    log_p_min_scale = jnp.clip(coef_scale[:n_races] / p_min, *_PILOT_LOG_P_MIN_SCALE_RANGE)
+
+    slot_small = data.class_is_small == 1
+    ma = data.class_used & (data.teacher_has_ma == 1)
+    return _Pilot(
+        student_ma=student_ma,
+        student_school=student_school,
+        constrained=constrained,
+        has_constraint=has_constraint,
+        effects=effects,
+        effect_scales=effect_scales,
+        width_unit=width / n,
+        width=(jnp.log(width), 1.0 / jnp.sqrt(2.0 * n)),
+        levels=levels,
+        level_scales=width / jnp.sqrt(12.0 * jnp.maximum(count, 1.0)),
+        range_unit=range_unit,
+        assignment=(coef, coef_scale),
+        p_min=p_min,
+        log_p_min_scale=log_p_min_scale,
+        race_probs=_simplex_pilot(jax.ops.segment_sum(jnp.ones(n), data.race, num_segments=n_races)),
+        experimental_p_small=_logit_pilot(
+            jnp.sum(data.is_experimental & (data.small_class == 1)), jnp.sum(data.is_experimental)
+        ),
+        p_ma_small=_logit_pilot(jnp.sum(ma & slot_small), jnp.sum(data.class_used & slot_small)),
+        p_ma_large=_logit_pilot(jnp.sum(ma & ~slot_small), jnp.sum(data.class_used & ~slot_small)),
+    )
