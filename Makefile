@@ -29,7 +29,9 @@ test-all: $(STAMP)
 	CLASSSIZE_SLOW=1 $(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,bench]'
 	$(BIN)/python bench/simulate_bench.py
+	$(BIN)/python bench/fit_bench.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
