@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -96,7 +97,6 @@ import numpy as np
 
 from classsize.model import Config, class_size_experiment, default_priors
 from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS
-from classsize.model.files import atomic_write, atomic_write_text
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
 from .analysis import (
@@ -686,38 +686,67 @@ class StudyResult:
     band: EcdfBand | None = None
     ranks: dict[str, np.ndarray] | None = None
 
+    #: Every file a study writes, by mode (``--force`` removes the other mode's files).
+    FILES = {
+        "sbc": ("recovery.csv", "summary.csv", "verdict.txt", "study.json", "config.toml", "recovery.nc",
+                "sbc_ecdf_diff.png", "sbc_ranks.png"),
+        "fixed": ("recovery.csv", "summary.csv", "verdict.txt", "study.json", "config.toml", "recovery.nc",
+                  "coverage.png", "z_contraction.png"),
+    }
+
     def write(self, out: str | Path) -> list[Path]:
-        """Write every output file atomically into ``out``; returns the paths."""
+        """Write every output file into ``out``; returns the paths.
+
+        All files are first written into a temporary folder beside ``out``, then moved
+        into it one by one (``os.replace``, atomic per file), so a failure while writing
+        (a full disk, a plotting error) leaves ``out`` as it was.  Files of the other
+        kind of study left in ``out`` by an earlier run are removed."""
+        import shutil
+        import tempfile
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        paths = []
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            names = []
 
-        def text(name, s):
-            atomic_write_text(out / name, s)
-            paths.append(out / name)
+            def text(name, s):
+                (staging / name).write_text(s)
+                names.append(name)
 
-        text("recovery.csv", self.table.to_csv(index=False))
-        text("summary.csv", self.summary.to_csv(index=False))
-        text("verdict.txt", self.verdict + "\n")
-        text("study.json", json.dumps(self.settings, indent=2) + "\n")
-        text("config.toml", self.config.to_toml())
-        ds = self.to_xarray()
-        atomic_write(out / "recovery.nc", lambda p: ds.to_netcdf(str(p), engine="netcdf4"))
-        paths.append(out / "recovery.nc")
-        from .plots import _pyplot
+            text("recovery.csv", self.table.to_csv(index=False))
+            text("summary.csv", self.summary.to_csv(index=False))
+            text("verdict.txt", self.verdict + "\n")
+            text("study.json", json.dumps(self.settings, indent=2) + "\n")
+            text("config.toml", self.config.to_toml())
+            self.to_xarray().to_netcdf(str(staging / "recovery.nc"), engine="netcdf4")
+            names.append("recovery.nc")
+            from .plots import _pyplot
 
-        plt = _pyplot()
-        figures = (
-            {"sbc_ecdf_diff.png": plot_ecdf_difference(self), "sbc_ranks.png": plot_rank_histograms(self)}
-            if self.mode == "sbc"
-            else {"coverage.png": plot_coverage(self), "z_contraction.png": plot_z_contraction(self)}
-        )
-        for name, fig in figures.items():
-            fig.tight_layout()
-            atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, dpi=110, format="png"))
-            plt.close(fig)
-            paths.append(out / name)
-        return paths
+            plt = _pyplot()
+            figures = (
+                {"sbc_ecdf_diff.png": plot_ecdf_difference, "sbc_ranks.png": plot_rank_histograms}
+                if self.mode == "sbc"
+                else {"coverage.png": plot_coverage, "z_contraction.png": plot_z_contraction}
+            )
+            for name, plot in figures.items():
+                fig = plot(self)
+                fig.tight_layout()
+                fig.savefig(staging / name, dpi=110, format="png")
+                plt.close(fig)
+                names.append(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            for name in names:
+                os.chmod(staging / name, 0o666 & ~umask)
+                os.replace(staging / name, out / name)
+            for mode, files in self.FILES.items():
+                if mode != self.mode:
+                    for name in set(files) - set(names):
+                        (out / name).unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return [out / name for name in names]
 
     def to_xarray(self):
         """The table and the summary as one xarray Dataset (dims dataset, quantity, level)."""
@@ -963,7 +992,9 @@ def _sbc_verdict(table, names, settings):
     ranks = {q: used.loc[used["quantity"] == q, "rank"].to_numpy(np.int64) for q in names}
     n = len(ranks[names[0]])
     rows = []
-    band = ecdf_band(n, n_values, 0.05) if n > 0 else None
+    # the printed and plotted band is simultaneous at 1 - alpha / (2m): an ECDF that leaves
+    # it has p < alpha / (2m), hence a combined p < alpha / m and a Holm-adjusted p < alpha
+    band = ecdf_band(n, n_values, FAMILY_ALPHA / (2 * len(names))) if n > 0 else None
     for q in names:
         r = ranks[q]
         if n == 0:
@@ -987,7 +1018,7 @@ def _sbc_verdict(table, names, settings):
         f"ranks of the truth among {n_values - 1} evenly thinned draws (0..{n_values - 1}); tests: chi-square "
         f"on {int(summary['bins'].max()) if n else 0} bins, ECDF simultaneous band",
         f"  a quantity's p = 2 x the smaller p; Holm over {len(names)} quantities: family false-alarm rate "
-        f"{FAMILY_ALPHA:.0%}",
+        f"{FAMILY_ALPHA:.0%}; band: simultaneous at {1 - FAMILY_ALPHA / (2 * len(names)):.2%} (OUT implies FAIL)",
         f"{'quantity':<27} {'chi2 p':>7} {'ECDF p':>7} {'band':>6} {'Holm p':>7}  verdict",
     ]
     for _, r in summary.iterrows():
@@ -996,6 +1027,10 @@ def _sbc_verdict(table, names, settings):
                      f"{'pass' if r['pass'] else 'FAIL'}")
     if n < 10:
         lines.append(f"note: only {n} fitted datasets: the tests have little power (use 100 or more)")
+    low_ess = used[used["ess_bulk"] < n_values - 1] if "ess_bulk" in used else used.iloc[:0]
+    if len(low_ess):
+        lines.append(f"note: {len(low_ess)} (dataset, quantity) pairs have a bulk ESS below the {n_values - 1} rank "
+                     f"draws; autocorrelated draws make the ranks U-shaped (longer chains, or fewer --rank-draws)")
     failing = summary.loc[~summary["pass"], "quantity"].tolist()
     lines.append(
         f"verdict: PASS: no quantity's ranks depart from uniformity ({n} datasets)" if passed else
@@ -1056,7 +1091,7 @@ def _coverage_verdict(table, names, settings):
     for q in names:
         s = stats_rows[q]
         lines.append(f"{q:<27} bias {s['bias']:+.3f}, RMSE {s['rmse']:.3f}, mean sd {s['mean_sd']:.3f}, "
-                     f"mean z {s['mean_z']:+.2f}: {'pass' if passed_q[q] else 'FAIL'}")
+                     f"mean z {s['mean_z']:+.2f} (coverage {'pass' if passed_q[q] else 'FAIL'})")
     failing = []
     for q in names:
         s = summary[(summary["quantity"] == q) & ~summary["pass"]]
@@ -1068,7 +1103,7 @@ def _coverage_verdict(table, names, settings):
     if passed:
         lines.append("verdict: PASS: every interval covers the truth at its nominal rate")
     else:
-        lines.append(f"verdict: FAIL: {', '.join(failing)}")
+        lines.append(f"verdict: FAIL: {', '.join(failing)}: coverage departs from nominal at this truth")
     if settings["model"] == "naive":
         if passed:
             lines.append("naive: coverage holds at this truth: here assignment does not depend on the unobserved\n"
@@ -1083,7 +1118,7 @@ def _coverage_verdict(table, names, settings):
 # ================================================================================== plots
 def plot_ecdf_difference(result: StudyResult):
     """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
-    simultaneous 95% band (Säilynoja, Bürkner and Vehtari 2022)."""
+    simultaneous band (Säilynoja, Bürkner and Vehtari 2022) at the level the verdict uses."""
     from .plots import _pyplot
 
     plt = _pyplot()
@@ -1099,7 +1134,7 @@ def plot_ecdf_difference(result: StudyResult):
             continue
         ecdf = ecdf_counts(r, band.n_values) / r.size
         ax.fill_between(band.z, band.lower - band.z, band.upper - band.z, step="post", color="0.85",
-                        label="95% simultaneous band")
+                        label=f"{1 - band.alpha:.2%} simultaneous band")
         ax.step(band.z, ecdf - band.z, where="post", color="#2166ac", lw=1.2, label="ranks")
         ax.axhline(0.0, color="k", lw=0.6)
         ok = result.summary.set_index("quantity").loc[q, "pass"]
@@ -1126,17 +1161,18 @@ def plot_rank_histograms(result: StudyResult):
     ncol = min(4, len(names))
     nrow = -(-len(names) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.4 * nrow), squeeze=False)
-    n_values = result.band.n_values if result.band is not None else RANK_DRAWS + 1
+    n_values = result.band.n_values if result.band is not None else int(result.settings["rank_draws"]) + 1
     for ax, q in zip(axes.ravel(), names):
         r = result.ranks[q]
         n = r.size
         bins = chi_square_bins(max(n, 1), n_values)
         edges = np.round(np.linspace(0, n_values, bins + 1))
         if n:
-            p = 1.0 / bins
-            lo, hi = stats.binom.ppf([0.005, 0.995], n, p)
-            ax.axhspan(lo, hi, color="0.85", label="99% range per bin")
-            ax.axhline(n * p, color="0.5", lw=0.8)
+            p = np.diff(edges) / n_values  # bins of unequal width when n_values is not a multiple
+            lo, hi = stats.binom.ppf(0.005, n, p), stats.binom.ppf(0.995, n, p)
+            ax.bar(edges[:-1], hi - lo, width=np.diff(edges), bottom=lo, align="edge", color="0.85",
+                   label="99% range per bin")
+            ax.stairs(n * p, edges, color="0.5", lw=0.8)
             ax.hist(r, bins=edges, color="#2166ac", alpha=0.8, label="ranks")
         ax.set_title(q, fontsize=8)
         ax.set_xlabel("rank of the truth", fontsize=7)
@@ -1216,19 +1252,36 @@ def cmd_recover(args) -> int:
     if args.from_prior and args.model == "naive":
         raise UsageError("--from-prior is not available for naive: the naive regression has no generative prior "
                          "of the data; use a fixed truth (the default Config or --config FILE)")
+    if args.rank_draws > args.chains * args.samples:
+        raise UsageError(f"--rank-draws ({args.rank_draws}) must not exceed the draws of a fit "
+                         f"(--chains x --samples = {args.chains * args.samples})")
+    if not 0 <= args.seed <= 2**62:
+        raise UsageError(f"--seed must be between 0 and 2**62, got {args.seed}")
     config = _load_config(args.config)
     if args.model == "naive" and config.n_regular == 0:
         raise UsageError("the naive analysis needs REGULAR students (n_regular > 0)")
     if args.model == "randomized" and config.n_experimental == 0:
         raise UsageError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
     out = _prepare_out_dir(args.out, args.force, [])
+    _check_writable(out)
     result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior, seed=args.seed,
                        chains=args.chains, warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
                        vectorize=args.vectorize, rank_draws=args.rank_draws)
+    print(result.verdict, flush=True)
     paths = result.write(out)
-    print(result.verdict)
     print(f"wrote {', '.join(p.name for p in paths)} in {out}")
     return 0 if result.passed else 1
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before hours of fitting, an output folder that cannot be created or written."""
+    from .cli import UsageError
+
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: cannot write there ({existing} is not a writable folder)")
 
 
 def register_cli(sub) -> None:

@@ -324,7 +324,7 @@ def test_cli_coverage_study_randomized(tmp_path, capsys):
     code = main(["recover", "--model", "randomized", "--datasets", "4", "--config", str(_write_small(tmp_path)),
                  "--out", str(out), "--chains", "2", "--warmup", "60", "--samples", "60", "--seed", "10"])
     printed = capsys.readouterr().out
-    assert code in (0, 1)
+    assert (code == 0) == ("verdict: PASS" in printed) and code in (0, 1)
     assert "recover randomized: coverage at a fixed truth, 4 datasets (seeds 10..13)" in printed
     assert "verdict: " in printed
     for name in ("recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "study.json", "config.toml",
@@ -381,10 +381,15 @@ def test_cli_sbc_randomized(tmp_path, capsys):
     out = tmp_path / "sbc"
     code = main(["recover", "--model", "randomized", "--from-prior", "--datasets", "4", "--config",
                  str(_write_small(tmp_path)), "--out", str(out), "--chains", "2", "--warmup", "60",
-                 "--samples", "60"])
+                 "--samples", "60", "--batch-size", "3"])
     printed = capsys.readouterr().out
-    assert code in (0, 1)
+    assert (code == 0) == ("verdict: PASS" in printed) and code in (0, 1)
     table = _check_sbc_outputs(out, printed, "randomized", 4, 99)
+    # two batches (3 + a padded 1): each fit lands on its own dataset, whose truth differs
+    # from the others' (a permutation of fits would put truths tens of sd from the means)
+    ma = table[table["quantity"] == "teacher_ma_effect"]
+    assert ma["truth"].nunique() == 4
+    assert np.all(np.abs(ma["mean"] - ma["truth"]) < 6 * ma["sd"]), ma[["dataset", "truth", "mean", "sd"]]
     quantities = set(table["quantity"])
     assert {"small_class_total_effect", "experimental_p_small", "school_effect_range"} <= quantities
     assert not quantities & set(rc.ASSIGNMENT_PARAMETERS)  # pinned in the randomized analysis
@@ -426,12 +431,22 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
         (["--datasets", "0"], "--datasets must be >= 1"),
         (["--datasets", "2", "--chains", "0"], "--chains must be >= 1"),
         (["--datasets", "2", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--datasets", "2", "--chains", "2", "--samples", "40"], "--rank-draws (99) must not exceed"),
+        (["--datasets", "2", "--seed", "-1"], "--seed must be between"),
     ]
     for args, message in cases:
         code = main(["recover", "--out", str(tmp_path / "never"), *args])
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
         assert not (tmp_path / "never").exists()
+
+
+def test_cli_refuses_an_unwritable_output_before_fitting(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code = main(["recover", "--model", "randomized", "--datasets", "2", "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write there" in err and len(err.strip().splitlines()) == 1
 
 
 def test_unfittable_datasets_are_counted_not_dropped(tmp_path, capsys, monkeypatch):
