@@ -378,16 +378,30 @@ def build_pymc_model(data_dir, ability: str | None = None):
             xi = pt.specify_shape(pm.Flat("regular_small_race_position", shape=(n_races,)), (n_races,))
             linear = p["regular_small_income"] * income + p["regular_small_ability"] * ability_uniform
             lowest = pt.switch(has_constraint, _segment_min(linear, race_idx), 0.0)
+            # the LARGE students of the REGULAR cohort bound the intercept from above (P(SMALL) < 1)
+            capped = ~is_exp & (small == 0)
+            cap_idx, cap_count = _group_index(race, capped, n_races)
+            has_cap = cap_count > 0
+            highest = pt.switch(has_cap, _segment_max(linear, cap_idx), 0.0)  # guards the -inf of races without any
+            two_sided = has_constraint & has_cap
+            floor = -lowest
+            window = pt.switch(two_sided, pt.maximum(1.0 - highest - floor, 1e-9), 1.0)
+            step = pilot.log_p_min_scale * xi
+            eta = np.log(pilot.p_min) - pt.log(window) + step
+            # exp only where it is used, so a large step in another branch cannot make a 0 * inf gradient
+            one_sided = pilot.p_min * pt.exp(pt.switch(two_sided | ~has_constraint, 0.0, step))
             race_intercept = pt.switch(
                 has_constraint,
-                pilot.p_min * pt.exp(pilot.log_p_min_scale * xi) - lowest,
+                floor + pt.switch(two_sided, window * pt.sigmoid(eta), one_sided),
                 coef[:n_races] + coef_scale[:n_races] * xi,
             )
             shift = race_intercept - alpha
+            log_sigmoid = lambda x: -pt.softplus(-x)  # noqa: E731
             log_jacobian = pt.switch(
-                has_constraint,
-                np.log(pilot.p_min * pilot.log_p_min_scale) + pilot.log_p_min_scale * xi,
-                np.log(coef_scale[:n_races]),
+                two_sided,
+                pt.log(window * pilot.log_p_min_scale) + log_sigmoid(eta) + log_sigmoid(-eta),
+                pt.switch(has_constraint, np.log(pilot.p_min * pilot.log_p_min_scale) + step,
+                          np.log(coef_scale[:n_races])),
             )
             pm.Potential("race_reparameterisation", pt.sum(log_jacobian) + _prior_logp(shift_prior, shift))
         p["regular_small_intercept"], p["regular_small_race_shift"] = alpha, shift
