@@ -5,7 +5,9 @@
 
 Students are sorted by class_id (in random order within a class, as the notebook
 shuffles before sorting) and numbered 0..n-1 in that order.  SMALL classes are
-numbered from 7001, LARGE classes from 8001, schools from 9001.
+numbered from 7001, LARGE classes from 8001 (from a higher thousand when a design can
+have more than 1000 SMALL classes, where the notebook's ids would collide), schools from
+9001.
 """
 
 from __future__ import annotations
@@ -40,12 +42,20 @@ DRAW_SITES = (
 )
 
 
+def first_large_class_id(config: Config) -> int:
+    """8001, the notebook's first LARGE class id, unless a design can have more than 1000
+    SMALL classes (over 15,000 SMALL students): the notebook's ids would then collide,
+    so LARGE classes start at the next thousand above every possible SMALL id."""
+    room = FIRST_LARGE_CLASS_ID - FIRST_SMALL_CLASS_ID
+    return FIRST_SMALL_CLASS_ID + room * max(1, -(-config.max_small_classes // room))
+
+
 def slot_to_class_id(slot: np.ndarray, config: Config) -> np.ndarray:
     slot = np.asarray(slot)
     return np.where(
         slot < config.max_small_classes,
         FIRST_SMALL_CLASS_ID + slot,
-        FIRST_LARGE_CLASS_ID + slot - config.max_small_classes,
+        first_large_class_id(config) + slot - config.max_small_classes,
     ).astype(np.int64)
 
 

@@ -532,3 +532,17 @@ def test_unmangled_variants_load(text_tables, loaded, seed, float_ids, spaces, b
     cos = np.asarray(obs.class_of_student)
     np.testing.assert_array_equal(again.class_ids[cos], again.students["class_id"])
     np.testing.assert_array_equal(np.asarray(obs.class_is_small)[cos], np.asarray(obs.small_class))
+
+
+def test_designs_with_more_than_1000_small_classes_get_unique_class_ids(tmp_path):
+    """The notebook numbers SMALL classes from 7001 and LARGE from 8001, which collide past
+    1000 SMALL classes; the model's tables then start LARGE classes higher."""
+    from classsize.model import Config, simulate
+
+    config = Config(n_regular=0, n_experimental=40000)
+    data = simulate(config, 0)
+    ids = data.classes["class_id"]
+    assert (data.classes["class_size"] == "SMALL").sum() > 1000
+    assert ids.is_unique and ids[data.classes["class_size"] == "LARGE"].min() > ids.max() - len(ids)
+    data.write(tmp_path)
+    assert len(load_dataset(tmp_path).students) == 40000
