@@ -132,26 +132,27 @@ def naive_regression(income_scaled, race, small_class, teacher_has_ma, school, n
                      covariates=None, test_score=None):
     r"""What observational data give: a normal regression on the REGULAR cohort.
 
-    .. math:: y_i \sim \mathcal N(\alpha + \beta s_i + \rho_{race_i} + \delta S_i + \gamma M_i
-              + u_{k(i)} + x_i^\top\eta,\ \sigma),\qquad u_k \sim \mathcal N(0, \tau)
+    .. math:: y_i \sim \mathcal N(\alpha_{k(i)} + \beta s_i + \rho_{race_i} + \delta S_i + \gamma M_i
+              + x_i^\top\eta,\ \sigma)
 
-    with the first race as the reference level and school effects non-centred.
+    with school fixed effects :math:`\alpha_k` (an intercept per school, as an
+    econometrician adjusts for school) and the first race as the reference level.
     ``delta`` is reported as ``small_class_direct_effect`` and ``gamma`` as
     ``teacher_ma_effect``; both are biased, because the unobserved part of ability
-    raises the score and the chance of a SMALL class at once.
+    raises the score and the chance of a SMALL class at once.  (Random school effects
+    around a common intercept, non-centred or centred, gave divergences in 1 of 20
+    fits and R-hat above 1.01 in 7 to 13 of 20 on 800-student datasets, from the ridge
+    between the intercept and the mean school effect; the fixed effects have neither.)
     """
-    alpha = numpyro.sample("intercept", dist.Normal(50.0, 20.0))
     beta = numpyro.sample("log_income_weight", dist.Normal(0.0, 10.0))
     rho = numpyro.sample("race_effect", dist.Normal(jnp.zeros(n_races - 1), 10.0).to_event(1))
     rho = jnp.concatenate([jnp.zeros(1), rho])
     delta = numpyro.sample("small_class_direct_effect", dist.Normal(0.0, 10.0))
     gamma = numpyro.sample("teacher_ma_effect", dist.Normal(0.0, 10.0))
-    tau = numpyro.sample("school_sd", dist.HalfNormal(5.0))
     sigma = numpyro.sample("score_sd", dist.HalfNormal(20.0))
     with numpyro.plate("schools", n_schools):
-        z = numpyro.sample("school_z", dist.Normal(0.0, 1.0))
-    school_effect = numpyro.deterministic("school_effect", tau * z)
-    mean = alpha + beta * income_scaled + rho[race] + delta * small_class + gamma * teacher_has_ma + school_effect[school]
+        school_intercept = numpyro.sample("school_intercept", dist.Normal(50.0, 20.0))
+    mean = school_intercept[school] + beta * income_scaled + rho[race] + delta * small_class + gamma * teacher_has_ma
     if covariates is not None and covariates.shape[-1] > 0:
         eta = numpyro.sample("covariate_weights", dist.Normal(jnp.zeros(covariates.shape[-1]), 10.0).to_event(1))
         mean = mean + covariates @ eta

@@ -32,11 +32,11 @@ def replicate_scores(analysis: Analysis, draws: Mapping[str, np.ndarray], seed: 
     if analysis.name == "naive":
         kw = analysis.kwargs
         race_eff = np.concatenate([np.zeros((m, 1)), np.asarray(draws["race_effect"])], axis=1)
-        mean = (col("intercept") + col("log_income_weight") * np.asarray(kw["income_scaled"])[None]
+        mean = (np.asarray(draws["school_intercept"])[:, np.asarray(kw["school"])]
+                + col("log_income_weight") * np.asarray(kw["income_scaled"])[None]
                 + np.take_along_axis(race_eff, np.broadcast_to(np.asarray(kw["race"])[None], (m, n)), axis=1)
                 + col("small_class_direct_effect") * np.asarray(kw["small_class"])[None]
-                + col("teacher_ma_effect") * np.asarray(kw["teacher_has_ma"])[None]
-                + np.asarray(draws["school_effect"])[:, np.asarray(kw["school"])])
+                + col("teacher_ma_effect") * np.asarray(kw["teacher_has_ma"])[None])
         if kw.get("covariates") is not None and "covariate_weights" in draws:
             mean = mean + np.asarray(draws["covariate_weights"]) @ np.asarray(kw["covariates"]).T
         score = mean + col("score_sd") * rng.standard_normal((m, n))
