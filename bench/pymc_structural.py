@@ -81,39 +81,16 @@ def load_structural(data, ability: str | None = None):
 
 
 def pilot_estimates(config, priors, data, ability: str):
-    """The pilot of ``_condition_on_data``: ``_pilot_estimates`` called with exactly its arguments.
+    """The pilot of ``_condition_on_data`` (``experiment.pilot_estimates``), as numpy arrays.
 
     Returns ``(pilot, free)``, ``pilot`` with numpy arrays, ``free`` the indices of the free
     score effects (in ``experiment._SCORE_EFFECTS``).
     """
     jax = _jax()
-    import jax.numpy as jnp
-
     from classsize.model import experiment as ex
 
-    uniform = ability == "uniform"
-    n_schools, n_races = config.n_schools, len(config.race_codes)
-    effect_priors = [priors[k] for k in ex._SCORE_EFFECTS]
-    free = tuple(j for j, d in enumerate(effect_priors) if not ex._pinned(d))
-    alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
-    slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
-    # --- verbatim from _condition_on_data
-    pinned_value = lambda d, shape=(): d.v if ex._pinned(d) else jnp.zeros(shape)  # noqa: E731
-    assignment_pins = (ex._pinned(alpha_prior) and ex._pinned(shift_prior),) + tuple(ex._pinned(d) for d in slope_priors)
-    pilot = ex._pilot_estimates(
-        data,
-        jnp.stack([jnp.asarray(pinned_value(d), dtype=float) for d in effect_priors]),
-        jnp.asarray(priors["score_ability_weight"].v if ex._pinned(priors["score_ability_weight"]) else 1.0, dtype=float),
-        jnp.asarray(pinned_value(alpha_prior), dtype=float) + jnp.asarray(pinned_value(shift_prior, (n_races,)), dtype=float),
-        jnp.stack([jnp.asarray(pinned_value(d), dtype=float) for d in slope_priors]),
-        jnp.concatenate([
-            jnp.broadcast_to(ex._prior_variance(alpha_prior) + ex._prior_variance(shift_prior), (n_races,)),
-            jnp.reshape(ex._prior_variance(slope_priors[0]), (1,)),
-            jnp.reshape(ex._prior_variance(slope_priors[1]), (1,)),
-        ]),
-        n_schools=n_schools, n_races=n_races, uniform=uniform, free=free, assignment_pins=assignment_pins,
-    )
-    # ---
+    free = tuple(j for j, k in enumerate(ex._SCORE_EFFECTS) if not ex._pinned(priors[k]))
+    pilot = ex.pilot_estimates(config, priors, data, ability)
     return jax.tree.map(lambda a: np.asarray(a), pilot), free
 
 

@@ -163,15 +163,11 @@ def _estimand_summary(draws: np.ndarray) -> dict:
 def _kernel(analysis: Analysis):
     from numpyro.infer import NUTS
 
-    from classsize.model import experiment
+    from classsize.model.experiment import recommended_kernel
 
-    recommended = getattr(experiment, "recommended_kernel", None)
-    if analysis.name != "naive" and recommended is not None:
-        return recommended(analysis.model, analysis.kwargs.get("ability", "uniform"))
-    settings = dict(getattr(experiment, "NUTS_SETTINGS", {"dense_mass": True}))
     if analysis.name == "naive":
-        settings = {"dense_mass": False}
-    return NUTS(analysis.model, **settings)
+        return NUTS(analysis.model)
+    return recommended_kernel(analysis.model, analysis.kwargs.get("ability", "uniform"))
 
 
 def _chain_method(chains: int) -> str:

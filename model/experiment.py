@@ -446,21 +446,7 @@ def _condition_on_data(config: Config, priors: Mapping[str, Distribution], data:
 
     # ---- pilot estimates, functions of the data alone (computed once when the data are concrete)
     with jax.ensure_compile_time_eval():
-        pinned_value = lambda d, shape=(): d.v if _pinned(d) else jnp.zeros(shape)  # noqa: E731
-        assignment_pins = (_pinned(alpha_prior) and _pinned(shift_prior),) + tuple(_pinned(d) for d in slope_priors)
-        pilot = _pilot_estimates(
-            data,
-            jnp.stack([jnp.asarray(pinned_value(d), dtype=float) for d in effect_priors]),
-            jnp.asarray(priors["score_ability_weight"].v if _pinned(priors["score_ability_weight"]) else 1.0, dtype=float),
-            jnp.asarray(pinned_value(alpha_prior), dtype=float) + jnp.asarray(pinned_value(shift_prior, (n_races,)), dtype=float),
-            jnp.stack([jnp.asarray(pinned_value(d), dtype=float) for d in slope_priors]),
-            jnp.concatenate([
-                jnp.broadcast_to(_prior_variance(alpha_prior) + _prior_variance(shift_prior), (n_races,)),
-                jnp.reshape(_prior_variance(slope_priors[0]), (1,)),
-                jnp.reshape(_prior_variance(slope_priors[1]), (1,)),
-            ]),
-            n_schools=n_schools, n_races=n_races, uniform=uniform, free=free, assignment_pins=assignment_pins,
-        )
+        pilot = pilot_estimates(config, priors, data, ability)
     student_ma, student_school, constrained, has_constraint = (
         pilot.student_ma, pilot.student_school, pilot.constrained, pilot.has_constraint)
 
@@ -746,6 +732,34 @@ def _score_pilot(y, X, school, n_schools: int, uniform: bool):
     width = jnp.max(spread)
     scale = 3.0 * width / (n * jnp.sqrt(jnp.diag(gram) / n)) if q else jnp.zeros(0)
     return theta, scale, width
+
+
+def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data: Observed, ability: str) -> _Pilot:
+    """The pilot quantities :func:`_condition_on_data` centres and scales its coordinates
+    with: :func:`_pilot_estimates` with the pinned values and prior variances of ``priors``."""
+    n_races = len(config.race_codes)
+    effect_priors = [priors[k] for k in _SCORE_EFFECTS]
+    alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
+    slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
+
+    def pinned_value(d, shape=()):
+        return jnp.asarray(d.v if _pinned(d) else jnp.zeros(shape), dtype=float)
+
+    return _pilot_estimates(
+        data,
+        jnp.stack([pinned_value(d) for d in effect_priors]),
+        jnp.asarray(priors["score_ability_weight"].v if _pinned(priors["score_ability_weight"]) else 1.0, dtype=float),
+        pinned_value(alpha_prior) + pinned_value(shift_prior, (n_races,)),
+        jnp.stack([pinned_value(d) for d in slope_priors]),
+        jnp.concatenate([
+            jnp.broadcast_to(_prior_variance(alpha_prior) + _prior_variance(shift_prior), (n_races,)),
+            jnp.reshape(_prior_variance(slope_priors[0]), (1,)),
+            jnp.reshape(_prior_variance(slope_priors[1]), (1,)),
+        ]),
+        n_schools=config.n_schools, n_races=n_races, uniform=ability == "uniform",
+        free=tuple(j for j, d in enumerate(effect_priors) if not _pinned(d)),
+        assignment_pins=(_pinned(alpha_prior) and _pinned(shift_prior),) + tuple(_pinned(d) for d in slope_priors),
+    )
 
 
 @partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "free", "assignment_pins"))
