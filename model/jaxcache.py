@@ -1,0 +1,46 @@
+"""JAX's persistent compilation cache for the ``classsize`` commands.
+
+:func:`enable_compilation_cache` points JAX at a cache folder on disk, so a program
+compiled once (e.g. the batched forward sampler) is loaded, not compiled, by every
+later process on the same machine.  The folder is ``$CLASSSIZE_CACHE_DIR`` when set,
+else ``$XDG_CACHE_HOME/classsize/jax``, else ``~/.cache/classsize/jax``.  Setting
+``CLASSSIZE_NO_CACHE=1`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_enabled: Path | None = None
+
+
+def cache_dir() -> Path:
+    """The folder the cache uses (whether or not it is enabled)."""
+    env = os.environ.get("CLASSSIZE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "classsize" / "jax"
+
+
+def enable_compilation_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache; return its folder (None when off).
+
+    Every compiled program is cached, however small or quick to compile.  Calling it
+    again does nothing; ``CLASSSIZE_NO_CACHE=1`` leaves JAX as it is.
+    """
+    global _enabled
+    if os.environ.get("CLASSSIZE_NO_CACHE") == "1":
+        return None
+    if _enabled is not None:
+        return _enabled
+    import jax
+
+    path = cache_dir()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    _enabled = path
+    return path
