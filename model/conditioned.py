@@ -1,0 +1,337 @@
+r"""The class-size experiment conditioned on data, with ability marginalised exactly.
+
+:func:`condition_on_data` is what :func:`classsize.model.class_size_experiment` runs
+when it is given data.  It reads as a short sequence of named steps:
+
+1. :func:`_count_parameters`: the race, EXPERIMENTAL and MA probabilities;
+2. :func:`_score_effects`: the score effects and each student's residual
+   :math:`r_i = U_i + b_{k(i)}` in ability units;
+3. :func:`_width_and_levels`: the width :math:`W` of ability's uniform part and the
+   school levels :math:`b_k`;
+4. :func:`_intercept_and_range`: the score intercept :math:`c`, the school-effect
+   range :math:`R` and the school effects :math:`e_k`;
+5. :func:`_assignment_rule`: the REGULAR cohort's assignment intercepts and slopes;
+6. :func:`_observations`: the observed sites (race, class size, score, MA, school).
+
+**Likelihood.**  The scores carry no noise beyond ability (``score_noise_sd`` is
+pinned to 0), so given the parameters each student's unobserved ability part is a
+deterministic function of her score,
+
+.. math:: U_i = r_i - b_{k(i)},\qquad
+          r_i = (y_i - \delta S_i - \gamma M_i)/\beta_A - w s_i - x_i^\top \eta,\qquad
+          b_k = (c + \beta_S e_k)/\beta_A,
+
+and the joint density of a student's class size and score is
+:math:`p_U(U_i)\,P(S_i \mid U_i)/\beta_A`: no latent variable per student and no
+quadrature.  The REGULAR cohort's rule :math:`P(S_i{=}1 \mid U_i) = \mathrm{clip}(
+\alpha_{g(i)} + \beta s_i + \lambda U_i, 0, 1)`, with :math:`\alpha_g = \alpha +
+\rho_g` the intercept of race :math:`g`, is evaluated at the implied :math:`U_i`.
+
+**Support.**  With :math:`U \sim \mathrm{Uniform}(0, W)` the posterior density is
+positive only on a polytope: with :math:`h_k, \ell_k` the largest and smallest
+:math:`r_i` in school :math:`k` and :math:`\rho_k = h_k - \ell_k` its spread,
+:math:`b_k \in [h_k - W, \ell_k]`, hence :math:`W \ge \max_k \rho_k`; the school
+effects need :math:`|e_k| \le R`; and, because the assignment probability is clipped
+to [0, 1], every SMALL student of the REGULAR cohort needs :math:`\alpha_{g(i)} +
+\beta s_i + \lambda U_i > 0` and every LARGE one :math:`< 1`.  The parameters are
+therefore sampled in coordinates that satisfy every constraint by construction (with
+:math:`\Phi, \varphi` the standard normal cdf and density):
+
+.. math::
+    W &= \max_k \rho_k + u_W e^{v}, \\
+    b_k &= h_k - W + (W - \rho_k)\,\Phi(z_k), \\
+    R &= H/\beta_S + u_R e^{t},\qquad c = m + \beta_S u_R e^{t}\,(2\Phi(s) - 1),
+        \qquad e_k = (\beta_A b_k - c)/\beta_S, \\
+    \alpha_g &= \ell_g + \omega_g\,\mathrm{logistic}\big(\log(\hat p_g/\omega_g)
+        + \varsigma_g \xi_g\big),\qquad \rho_g = \alpha_g - \alpha, \\
+    \ell_g &= -\min_{i:\ \mathrm{SMALL,\ REGULAR},\ g(i) = g}(\beta s_i + \lambda U_i),\qquad
+    \omega_g = 1 - \max_{i:\ \mathrm{LARGE,\ REGULAR},\ g(i) = g}(\beta s_i + \lambda U_i) - \ell_g,
+
+where :math:`H, m` are the half range and midpoint of the levels :math:`\beta_A b_k`
+(sites ``ability_uniform_width_excess`` :math:`v`, ``school_position`` :math:`z_k`,
+``school_effect_range_excess`` :math:`t`, ``score_intercept_position`` :math:`s`,
+``regular_small_race_position`` :math:`\xi_g`).  A race without SMALL REGULAR
+students has :math:`\alpha_g = \hat\alpha_g + \hat\sigma_g \xi_g`; one without LARGE
+REGULAR students has :math:`\alpha_g = \ell_g + \hat p_g e^{\varsigma_g \xi_g}`, the
+limit of the map as :math:`\omega_g \to \infty`.  The assignment probabilities of a
+race's REGULAR students then lie strictly between 0 and 1, so neither clipped wall
+is met; where the slopes leave no room (:math:`\omega_g \le 0`) the window is held
+at :math:`10^{-9}` and the Jacobian penalises it.  Each map is a bijection onto the
+support given the coordinates before it, so the log-Jacobian is the sum
+:math:`\log u_W + v + \sum_k[\log(W - \rho_k) + \log\varphi(z_k)] + 2(\log u_R + t)
++ \log(2\beta_S) + \log\varphi(s) + K\log(\beta_A/\beta_S) + \sum_g[\log(\omega_g
+\varsigma_g) + \log\sigma(\eta_g) + \log\sigma(-\eta_g)]` (:math:`\eta_g` the
+logistic's argument), added by ``numpyro.factor`` together with the priors of
+:math:`W, c, R, e_k, \rho_g`.  Using :math:`\Phi` makes :math:`z_k` and :math:`s`
+exactly standard normal where the data leave a level flat in its window.
+
+**Standardised coordinates.**  Every other parameter :math:`x` with prior
+:math:`p(x)` is sampled as ``x_std`` :math:`= \xi` with :math:`x = T(\hat x + \hat
+\sigma \xi)`, ``T`` the bijection onto the prior's support that NUTS would use
+anyway, adding :math:`\log p(x) + \log|T'| + \log\hat\sigma` (an affine change of the
+unconstrained coordinate: the posterior is unchanged).  The centres and scales are
+the pilot estimates of :mod:`classsize.model.pilot`, functions of the data alone.
+All posterior scales are then near 1 and the chains start near the mode, so a
+diagonal mass matrix suffices (:data:`NUTS_SETTINGS`).
+
+**Kinks.**  The log density is continuous and smooth except where the student
+attaining a school's extreme, the school with the largest spread, the school with
+the extreme level, or the student with a race's smallest assignment probability
+changes.  Those kinks belong to the posterior itself (the marginal density of the
+score effects is pyramid-shaped, roughly :math:`\exp(-n \max_k \rho_k/W)`); in
+standardised coordinates NUTS crosses them.
+
+**Normal ability.**  With ``ability="normal"`` the unobserved part of ability is
+:math:`\mathcal N(W/2, W/\sqrt{12})` (the uniform's mean and sd), the score model is a
+normal regression, :math:`b_k = \hat b_k + \hat\sigma_k z_k` and :math:`W` is a
+standardised coordinate; the maps of :math:`(t, s)` to :math:`(R, c)` and of
+:math:`\xi_g` to :math:`\alpha_g` are the same.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import Distribution
+
+from .config import Config
+from .experiment import (
+    PARAMETERS,
+    Observed,
+    sample_parameters,
+    small_probability,
+    teacher_ma_probability,
+)
+from .pilot import SCORE_EFFECTS, Pilot, group_extreme, pilot_estimates, pinned, prior_variance
+
+#: Score weights sampled (if not pinned) as plain sites.
+SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")
+
+#: P(SMALL) is clipped to [P_FLOOR, 1 - P_FLOOR] in the likelihood only, so that an
+#: assignment the rule makes impossible is a finite (about -28 nats) penalty, not -inf.
+P_FLOOR = 1e-12
+
+#: NUTS settings for the conditioned model.  Every sampled coordinate is standardised by
+#: the pilot, so a diagonal mass matrix suffices.
+NUTS_SETTINGS = {"dense_mass": False, "target_accept_prob": 0.8, "max_tree_depth": 10}
+
+
+def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: Observed,
+                      ability: str = "uniform", pilot: Pilot | None = None):
+    """The model conditioned on ``data`` (see the module docstring for the math).
+
+    ``pilot`` is :func:`~classsize.model.pilot.pilot_estimates` of the same data and
+    priors; it is computed here when not given, which needs concrete (not traced)
+    data.  A fit computes it once and passes it in, so the sampler's loop holds the
+    density alone.
+    """
+    if ability not in ("uniform", "normal"):
+        raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
+    if pilot is None:
+        with jax.ensure_compile_time_eval():
+            pilot = pilot_estimates(config, priors, data, ability)
+    uniform = ability == "uniform"
+    weights = sample_parameters(
+        priors, skip=tuple(k for k in PARAMETERS if k not in SCORE_WEIGHTS), pinned_as_deterministic=True
+    )
+    beta_a, beta_s = weights["score_ability_weight"], weights["score_school_weight"]
+    p = _count_parameters(priors, pilot)
+    effects, r = _score_effects(priors, pilot, data, beta_a)
+    width, base, log_jacobian = _width_and_levels(config, priors, pilot, r, beta_a, uniform)
+    _intercept_and_range(config, priors, pilot, beta_a * base, beta_s, log_jacobian)
+    ability_uniform = r - base[pilot.student_school]
+    p.update(_assignment_rule(config, priors, pilot, data, ability_uniform))
+    _observations(config, p, data, ability_uniform, beta_a, width, uniform)
+
+
+# ---------------------------------------------------------------------------- pieces
+class _Bernoulli(dist.BernoulliProbs):
+    """``Bernoulli(probs)`` whose log density takes one logarithm per value (the
+    library's takes two, each guarded); ``probs`` must lie strictly inside (0, 1)."""
+
+    def log_prob(self, value):
+        return jnp.log(jnp.where(value == 1, self.probs, 1.0 - self.probs))
+
+
+class _Categorical(dist.CategoricalProbs):
+    """``Categorical(probs)`` whose log density gathers from ``log(probs)`` (the
+    library's broadcasts the log probabilities to every value first)."""
+
+    def log_prob(self, value):
+        return jnp.log(self.probs)[value]
+
+
+class _UniformScore(dist.Uniform):
+    """``Uniform(low, low + width)`` with a scalar ``width``: its log density is
+    :math:`-\log` width for every value (the conditioned model places every observed
+    score inside its support by construction)."""
+
+    def __init__(self, low, width):
+        self._log_width = jnp.log(width)
+        super().__init__(low, low + width)
+
+    def log_prob(self, value):
+        return jnp.broadcast_to(-self._log_width, jnp.shape(value))
+
+
+def _standard(name: str, shape: tuple = ()):
+    """A standardised coordinate: a flat site on the real line whose density is added by factors."""
+    return numpyro.sample(name, dist.ImproperUniform(dist.constraints.real, (), tuple(shape)))
+
+
+def _centred(name: str, prior: Distribution, loc, scale):
+    r"""Site ``name`` with distribution ``prior``, sampled as ``name_std``: :math:`x =
+    T(\mathrm{loc} + \mathrm{scale}\,\xi)` with ``T`` the bijection onto the prior's support
+    (the one NUTS uses anyway); a pinned (``Delta``) prior gives a deterministic site."""
+    if pinned(prior):
+        return numpyro.deterministic(name, prior.v)
+    transform = dist.biject_to(prior.support)
+    shape = transform.inverse_shape(prior.shape())
+    xi = _standard(f"{name}_std", shape)
+    scale = jnp.broadcast_to(scale, shape)
+    u = loc + scale * xi
+    value = numpyro.deterministic(name, transform(u))
+    log_density = jnp.sum(prior.log_prob(value)) + jnp.sum(transform.log_abs_det_jacobian(u, value))
+    numpyro.factor(f"{name}_density", log_density + jnp.sum(jnp.log(scale)))
+    return value
+
+
+def _count_parameters(priors, pilot: Pilot) -> dict:
+    """Step 1: parameters informed by counts alone."""
+    names = ("race_probs", "experimental_p_small", "p_ma_small", "p_ma_large")
+    return {name: _centred(name, priors[name], *getattr(pilot, name)) for name in names}
+
+
+def _score_effects(priors, pilot: Pilot, data: Observed, beta_a):
+    """Step 2: the score effects, and :math:`r_i = U_i + b_{k(i)}` in ability units."""
+    effect_priors = [priors[k] for k in SCORE_EFFECTS]
+    free = tuple(j for j, d in enumerate(effect_priors) if not pinned(d))
+    effects = {}
+    for j, name in enumerate(SCORE_EFFECTS):
+        loc, scale = (pilot.effects[free.index(j)], pilot.effect_scales[free.index(j)]) if j in free else (0.0, 1.0)
+        effects[name] = _centred(name, effect_priors[j], loc, scale)
+    covariate_term = 0.0
+    if data.extra_covariates is not None and data.extra_covariates.shape[-1] > 0:
+        q = data.extra_covariates.shape[-1]
+        eta_prior = priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1))
+        eta = _centred("extra_covariate_weights", eta_prior, pilot.effects[len(free):], pilot.effect_scales[len(free):])
+        covariate_term = data.extra_covariates @ eta
+    r = (
+        (data.test_score - effects["small_class_direct_effect"] * data.small_class
+         - effects["teacher_ma_effect"] * pilot.student_ma) / beta_a
+        - effects["ability_income_weight"] * data.income_scaled
+        - covariate_term
+    )
+    return effects, r
+
+
+def _width_and_levels(config: Config, priors, pilot: Pilot, r, beta_a, uniform: bool):
+    """Step 3: the width :math:`W` and the school levels :math:`b_k` (ability units),
+    with the log-Jacobian of their maps (and, for uniform ability, the prior of W)."""
+    with numpyro.plate("schools", config.n_schools):
+        z = _standard("school_position")
+    if uniform:
+        lo = group_extreme(r, pilot.schools, largest=False)
+        hi = group_extreme(r, pilot.schools, largest=True)
+        spread = hi - lo
+        v = _standard("ability_uniform_width_excess")
+        width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + pilot.width_unit * jnp.exp(v))
+        base = hi - width + (width - spread) * jax.scipy.special.ndtr(z)
+        log_jacobian = jnp.log(pilot.width_unit) + v + jnp.sum(jnp.log(width - spread) - 0.5 * z * z)
+        log_jacobian = log_jacobian + priors["ability_uniform_width"].log_prob(width)
+    else:
+        width = _centred("ability_uniform_width", priors["ability_uniform_width"], *pilot.width)
+        base = pilot.levels + pilot.level_scales * z
+        log_jacobian = jnp.sum(jnp.log(pilot.level_scales))
+    return width, base, log_jacobian + config.n_schools * jnp.log(beta_a)
+
+
+def _intercept_and_range(config: Config, priors, pilot: Pilot, level, beta_s, log_jacobian) -> None:
+    """Step 4: the intercept :math:`c` and range :math:`R` given the levels
+    :math:`a_k = c + \\beta_S e_k` (score units), the school effects, and the factor
+    holding every Jacobian and prior of steps 3 and 4."""
+    n_schools = config.n_schools
+    half_range = (jnp.max(level) - jnp.min(level)) / 2.0
+    midpoint = (jnp.max(level) + jnp.min(level)) / 2.0
+    t = _standard("school_effect_range_excess")
+    s = _standard("score_intercept_position")
+    excess = pilot.range_unit * jnp.exp(t)
+    effect_range = numpyro.deterministic("school_effect_range", half_range / beta_s + excess)
+    intercept = numpyro.deterministic(
+        "score_intercept", midpoint + beta_s * excess * (2.0 * jax.scipy.special.ndtr(s) - 1.0)
+    )
+    school_effect = numpyro.deterministic("school_effect", (level - intercept) / beta_s)
+    log_jacobian = log_jacobian + 2.0 * (jnp.log(pilot.range_unit) + t) + jnp.log(2.0 * beta_s) - 0.5 * s * s
+    log_prior = (
+        priors["school_effect_range"].log_prob(effect_range)
+        + priors["score_intercept"].log_prob(intercept)
+        + jnp.sum(dist.Uniform(-effect_range, effect_range).log_prob(school_effect))
+        - n_schools * jnp.log(beta_s)
+    )
+    numpyro.factor("reparameterisation", log_jacobian + log_prior)
+
+
+def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, ability_uniform) -> dict:
+    """Step 5: the REGULAR cohort's assignment slopes, intercept and race shifts, each
+    race's intercept mapped into the window its SMALL and LARGE students allow."""
+    n_races = len(config.race_codes)
+    alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
+    coef, coef_scale = pilot.assignment
+    income = _centred("regular_small_income", priors["regular_small_income"], coef[n_races], coef_scale[n_races])
+    slope = _centred("regular_small_ability", priors["regular_small_ability"], coef[n_races + 1], coef_scale[n_races + 1])
+    out = {"regular_small_income": income, "regular_small_ability": slope}
+    if pinned(shift_prior):
+        alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races] - shift_prior.v),
+                         jnp.sqrt(jnp.mean(coef_scale[:n_races] ** 2) / n_races))
+        shift = numpyro.deterministic("regular_small_race_shift", shift_prior.v)
+        return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
+    alpha_sd = jnp.sqrt(prior_variance(alpha_prior))
+    alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races]) * n_races / (n_races + 1.0),
+                     jnp.where(alpha_sd > 0, alpha_sd, 1.0) / jnp.sqrt(n_races + 1.0))
+    xi = _standard("regular_small_race_position", (n_races,))
+    linear = income * data.income_scaled + slope * ability_uniform
+    lowest = group_extreme(linear, pilot.small_by_race, largest=False)
+    highest = group_extreme(linear, pilot.large_by_race, largest=True)
+    has_constraint, has_cap = pilot.has_constraint, pilot.has_cap
+    two_sided = has_constraint & has_cap
+    floor = -jnp.where(has_constraint, lowest, 0.0)
+    window = jnp.where(two_sided, jnp.maximum(1.0 - jnp.where(has_cap, highest, 0.0) - floor, 1e-9), 1.0)
+    step = pilot.log_p_min_scale * xi
+    eta = jnp.log(pilot.p_min) - jnp.log(window) + step
+    race_intercept = jnp.where(
+        has_constraint,
+        floor + jnp.where(two_sided, window * jax.nn.sigmoid(eta), pilot.p_min * jnp.exp(step)),
+        coef[:n_races] + coef_scale[:n_races] * xi,
+    )
+    shift = numpyro.deterministic("regular_small_race_shift", race_intercept - alpha)
+    log_jacobian = jnp.where(
+        two_sided,
+        jnp.log(window * pilot.log_p_min_scale) + jax.nn.log_sigmoid(eta) + jax.nn.log_sigmoid(-eta),
+        jnp.where(has_constraint, jnp.log(pilot.p_min * pilot.log_p_min_scale) + step, jnp.log(coef_scale[:n_races])),
+    )
+    numpyro.factor("race_reparameterisation", jnp.sum(log_jacobian) + shift_prior.log_prob(shift))
+    return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
+
+
+def _observations(config: Config, p: Mapping, data: Observed, ability_uniform, beta_a, width, uniform: bool) -> None:
+    """Step 6: the observed sites, given the implied ability parts :math:`U_i`."""
+    location = data.test_score - beta_a * ability_uniform
+    if uniform:
+        score = _UniformScore(location, beta_a * width)
+    else:
+        score = dist.Normal(location + beta_a * width / 2.0, beta_a * width / jnp.sqrt(12.0))
+    with numpyro.plate("students", data.test_score.shape[-1]):
+        numpyro.sample("race", _Categorical(p["race_probs"]), obs=data.race)
+        p_small = small_probability(p, data.income_scaled, data.race, ability_uniform, data.is_experimental)
+        numpyro.sample("small_class", _Bernoulli(jnp.clip(p_small, P_FLOOR, 1.0 - P_FLOOR)),
+                       obs=data.small_class)
+        numpyro.sample("test_score", score, obs=data.test_score)
+    with numpyro.plate("classes", data.class_is_small.shape[-1]), numpyro.handlers.mask(mask=data.class_used):
+        numpyro.sample("teacher_has_ma", _Bernoulli(teacher_ma_probability(p, data.class_is_small)),
+                       obs=data.teacher_has_ma)
+        numpyro.sample("school", dist.Categorical(probs=jnp.ones(config.n_schools) / config.n_schools),
+                       obs=data.school_of_class)

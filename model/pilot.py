@@ -1,0 +1,330 @@
+r"""Pilot estimates: functions of the data alone that centre and scale the coordinates
+the conditioned model (:mod:`classsize.model.conditioned`) samples.
+
+:func:`pilot_estimates` computes them once per dataset, before sampling:
+
+* the score effects by within-school least squares, refined for uniform ability by
+  Newton steps on the soft (log-sum-exp) sum of the schools' spreads
+  (:func:`_score_pilot`), and the width :math:`\hat W` of ability's uniform part;
+* the assignment rule's coefficients by a ridge linear-probability regression of
+  SMALL on race, income and the pilot :math:`U_i` (REGULAR cohort);
+* the race, MA and EXPERIMENTAL probabilities from their counts;
+* the **group layouts** (:class:`Groups`): the students of each school, and the SMALL
+  and LARGE REGULAR students of each race, as padded index matrices.  The conditioned
+  density takes its extremes (a school's highest and lowest residual, a race's lowest
+  and highest assignment term) over these rows with dense reductions
+  (:func:`group_extreme`), which are much cheaper to differentiate than scatter-based
+  segment reductions.
+
+None of these values changes the posterior: the centres and scales enter through
+affine changes of variables whose Jacobians the model adds, and the layouts only
+say who belongs to which group.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from numpyro.distributions import Distribution
+
+from .config import Config
+
+#: Score effects that multiply a student covariate in the score equation, in column order.
+SCORE_EFFECTS = ("small_class_direct_effect", "teacher_ma_effect", "ability_income_weight")
+_PILOT_TEMPERATURES = (0.3, 0.1, 0.03, 0.01)
+#: Bernoulli variance the linear-probability pilot of the assignment rule assumes.
+_PILOT_BERNOULLI_VARIANCE = 0.2
+#: Range of the pilot's smallest P(SMALL) of a race, the scale of ``regular_small_race_position`` ...
+_PILOT_P_MIN_RANGE = (0.01, 0.3)
+#: ... and of the sd of its logarithm.
+_PILOT_LOG_P_MIN_SCALE_RANGE = (0.05, 0.5)
+
+
+
+class Groups(NamedTuple):
+    """Members of each group as a padded index matrix: row ``g`` lists the students of
+    group ``g`` in ``members[g, :]`` where ``valid[g, :]`` (padding repeats index 0)."""
+
+    members: jax.Array  # int32 (groups, width)
+    valid: jax.Array  # bool (groups, width)
+
+
+def group_layout(group, n_groups: int, include=None, width: int | None = None) -> Groups:
+    """The :class:`Groups` of concrete group labels ``group`` (numpy), keeping only the
+    students where ``include``; ``width`` pads the rows to a common width (at least the
+    largest group) so that layouts of several datasets stack."""
+    group = np.asarray(group)
+    keep = np.ones(group.shape, bool) if include is None else np.asarray(include, bool)
+    idx = np.flatnonzero(keep)
+    counts = np.bincount(group[idx], minlength=n_groups)[:n_groups]
+    need = max(1, int(counts.max(initial=0)))
+    width = need if width is None else int(width)
+    if width < need:
+        raise ValueError(f"group width {width} is smaller than the largest group ({need})")
+    order = idx[np.argsort(group[idx], kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    members = np.zeros((n_groups, width), np.int32)
+    valid = np.zeros((n_groups, width), bool)
+    for g in range(n_groups):
+        rows = order[starts[g]:starts[g] + counts[g]]
+        members[g, : rows.size] = rows
+        valid[g, : rows.size] = True
+    return Groups(jnp.asarray(members), jnp.asarray(valid))
+
+
+def group_extreme(values, groups: Groups, largest: bool):
+    """The largest (or smallest) of ``values`` over each group; ``-inf`` (``+inf``) for
+    an empty group.
+
+    The member attaining the extreme is found without gradient and its value gathered,
+    so the derivative flows to that one member (the derivative of the extreme wherever
+    it is attained once) and costs one small scatter instead of a segment reduction's.
+    """
+    fill = -jnp.inf if largest else jnp.inf
+    v = jnp.where(groups.valid, values[groups.members], fill)
+    pick = jnp.argmax(v, axis=-1) if largest else jnp.argmin(v, axis=-1)
+    who = jnp.take_along_axis(groups.members, jax.lax.stop_gradient(pick)[..., None], axis=-1)[..., 0]
+    return jnp.where(jnp.any(groups.valid, axis=-1), values[who], fill)
+
+
+class Pilot(NamedTuple):
+    """Data-only quantities that centre and scale the sampled coordinates, and the
+    group layouts the conditioned density reduces over."""
+
+    student_ma: jax.Array
+    student_school: jax.Array
+    constrained: jax.Array  # SMALL students of the REGULAR cohort (their P(SMALL) must be > 0)
+    has_constraint: jax.Array  # per race: has such students
+    capped: jax.Array  # LARGE students of the REGULAR cohort (their P(SMALL) must be < 1)
+    has_cap: jax.Array  # per race: has such students
+    schools: Groups  # students of each school
+    small_by_race: Groups  # SMALL REGULAR students of each race
+    large_by_race: Groups  # LARGE REGULAR students of each race
+    effects: jax.Array  # free score effects, then extra covariate weights
+    effect_scales: jax.Array
+    width_unit: jax.Array  # W / n, the scale of W - max_k spread_k
+    width: tuple  # (log W, sd of log W), normal ability
+    levels: jax.Array  # b_k
+    level_scales: jax.Array  # sd of b_k, normal ability
+    range_unit: jax.Array  # scale of R - half range of the levels
+    assignment: tuple  # (race intercepts, income, ability) and their scales
+    p_min: jax.Array  # per race: smallest P(SMALL) of a constrained student
+    log_p_min_scale: jax.Array
+    race_probs: tuple
+    experimental_p_small: tuple
+    p_ma_small: tuple
+    p_ma_large: tuple
+
+
+def pinned(d: Distribution) -> bool:
+    """Whether a prior pins its parameter (a ``Delta``)."""
+    return isinstance(d, dist.Delta)
+
+
+def prior_variance(d: Distribution, default: float = 1.0):
+    """The prior's variance (0 when pinned, ``default`` when the distribution has none)."""
+    if pinned(d):
+        return jnp.zeros(d.event_shape)
+    try:
+        return jnp.broadcast_to(jnp.asarray(d.variance, dtype=jnp.result_type(float)), d.batch_shape + d.event_shape)
+    except (NotImplementedError, AttributeError):
+        return jnp.full(d.batch_shape + d.event_shape, default)
+
+def _logit_pilot(successes, trials):
+    """Centre and scale of a Bernoulli probability's logit, from counts."""
+    p = (successes + 1.0) / (trials + 2.0)
+    return jnp.log(p) - jnp.log1p(-p), 1.0 / jnp.sqrt((trials + 2.0) * p * (1.0 - p))
+
+
+def _simplex_pilot(counts):
+    """Centre and scale of categorical probabilities in stick-breaking coordinates, from counts."""
+    k = counts.shape[-1]
+    total = jnp.sum(counts) + k
+    loc = dist.transforms.StickBreakingTransform().inv((counts + 1.0) / total)
+    remaining = total - jnp.concatenate([jnp.zeros(1), jnp.cumsum(counts + 1.0)[:-1]])
+    q = (counts + 1.0) / remaining
+    return loc, (1.0 / jnp.sqrt(remaining * q * (1.0 - q)))[:-1]
+
+
+def _segment_mean(a, segment, k: int):
+    count = jax.ops.segment_sum(jnp.ones(segment.shape[0]), segment, num_segments=k)
+    return jax.ops.segment_sum(a, segment, num_segments=k) / jnp.maximum(count, 1.0).reshape((k,) + (1,) * (a.ndim - 1))
+
+
+def _score_pilot(y, X, school, n_schools: int, uniform: bool):
+    r"""Pilot location and scale of the score effects (columns of ``X``, score units) and W.
+
+    Within-school least squares; for uniform ability refined by Newton steps on
+    :math:`\sum_k \tau[\mathrm{LSE}_{i \in k}(r_i/\tau) + \mathrm{LSE}_{i \in k}(-r_i/\tau)]`,
+    the soft sum of the schools' spreads, at decreasing temperatures :math:`\tau`: the
+    limit is the linear program :math:`\min \sum_k \rho_k`, close to the posterior mode.
+    Scales: least-squares standard errors (normal ability), :math:`3W/(n\,\mathrm{sd}_j)`
+    (uniform ability, whose posterior contracts like :math:`1/n`).
+    """
+    n, q = X.shape
+    yd = y - _segment_mean(y, school, n_schools)[school]
+    if q == 0:
+        theta, scale, r = jnp.zeros(0), jnp.zeros(0), y
+        sigma = jnp.sqrt(jnp.mean(yd**2))
+    else:
+        Xd = X - _segment_mean(X, school, n_schools)[school]
+        gram = Xd.T @ Xd
+        gram = gram + (1e-9 * jnp.trace(gram) / q + 1e-300) * jnp.eye(q)
+        theta = jnp.linalg.solve(gram, Xd.T @ yd)
+        sigma = jnp.sqrt(jnp.mean((yd - Xd @ theta) ** 2))
+        if not uniform:
+            return theta, sigma * jnp.sqrt(jnp.diag(jnp.linalg.inv(gram))), jnp.sqrt(12.0) * sigma
+        outer = (X[:, :, None] * X[:, None, :]).reshape(n, q * q)
+        cap = 3.0 * sigma * jnp.sqrt(jnp.diag(jnp.linalg.inv(gram)))
+
+        def newton_step(i, th):
+            tau = sigma * jnp.asarray(_PILOT_TEMPERATURES)[i // 2]
+            r = y - X @ th
+            grad, hess = jnp.zeros(q), jnp.zeros((q, q))
+            for sign in (1.0, -1.0):  # tau LSE_k(sign r / tau): softmax weights within each school
+                top = jax.ops.segment_max(sign * r, school, num_segments=n_schools)
+                e = jnp.exp((sign * r - top[school]) / tau)
+                sums = jax.ops.segment_sum(
+                    jnp.concatenate([e[:, None], e[:, None] * X, e[:, None] * outer], axis=1), school, num_segments=n_schools
+                )
+                occupied = sums[:, :1] > 0
+                mean = jnp.where(occupied, sums[:, 1 : 1 + q] / jnp.where(occupied, sums[:, :1], 1.0), 0.0)
+                second = jnp.where(occupied, sums[:, 1 + q :] / jnp.where(occupied, sums[:, :1], 1.0), 0.0)
+                grad = grad - sign * jnp.sum(mean, axis=0)
+                hess = hess + jnp.sum(second.reshape(-1, q, q) - mean[:, :, None] * mean[:, None, :], axis=0) / tau
+            hess = hess + (1e-9 * jnp.trace(hess) / q + 1e-300) * jnp.eye(q)
+            return th - jnp.clip(jnp.linalg.solve(hess, grad), -cap, cap)
+
+        theta = jax.lax.fori_loop(0, 2 * len(_PILOT_TEMPERATURES), newton_step, theta)
+        r = y - X @ theta
+    if not uniform:
+        return theta, jnp.zeros(0), jnp.sqrt(12.0) * sigma
+    spread = jax.ops.segment_max(r, school, num_segments=n_schools) - jax.ops.segment_min(r, school, num_segments=n_schools)
+    width = jnp.max(spread)
+    scale = 3.0 * width / (n * jnp.sqrt(jnp.diag(gram) / n)) if q else jnp.zeros(0)
+    return theta, scale, width
+
+
+def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ability: str = "uniform",
+                    widths: tuple[int, int, int] | None = None) -> Pilot:
+    """The pilot of one dataset (concrete arrays of an :class:`~classsize.model.experiment.Observed`):
+    the compiled :func:`_pilot_estimates` with the pinned values and prior variances of
+    ``priors``, and the group layouts (rows padded to ``widths``, for schools, SMALL and
+    LARGE REGULAR students by race, when given)."""
+    n_races = len(config.race_codes)
+    effect_priors = [priors[k] for k in SCORE_EFFECTS]
+    alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
+    slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
+
+    def pinned_value(d, shape=()):
+        return jnp.asarray(d.v if pinned(d) else jnp.zeros(shape), dtype=float)
+
+    numbers = _pilot_estimates(
+        data,
+        jnp.stack([pinned_value(d) for d in effect_priors]),
+        jnp.asarray(priors["score_ability_weight"].v if pinned(priors["score_ability_weight"]) else 1.0, dtype=float),
+        pinned_value(alpha_prior) + pinned_value(shift_prior, (n_races,)),
+        jnp.stack([pinned_value(d) for d in slope_priors]),
+        jnp.concatenate([
+            jnp.broadcast_to(prior_variance(alpha_prior) + prior_variance(shift_prior), (n_races,)),
+            jnp.reshape(prior_variance(slope_priors[0]), (1,)),
+            jnp.reshape(prior_variance(slope_priors[1]), (1,)),
+        ]),
+        n_schools=config.n_schools, n_races=n_races, uniform=ability == "uniform",
+        free=tuple(j for j, d in enumerate(effect_priors) if not pinned(d)),
+        assignment_pins=(pinned(alpha_prior) and pinned(shift_prior),) + tuple(pinned(d) for d in slope_priors),
+    )
+    school = np.asarray(numbers["student_school"])
+    race = np.asarray(data.race)
+    widths = (None, None, None) if widths is None else widths
+    layouts = dict(
+        schools=group_layout(school, config.n_schools, width=widths[0]),
+        small_by_race=group_layout(race, n_races, np.asarray(numbers["constrained"]), width=widths[1]),
+        large_by_race=group_layout(race, n_races, np.asarray(numbers["capped"]), width=widths[2]),
+    )
+    return Pilot(**numbers, **layouts)
+
+
+def layout_widths(pilots) -> tuple[int, int, int]:
+    """The common row widths of the group layouts of several pilots (to stack them)."""
+    return tuple(max(int(getattr(p, name).members.shape[-1]) for p in pilots)
+                 for name in ("schools", "small_by_race", "large_by_race"))
+
+
+@partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "free", "assignment_pins"))
+def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pins, assignment_prior_variance, *,
+                     n_schools, n_races, uniform, free, assignment_pins) -> dict:
+    """Every numeric pilot quantity in one compiled function of the data."""
+    n = data.test_score.shape[-1]
+    student_ma = data.teacher_has_ma[data.class_of_student]
+    student_school = data.school_of_class[data.class_of_student]
+    regular = ~data.is_experimental
+    columns = [data.small_class.astype(float), student_ma.astype(float), ability_weight * data.income_scaled]
+    y = data.test_score - sum(effect_pins[j] * columns[j] for j in range(3) if j not in free)
+    extra = [] if data.extra_covariates is None else [ability_weight * c for c in data.extra_covariates.T]
+    X = jnp.stack([columns[j] for j in free] + extra, axis=-1) if free or extra else jnp.zeros((n, 0))
+    effects, effect_scales, width = _score_pilot(y, X, student_school, n_schools, uniform)
+    width = width / ability_weight
+    r = (y - X @ effects) / ability_weight
+    if uniform:
+        u = r - jax.ops.segment_min(r, student_school, num_segments=n_schools)[student_school]
+    else:
+        u = r - _segment_mean(r, student_school, n_schools)[student_school] + width / 2.0
+    levels = _segment_mean(r - u, student_school, n_schools)
+    count = jax.ops.segment_sum(jnp.ones(n), student_school, num_segments=n_schools)
+    level_hat = ability_weight * levels
+    range_unit = ((jnp.max(level_hat) - jnp.min(level_hat)) / 2.0 + 1.0) / (n_schools + 1.0)
+
+    # assignment: ridge linear-probability regression of SMALL on race, income and u (REGULAR cohort)
+    response = data.small_class.astype(float)
+    if assignment_pins[0]:
+        response = response - intercept_pins[data.race]
+    for j, column in enumerate((data.income_scaled, u)):
+        if assignment_pins[1 + j]:
+            response = response - slope_pins[j] * column
+    Z = jnp.concatenate([jax.nn.one_hot(data.race, n_races), data.income_scaled[:, None], u[:, None]], axis=-1)
+    Zw = Z * regular[:, None]
+    gram = Zw.T @ Z + jnp.diag(_PILOT_BERNOULLI_VARIANCE / jnp.maximum(assignment_prior_variance, 1e-12))
+    coef = jnp.linalg.solve(gram, Zw.T @ response)
+    coef_scale = jnp.sqrt(_PILOT_BERNOULLI_VARIANCE * jnp.diag(jnp.linalg.inv(gram)))
+    constrained = regular & (data.small_class == 1)
+    has_constraint = jax.ops.segment_max(constrained.astype(jnp.int32), data.race, num_segments=n_races) > 0
+    slopes = [slope_pins[j] if assignment_pins[1 + j] else coef[n_races + j] for j in range(2)]
+    lowest = jax.ops.segment_min(
+        jnp.where(constrained, slopes[0] * data.income_scaled + slopes[1] * u, jnp.inf), data.race, num_segments=n_races
+    )
+    p_min = jnp.clip(coef[:n_races] + jnp.where(has_constraint, lowest, 0.0), *_PILOT_P_MIN_RANGE)
+    log_p_min_scale = jnp.clip(coef_scale[:n_races] / p_min, *_PILOT_LOG_P_MIN_SCALE_RANGE)
+
+    slot_small = data.class_is_small == 1
+    ma = data.class_used & (data.teacher_has_ma == 1)
+    capped = regular & (data.small_class == 0)
+    return dict(
+        capped=capped,
+        has_cap=jax.ops.segment_max(capped.astype(jnp.int32), data.race, num_segments=n_races) > 0,
+        student_ma=student_ma,
+        student_school=student_school,
+        constrained=constrained,
+        has_constraint=has_constraint,
+        effects=effects,
+        effect_scales=effect_scales,
+        width_unit=width / n,
+        width=(jnp.log(width), 1.0 / jnp.sqrt(2.0 * n)),
+        levels=levels,
+        level_scales=width / jnp.sqrt(12.0 * jnp.maximum(count, 1.0)),
+        range_unit=range_unit,
+        assignment=(coef, coef_scale),
+        p_min=p_min,
+        log_p_min_scale=log_p_min_scale,
+        race_probs=_simplex_pilot(jax.ops.segment_sum(jnp.ones(n), data.race, num_segments=n_races)),
+        experimental_p_small=_logit_pilot(
+            jnp.sum(data.is_experimental & (data.small_class == 1)), jnp.sum(data.is_experimental)
+        ),
+        p_ma_small=_logit_pilot(jnp.sum(ma & slot_small), jnp.sum(data.class_used & slot_small)),
+        p_ma_large=_logit_pilot(jnp.sum(ma & ~slot_small), jnp.sum(data.class_used & ~slot_small)),
+    )
