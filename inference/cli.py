@@ -45,23 +45,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     if args.replicates < 1:
         raise UsageError(f"--replicates must be >= 1, got {args.replicates}")
+    if args.format == "parquet" and args.engine == "notebook":
+        raise UsageError("--format parquet is written by the model engine only (use --format csv with --engine notebook)")
     out = _prepare_out_dir(args.out, args.force, [])
+    from classsize.model.jaxcache import enable_compilation_cache
+
+    enable_compilation_cache()
+    last = args.seed + args.replicates - 1
+    if args.format == "parquet":
+        from classsize.model.simulate import write_replicates
+
+        write_replicates(out, config, args.seed, args.replicates, "parquet")
+        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) to "
+              f"{out / 'students.parquet'}, {out / 'classes.parquet'}, {out / 'truth.json'}")
+        return 0
     if args.engine == "notebook":
         from classsize.model.notebook import simulate_notebook
 
-        datasets = [simulate_notebook(config, args.seed + k) for k in range(args.replicates)]
-    else:
-        from classsize.model import simulate_many
+        for k in range(args.replicates):
+            ds = simulate_notebook(config, args.seed + k)
+            ds.write(out if args.replicates == 1 else out / f"replicate_{k:04d}")
+    elif args.replicates == 1:
+        from classsize.model import simulate
 
-        datasets = simulate_many(config, [args.seed + k for k in range(args.replicates)])
-    for k, ds in enumerate(datasets):
-        target = out if args.replicates == 1 else out / f"replicate_{k:04d}"
-        ds.write(target)
-        if args.replicates == 1:
-            print(ds.summary())
-    if args.replicates > 1:
-        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{args.seed + args.replicates - 1}) under {out}")
+        ds = simulate(config, args.seed)
+        ds.write(out)
     else:
+        from classsize.model.simulate import write_replicates
+
+        write_replicates(out, config, args.seed, args.replicates, "csv")
+    if args.replicates > 1:
+        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) under {out}")
+    else:
+        print(ds.summary())
         print(f"wrote {out / 'students.csv'}, {out / 'classes.csv'}, {out / 'truth.json'}")
     return 0
 
@@ -96,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replicates", type=int, default=1, help="datasets to write (seeds SEED..SEED+K-1)")
     s.add_argument("--engine", choices=["model", "notebook"], default="model",
                    help="the NumPyro model (default) or the notebook's exact numpy procedure")
+    s.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                   help="csv: a folder per dataset (default); parquet: students.parquet and "
+                        "classes.parquet holding every replicate, with a replicate column")
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
     s.set_defaults(func=cmd_simulate)
 

@@ -9,6 +9,7 @@ is the same as ``simulate(config, seeds[k])``, byte for byte.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -79,10 +80,19 @@ def _batched_sampler(config: Config):
     return jax.jit(jax.vmap(one))
 
 
+@lru_cache(maxsize=1)
+def _keys_of_seeds():
+    return jax.jit(jax.vmap(jax.random.PRNGKey))
+
+
+def keys_of(seeds: Sequence[int]) -> jax.Array:
+    """``jax.random.PRNGKey(s)`` for every seed, stacked (one vectorised call)."""
+    return _keys_of_seeds()(jnp.asarray(np.asarray(seeds, dtype=np.int64)))
+
+
 def draw_many(config: Config, seeds: Sequence[int]) -> dict[str, np.ndarray]:
     """Forward draws of the model for each seed, stacked along a leading axis."""
-    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    out = _batched_sampler(config)(keys)
+    out = _batched_sampler(config)(keys_of(seeds))
     return {k: np.asarray(v) for k, v in jax.block_until_ready(out).items()}
 
 
@@ -110,3 +120,86 @@ def simulate_many(config: Config = Config(), seeds: Sequence[int] = (0,)) -> lis
         _dataset_from_draw(config, {k: v[i] for k, v in draws.items()}, s)
         for i, s in enumerate(seeds)
     ]
+
+
+#: Replicates drawn and written per batch by :func:`write_replicates` (bounds memory;
+#: also the row-group size of the Parquet files, so it is fixed, not tuned per machine).
+BATCH_SIZE = 256
+
+
+def _start_batch(config: Config, seeds: Sequence[int], size: int):
+    """Dispatch the draws of ``seeds``, padded to ``size`` seeds so that every batch of
+    a run has one shape (one compilation); JAX computes them while the caller writes."""
+    padded = list(seeds) + [int(seeds[-1])] * (size - len(seeds))
+    return _batched_sampler(config)(keys_of(padded))
+
+
+def write_replicates(
+    out_dir: str | Path,
+    config: Config,
+    seed: int,
+    replicates: int,
+    fmt: str = "csv",
+    batch_size: int = BATCH_SIZE,
+    workers: int | None = None,
+) -> None:
+    """Simulate datasets with seeds ``seed .. seed+replicates-1`` and write them.
+
+    ``fmt="csv"``: one folder per dataset, ``replicate_0000`` ... under ``out_dir``
+    (for one replicate, the files go into ``out_dir`` itself), the bytes of
+    :meth:`Dataset.write`.  ``fmt="parquet"``: ``students.parquet``,
+    ``classes.parquet`` and ``truth.json`` in ``out_dir`` (see
+    :mod:`classsize.model.writers`).  Datasets are drawn ``batch_size`` at a time;
+    the next batch is computed while the current one is written, and CSV folders are
+    written by ``workers`` threads (default: the number of cores).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import writers
+
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = max(1, min(batch_size, replicates))
+    starts = list(range(0, replicates, size))
+    estimands, config_dict = config.estimands(), config.to_dict()
+    stacked = writers.StackedWriter(out, config) if fmt == "parquet" else None
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1) if fmt == "csv" else None
+    sink = ThreadPoolExecutor(1)  # writes batch j while batch j+1 is turned into tables
+    written = None
+
+    def write(a: int, seeds: list[int], students, classes, school_effect: np.ndarray) -> None:
+        if stacked is not None:
+            stacked.add(students, classes, seeds, school_effect)
+            return
+        truths = [
+            writers.truth_of(config, s, school_effect[i], estimands, config_dict) for i, s in enumerate(seeds)
+        ]
+        names = ["."] if replicates == 1 else [f"replicate_{a + i:04d}" for i in range(len(seeds))]
+        writers.write_csv_folders(out, students, classes, truths, names, pool)
+
+    try:
+        seeds_of = [[seed + k for k in range(a, min(a + size, replicates))] for a in starts]
+        pending = _start_batch(config, seeds_of[0], size)
+        for j, a in enumerate(starts):
+            draws = {k: np.asarray(v) for k, v in pending.items()}
+            if j + 1 < len(starts):
+                pending = _start_batch(config, seeds_of[j + 1], size)
+            seeds = seeds_of[j]
+            students, classes = writers.stacked_tables(draws, config, seeds, first_replicate=a)
+            if written is not None:
+                written.result()  # at most one batch waits to be written: bounded memory
+            written = sink.submit(write, a, seeds, students, classes, draws["school_effect"][: len(seeds)])
+            del draws, students, classes
+        written.result()
+        if stacked is not None:
+            stacked.close()
+    except BaseException:
+        if stacked is not None:
+            stacked.abort()
+        raise
+    finally:
+        sink.shutdown()
+        if pool is not None:
+            pool.shutdown()
