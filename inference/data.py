@@ -454,8 +454,9 @@ def _typed(frame: pd.DataFrame, ints: Iterable[str], floats: Iterable[str],
     return out
 
 
-def _load_students(folder: Path, meta: Mapping[str, Any], race_codes: Sequence[str]) -> tuple[_Table, pd.DataFrame]:
-    table = _read_csv(folder / STUDENTS_FILE)
+def _load_students(folder: Path, meta: Mapping[str, Any], race_codes: Sequence[str],
+                   table: _Table | None = None) -> tuple[_Table, pd.DataFrame]:
+    table = _read_csv(folder / STUDENTS_FILE) if table is None else table
     covariates = list(meta["student_covariates"])
     _require_columns(table, STUDENT_CORE_COLUMNS)
     if (folder / METADATA_FILE).exists():
@@ -488,8 +489,8 @@ def _load_students(folder: Path, meta: Mapping[str, Any], race_codes: Sequence[s
     return table, typed
 
 
-def _load_classes(folder: Path) -> tuple[_Table, pd.DataFrame]:
-    table = _read_csv(folder / CLASSES_FILE)
+def _load_classes(folder: Path, table: _Table | None = None) -> tuple[_Table, pd.DataFrame]:
+    table = _read_csv(folder / CLASSES_FILE) if table is None else table
     _require_columns(table, CLASS_COLUMNS)
     rules: dict[str, Sequence[_Rule]] = {
         "class_id": _ID_RULES,
@@ -566,7 +567,8 @@ class LoadedData:
     truth.json (``None`` without one); ``metadata`` is dataset.json with defaults
     filled in (``name``, ``score_units``, ``student_covariates``, ``race_codes``);
     ``race_codes`` are the codes the race column was checked against; ``source`` is
-    the folder.
+    the folder; ``replicate`` the replicate read from stacked Parquet files (None for
+    a CSV folder).
     """
 
     students: pd.DataFrame
@@ -575,6 +577,7 @@ class LoadedData:
     metadata: dict
     race_codes: tuple[str, ...]
     source: Path
+    replicate: int | None = None
 
     # ---------------------------------------------------------------- ids
     @property
@@ -703,11 +706,19 @@ class LoadedData:
         return np.column_stack(cols), names
 
 
-def load_dataset(folder: str | Path) -> LoadedData:
+def load_dataset(folder: str | Path, replicate: int | None = None) -> LoadedData:
     """Read and check ``students.csv``, ``classes.csv`` and the optional
     ``dataset.json`` and ``truth.json`` of ``folder``; raise :class:`DataError` on the
-    first problem.  Nothing is written."""
-    folder = Path(folder)
+    first problem.  Nothing is written.
+
+    With ``replicate``, or for a folder of stacked Parquet files (see
+    :func:`load_stacked`), one replicate of ``students.parquet`` and
+    ``classes.parquet`` is read instead; ``FOLDER#K`` names replicate ``K`` of
+    ``FOLDER`` (so ``classsize fit FOLDER#K`` fits it).
+    """
+    folder, replicate = _split_replicate(folder, replicate)
+    if replicate is not None or _is_stacked(folder):
+        return load_stacked(folder, replicate)
     if not folder.exists():
         raise DataError(folder, "dataset folder not found")
     if not folder.is_dir():
@@ -732,4 +743,146 @@ def load_dataset(folder: str | Path) -> LoadedData:
         metadata=meta,
         race_codes=race_codes,
         source=folder,
+    )
+
+
+# ------------------------------------------------------------------ stacked replicates
+STUDENTS_PARQUET = "students.parquet"
+CLASSES_PARQUET = "classes.parquet"
+
+
+def _split_replicate(source: str | Path, replicate: int | None) -> tuple[Path, int | str | None]:
+    """``FOLDER#K`` -> (FOLDER, "K") when FOLDER exists and the whole name does not."""
+    path = Path(source)
+    text = str(source)
+    if replicate is None and "#" in text and not path.exists():
+        base, tag = text.rsplit("#", 1)
+        if Path(base).exists():
+            return Path(base), tag
+    return path, replicate
+
+
+def _is_stacked(folder: Path) -> bool:
+    if folder.is_file() and folder.suffix == ".parquet":
+        return True
+    return folder.is_dir() and (folder / STUDENTS_PARQUET).exists() and not (folder / STUDENTS_FILE).exists()
+
+
+def _replicate_number(folder: Path, replicate: int | str | None) -> int:
+    if replicate is None:
+        raise DataError(
+            folder / STUDENTS_PARQUET,
+            f"holds stacked replicates; name one (e.g. {folder}#0)",
+            column="replicate",
+        )
+    if isinstance(replicate, str):
+        whole = _whole(replicate.strip())
+        if whole is None or replicate.strip() == "":
+            raise DataError(folder, f"replicate {replicate!r} is not a whole number", column="replicate")
+        return whole
+    if isinstance(replicate, bool) or not isinstance(replicate, (int, np.integer)):
+        raise DataError(folder, f"replicate {replicate!r} is not a whole number", column="replicate")
+    return int(replicate)
+
+
+def _parquet_table(path: Path, replicate: int) -> _Table:
+    """Replicate ``replicate`` of a stacked Parquet file as the text a CSV of it holds.
+
+    Rows are numbered as the lines of that CSV would be (header on line 1), so the
+    messages of the checks read as for a CSV folder.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from classsize.model.writers import format_floats
+
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if not path.is_file():
+        raise DataError(path, "is not a file")
+    try:
+        pf = pq.ParquetFile(path)
+        if "replicate" not in pf.schema_arrow.names:
+            raise DataError(path, "has no 'replicate' column (not a stacked file of classsize simulate)")
+        table = pq.read_table(path, filters=[("replicate", "=", replicate)])
+    except DataError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(path, f"cannot read it as Parquet ({' '.join(str(e).split())})") from None
+    if table.num_rows == 0:
+        reps = pq.read_table(path, columns=["replicate"])["replicate"]
+        if len(reps) == 0:
+            raise DataError(path, "the table is empty (no replicates)")
+        lo, hi = pc.min_max(reps).values()
+        raise DataError(
+            path, f"no replicate {replicate} (the file holds replicates {lo}..{hi})", column="replicate"
+        )
+    columns: dict[str, list[str] | np.ndarray] = {}
+    for name in table.column_names:
+        if name == "replicate":
+            continue
+        col = table[name].combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if pa.types.is_floating(col.type):
+            text = format_floats(col.to_numpy(zero_copy_only=False)).to_numpy(zero_copy_only=False)
+        elif pa.types.is_boolean(col.type):
+            text = np.where(col.to_numpy(zero_copy_only=False), "True", "False")
+        else:
+            text = col.cast(pa.string()).to_numpy(zero_copy_only=False)
+        columns[name] = np.asarray(["" if v is None else str(v).strip() for v in text], dtype=object)
+    lines = pd.Index(np.arange(2, table.num_rows + 2), dtype=np.int64)
+    frame = pd.DataFrame(columns, index=lines, dtype=str)
+    return _Table(Path(f"{path} (replicate {replicate})"), frame)
+
+
+def _replicate_truth(folder: Path, replicate: int) -> dict | None:
+    path = folder / TRUTH_FILE
+    if not path.exists():
+        return None
+    truth = _read_json(path)
+    if not isinstance(truth, dict):
+        raise DataError(path, f"must be a JSON object (got {type(truth).__name__})")
+    reps = truth.get("replicates")
+    if not isinstance(reps, list):
+        return truth
+    entry = next((r for r in reps if isinstance(r, dict) and r.get("replicate") == replicate), None)
+    if entry is None:
+        raise DataError(path, f"lists no replicate {replicate}", key="replicates")
+    out = {k: v for k, v in truth.items() if k not in ("replicates", "n_replicates", "format")}
+    return {"seed": entry.get("seed"), "engine": out.pop("engine", None), "estimands": out.pop("estimands", None),
+            "school_effects": entry.get("school_effects"), **out, "replicate": replicate}
+
+
+def load_stacked(folder: str | Path, replicate: int | str | None) -> LoadedData:
+    """Read and check replicate ``replicate`` of the stacked files of ``folder``
+    (``students.parquet`` and ``classes.parquet`` with a ``replicate`` column, as
+    ``classsize simulate --format parquet`` writes them; ``folder`` may also name
+    either file).  The checks are those of a CSV folder; ``truth`` is that
+    replicate's entry of the stacked ``truth.json`` with the shared fields (a
+    single-dataset truth.json's keys, plus ``replicate``).  A replicate number that
+    is not a whole number or not in the file raises :class:`DataError`.
+    """
+    folder = Path(folder)
+    if folder.suffix == ".parquet" and not folder.is_dir():
+        folder = folder.parent
+    if not folder.exists():
+        raise DataError(folder, "dataset folder not found")
+    if not folder.is_dir():
+        raise DataError(folder, "is not a folder")
+    k = _replicate_number(folder, replicate)
+    meta = _read_metadata(folder)
+    race_codes = tuple(meta["race_codes"])
+    st_table, students = _load_students(folder, meta, race_codes, _parquet_table(folder / STUDENTS_PARQUET, k))
+    cl_table, classes = _load_classes(folder, _parquet_table(folder / CLASSES_PARQUET, k))
+    _cross_check(st_table, students, cl_table, classes)
+    return LoadedData(
+        students=students.reset_index(drop=True),
+        classes=classes.reset_index(drop=True),
+        truth=_replicate_truth(folder, k),
+        metadata=meta,
+        race_codes=race_codes,
+        source=folder,
+        replicate=k,
     )
