@@ -164,7 +164,7 @@ def write_replicates(
     size = max(1, min(batch_size, replicates))
     starts = list(range(0, replicates, size))
     estimands, config_dict = config.estimands(), config.to_dict()
-    stacked = writers.StackedWriter(out, config) if fmt == "parquet" else None
+    stacked = writers.StackedWriter(out, config, replicates) if fmt == "parquet" else None
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1) if fmt == "csv" else None
     sink = ThreadPoolExecutor(1)  # writes batch j while batch j+1 is turned into tables
     written = None

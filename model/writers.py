@@ -49,8 +49,14 @@ TRUTH_FILE = "truth.json"
 COHORT_CODES = ("REGULAR", "EXPERIMENTAL")
 CLASS_SIZE_CODES = ("SMALL", "LARGE")
 _BOOL_TEXT = pa.array(["False", "True"])
-#: Parquet columns worth a dictionary (the floats and incomes are nearly all distinct).
-_DICTIONARY_COLUMNS = ["replicate", "class_id", "school_id", "n_students", "race", "cohort", "class_size"]
+#: Parquet options: the codes dictionary-encoded, statistics for the replicate column
+#: only (a reader of one replicate skips the other row groups by them), zstd level 1.
+_PARQUET_OPTIONS = dict(
+    compression="zstd",
+    compression_level=1,
+    use_dictionary=["race", "cohort", "class_size"],
+    write_statistics=["replicate"],
+)
 
 
 def format_floats(x: np.ndarray) -> pa.Array:
@@ -235,6 +241,27 @@ def write_csv_folders(
 
 
 # ------------------------------------------------------------------ Parquet
+def parquet_int_type(config: Config, n_replicates: int) -> pa.DataType:
+    """int32 for the integer columns of the Parquet files when every value the
+    configuration allows fits (ids, counts, incomes, replicate numbers), else int64.
+    Fixed by the configuration, not the data, so every batch has one schema."""
+    bound = max(
+        n_replicates,
+        config.n_students,
+        int(slot_to_class_id(np.array([config.max_small_classes + config.max_large_classes]), config)[0]),
+        FIRST_SCHOOL_ID + config.n_schools,
+        int(config.income_max),
+    )
+    return pa.int32() if bound < 2**31 - 1 else pa.int64()
+
+
+def _narrow(table: pa.Table, int_type: pa.DataType) -> pa.Table:
+    if int_type == pa.int64():
+        return table
+    fields = [pa.field(f.name, int_type) if pa.types.is_integer(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
 class StackedWriter:
     """``students.parquet``, ``classes.parquet`` and ``truth.json`` for many replicates.
 
@@ -244,8 +271,9 @@ class StackedWriter:
     file, so the bytes depend on the batch size, which callers keep fixed.
     """
 
-    def __init__(self, out_dir: str | Path, config: Config):
+    def __init__(self, out_dir: str | Path, config: Config, n_replicates: int):
         self.out = Path(out_dir)
+        self.int_type = parquet_int_type(config, n_replicates)
         self.out.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.replicates: list[dict] = []
@@ -256,13 +284,12 @@ class StackedWriter:
         if name not in self._writers:
             tmp = self.out / f".{name}.{os.getpid()}.tmp"
             self._tmp[name] = tmp
-            self._writers[name] = pq.ParquetWriter(
-                tmp, schema, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS, write_statistics=True
-            )
+            self._writers[name] = pq.ParquetWriter(tmp, schema, **_PARQUET_OPTIONS)
         return self._writers[name]
 
     def add(self, students: pa.Table, classes: pa.Table, seeds: Sequence[int], school_effects: np.ndarray) -> None:
         first = len(self.replicates)
+        students, classes = _narrow(students, self.int_type), _narrow(classes, self.int_type)
         self._writer(STUDENTS_PARQUET, students.schema).write_table(students, row_group_size=students.num_rows)
         self._writer(CLASSES_PARQUET, classes.schema).write_table(classes, row_group_size=classes.num_rows)
         for i, s in enumerate(seeds):

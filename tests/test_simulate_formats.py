@@ -68,6 +68,7 @@ def test_parquet_layout(stacked):
     assert cl.column_names == ["replicate", "class_id", "school_id", "n_students", "class_size", "teacher_has_ma"]
     assert str(st.schema.field("test_score").type) == "double"
     assert str(cl.schema.field("teacher_has_ma").type) == "bool"
+    assert str(st.schema.field("class_id").type) == "int32" and str(cl.schema.field("n_students").type) == "int32"
     reps = st["replicate"].to_numpy()
     assert (np.bincount(reps) == SMALL.n_students).all() and len(np.bincount(reps)) == 5
     assert (np.diff(reps) >= 0).all() and (np.diff(cl["replicate"].to_numpy()) >= 0).all()
