@@ -30,6 +30,14 @@ applies, the line and the column, e.g.::
 Line numbers are those of the file, counted from 1 with the header on line 1, so
 the first data row is on line 2; the data row number counts data rows only.
 
+A folder written by ``classsize simulate --format parquet`` holds many datasets
+instead: ``students.parquet`` and ``classes.parquet`` (the same columns plus
+``replicate``) and a ``truth.json`` listing each replicate's seed and school effects.
+``load_dataset(folder, replicate=K)`` (or ``load_dataset("FOLDER#K")``) reads
+replicate ``K`` through the same checks, each cell turned into the text its CSV file
+would hold; messages name the file and the replicate, and count rows as the lines of
+that CSV.
+
 Cells are read as text and stripped of surrounding spaces.  Identifiers and counts
 must be whole numbers; ``7001.0`` (the notebook writes class ids as floats) is read
 as ``7001`` and ``7001.5`` is an error.  Booleans may be written True/False,

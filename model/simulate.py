@@ -4,6 +4,11 @@
 datasets in one vectorised call (``jax.vmap`` over seeds of the jitted model), which
 is what calibration studies use.  Dataset ``k`` of ``simulate_many(config, seeds)``
 is the same as ``simulate(config, seeds[k])``, byte for byte.
+
+``write_replicates`` is the path of ``classsize simulate --replicates K``: batches of
+draws go straight to files (CSV folders or stacked Parquet, see
+:mod:`classsize.model.writers`) without a pandas table per dataset; its files are
+the bytes ``Dataset.write`` gives for the same seeds.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ Two ways out:
   Replicates are written by a thread pool (Arrow's writer releases the GIL).
 * :class:`StackedWriter`: ``students.parquet`` and ``classes.parquet`` holding every
   replicate (one row group per batch, so memory stays bounded however many
-  replicates), and ``truth.json`` listing each replicate's seed and school effects.
+  replicates; integer columns int32 when the configuration's bounds fit, see
+  :func:`parquet_int_type`), and ``truth.json`` listing each replicate's seed and
+  school effects beside the shared estimands and configuration.
 
 Every file is written to a temporary name and renamed into place.
 """
