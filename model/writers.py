@@ -194,10 +194,7 @@ def _as_csv_text(students: pa.Table, classes: pa.Table) -> tuple[pa.Table, pa.Ta
     st = students.select(STUDENT_COLUMNS)
     st = st.set_column(st.schema.get_field_index("test_score"), "test_score",
                        format_floats(st["test_score"].to_numpy()))
-    for name in ("race", "cohort"):
-        st = st.set_column(st.schema.get_field_index(name), name, st[name].cast(pa.string()))
-    cl = classes.select(CLASS_COLUMNS)
-    cl = cl.set_column(cl.schema.get_field_index("class_size"), "class_size", cl["class_size"].cast(pa.string()))
+    cl = classes.select(CLASS_COLUMNS)  # (Arrow writes dictionary-encoded codes as their text)
     ma = _BOOL_TEXT.take(pa.array(cl["teacher_has_ma"].to_numpy().astype(np.int8)))
     cl = cl.set_column(cl.schema.get_field_index("teacher_has_ma"), "teacher_has_ma", ma)
     return st, cl
