@@ -1,4 +1,4 @@
-r"""The three analysis models, built from the pieces of :mod:`classsize.model`.
+r"""The analyses: one object each, entries of one registry (:data:`ANALYSES`).
 
 ===============  ==========================================================================
 name             what it is
@@ -13,26 +13,32 @@ name             what it is
                  biased because the unobserved part of ability drives assignment.
 ===============  ==========================================================================
 
-Every analysis reports the estimands of :meth:`classsize.model.Config.estimands`
-(``naive`` has no model of the MA probability, so it reports no total effect).
+An :class:`Analysis` knows its cohort, its priors, its NUTS settings, its estimands,
+how to replicate data from its posterior and its InferenceData dims.  Bound to one
+dataset it gives a :class:`Problem`: the model function and the arrays it is fitted
+to, which :mod:`classsize.inference.sampling` runs.  Adding an analysis means adding
+one entry to :data:`ANALYSES`; no other module branches on an analysis's name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from functools import partial
+from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
 from classsize.model import Config, Observed, class_size_experiment, default_priors
-from classsize.model.experiment import scaled_log_income  # noqa: F401  (re-exported for users)
+from classsize.model.conditioned import NUTS_SETTINGS
+from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS
+from classsize.model.pilot import layout_widths, pilot_estimates, pinned
 
-from .data import LoadedData
+from .data import DataError, LoadedData
 
-ANALYSES = ("structural", "randomized", "naive")
 ESTIMANDS = ("small_class_direct_effect", "small_class_total_effect", "teacher_ma_effect")
 
 #: Parameters of the REGULAR cohort's assignment rule (no information without that cohort).
@@ -45,43 +51,125 @@ ASSIGNMENT_PARAMETERS = (
 
 
 @dataclass
+class Problem:
+    """An analysis bound to one dataset (or a stack of datasets of one shape).
+
+    ``model(**inputs)`` is the NumPyro model; ``inputs`` are its array arguments (a
+    pytree, stacked along a leading axis for a batch), ``observed`` the encoded data.
+    """
+
+    analysis: "Analysis"
+    config: Config
+    priors: dict | None
+    inputs: dict
+    observed: Observed
+    ability: str = "uniform"
+    static: dict = field(default_factory=dict)
+    #: what the compiled program depends on besides the arrays' shapes
+    signature: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return self.analysis.name
+
+    @property
+    def n_students(self) -> int:
+        return int(np.shape(self.observed.test_score)[-1])
+
+    def model(self, **inputs):
+        return self.analysis.model_function(self)(**inputs)
+
+    def kernel(self):
+        from numpyro.infer import NUTS
+
+        return NUTS(self.model, **self.analysis.kernel_settings)
+
+    def estimands(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.analysis.estimands(draws)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
+
+
+@dataclass(frozen=True)
 class Analysis:
-    """One analysis: a NumPyro model with its arguments, and how to read the estimands."""
+    """What every analysis has; subclasses say how its model is built."""
 
     name: str
-    model: Callable
-    args: tuple
-    kwargs: dict
+    cohort: str | None  # None: both cohorts
     description: str
-    estimands: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
-    n_students: int
-    config: Config
-    observed: Observed | None = None
-    info: dict = field(default_factory=dict)
+    estimand_names: tuple[str, ...]
+    kernel_settings: Mapping[str, Any]
+    #: whether data can be simulated from its priors (simulation-based calibration)
+    generative: bool = True
 
+    # ------------------------------------------------------------- binding data
+    def check(self, data: LoadedData) -> None:
+        """Raise :class:`DataError` (one line) when ``data`` cannot support the analysis."""
+        if self.cohort is not None and not (data.students["cohort"] == self.cohort).any():
+            raise DataError(f"{data.source}: the {self.name} analysis needs {self.cohort} students; "
+                            f"the data have none")
 
-def structural_estimands(samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Direct, total (through the MA probability) and MA effects from posterior draws."""
-    direct = np.asarray(samples["small_class_direct_effect"])
-    ma = np.asarray(samples["teacher_ma_effect"])
-    diff = np.asarray(samples["p_ma_small"]) - np.asarray(samples["p_ma_large"])
-    return {
-        "small_class_direct_effect": direct,
-        "small_class_total_effect": direct + ma * diff,
-        "teacher_ma_effect": ma,
-    }
+    def fit_config(self, data: LoadedData) -> Config:
+        """The design a fit needs: the data's schools and race coding; income units of the notebook."""
+        race_codes = data.race_coding(Config())
+        n = len(race_codes)
+        return Config(n_schools=len(data.school_ids_in(self.cohort)), race_codes=race_codes,
+                      race_probs=tuple([1.0 / n] * n), regular_small_race_shift={})
 
+    def problem(self, data: LoadedData, ability: str = "uniform") -> Problem:
+        """This analysis bound to a loaded dataset."""
+        self.check(data)
+        config = self.fit_config(data)
+        observed = data.observed(config, cohort=self.cohort)
+        has_regular = bool(np.any(~np.asarray(observed.is_experimental)))
+        return self.bind(config, observed, ability, has_regular=has_regular, has_income=data.has_income)
 
-def _fit_config(data: LoadedData, cohort: str | None) -> Config:
-    """The design a fit needs: the data's schools and race coding; income units of the notebook."""
-    race_codes = data.race_coding(Config())
-    n = len(race_codes)
-    return Config(
-        n_schools=len(data.school_ids_in(cohort)),
-        race_codes=race_codes,
-        race_probs=tuple([1.0 / n] * n),
-        regular_small_race_shift={},
-    )
+    def bind(self, config: Config, observed: Observed, ability: str = "uniform", *, has_regular: bool = True,
+             has_income: bool = True) -> Problem:
+        raise NotImplementedError
+
+    def bind_many(self, config: Config, observed: Observed, ability: str = "uniform") -> Problem:
+        """A problem for a stack of datasets of one shape (leading axis), as studies fit them."""
+        n = int(np.shape(observed.test_score)[0])
+        ones = [self.bind(config, jax.tree.map(lambda a: np.asarray(a)[i], observed), ability)
+                for i in range(n)]
+        return self.stack(ones)
+
+    def stack(self, problems: list[Problem]) -> Problem:
+        first = problems[0]
+        inputs = _stack([p.inputs for p in problems])
+        return Problem(self, first.config, first.priors, inputs, _stack([p.observed for p in problems]),
+                       first.ability, first.static, first.signature)
+
+    # ------------------------------------------------------------------- model
+    def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict | None:
+        """The priors of the model's structural parameters (None: the model has its own)."""
+        return None
+
+    def model_function(self, problem: Problem) -> Callable:
+        raise NotImplementedError
+
+    def estimands(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def replicate(self, problem: Problem, draws: Mapping[str, np.ndarray], key) -> dict[str, np.ndarray]:
+        """Replicated ``test_score`` and ``small_class`` for each draw, ``(draws, students)``."""
+        raise NotImplementedError
+
+    def study_quantities(self, config: Config, sbc: bool) -> tuple[str, ...]:
+        """What a recovery study checks: the estimands, and for SBC every scalar
+        structural parameter the analysis samples."""
+        if not sbc:
+            return self.estimand_names
+        priors = self.priors(config) or {}
+        extra = [p for p in SCALAR_PARAMETERS if p in priors and not pinned(priors[p])
+                 and p not in self.estimand_names]
+        return self.estimand_names + tuple(extra)
+
+    def prior_variances(self, config: Config, names) -> dict[str, float]:
+        raise NotImplementedError
 
 
 def _pin(priors: dict, names, value: float = 0.0) -> dict:
@@ -92,42 +180,107 @@ def _pin(priors: dict, names, value: float = 0.0) -> dict:
     return out
 
 
-def build_analysis(name: str, data: LoadedData, ability: str = "uniform") -> Analysis:
-    """The analysis ``name`` (one of :data:`ANALYSES`) of a loaded dataset."""
-    if name not in ANALYSES:
-        raise ValueError(f"unknown analysis {name!r}; choose one of {', '.join(ANALYSES)}")
-    if name == "naive":
-        return _naive(data)
-    cohort = None if name == "structural" else "EXPERIMENTAL"
-    config = _fit_config(data, cohort)
-    observed = data.observed(config, cohort=cohort)
-    n_students = int(observed.test_score.shape[0])
-    if n_students == 0:
-        raise ValueError(f"the data have no {cohort or ''} students to fit")
-    priors = default_priors(config)
-    if name == "randomized" or not bool(np.any(~np.asarray(observed.is_experimental))):
-        priors = _pin(priors, ASSIGNMENT_PARAMETERS)
-    if not data.has_income:
-        priors = _pin(priors, ["ability_income_weight"])
-    if name == "structural":
-        description = "the full process, both cohorts, ability latent (marginalised)"
-    else:
-        description = "the outcome model on the EXPERIMENTAL cohort (assignment ignorable)"
-    return Analysis(
-        name=name,
-        model=class_size_experiment,
-        args=(config, priors, observed),
-        kwargs={"ability": ability},
-        description=description,
-        estimands=structural_estimands,
-        n_students=n_students,
-        config=config,
-        observed=observed,
-        info={"ability": ability, "cohort": cohort or "both"},
-    )
+def _moments(d) -> tuple[float, float]:
+    return float(np.asarray(d.mean)), float(np.asarray(d.variance))
+
+
+@dataclass(frozen=True)
+class ConditionedAnalysis(Analysis):
+    """:func:`classsize.model.class_size_experiment` conditioned on a cohort's data (or both)."""
+
+    #: pin the assignment rule (its cohort has no REGULAR students, or assignment is ignorable)
+    pin_assignment: bool = False
+
+    def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict:
+        priors = default_priors(config)
+        if self.pin_assignment or not has_regular or config.n_regular == 0:
+            priors = _pin(priors, ASSIGNMENT_PARAMETERS)
+        if not has_income:
+            priors = _pin(priors, ["ability_income_weight"])
+        return priors
+
+    def bind(self, config, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
+        priors = self.priors(config, has_regular=has_regular, has_income=has_income)
+        observed = jax.tree.map(jnp.asarray, observed)
+        pilot = pilot_estimates(config, priors, observed, ability)
+        return Problem(self, config, priors, {"data": observed, "pilot": pilot}, observed, ability,
+                       signature=(self.name, config, ability, has_regular, has_income))
+
+    def stack(self, problems: list[Problem]) -> Problem:
+        widths = layout_widths([p.inputs["pilot"] for p in problems])
+        if any(layout_widths([p.inputs["pilot"]]) != widths for p in problems):
+            problems = [self.bind_padded(p, widths) for p in problems]
+        return super().stack(problems)
+
+    def bind_padded(self, problem: Problem, widths) -> Problem:
+        data = problem.inputs["data"]
+        pilot = pilot_estimates(problem.config, problem.priors, data, problem.ability, widths=widths)
+        return Problem(self, problem.config, problem.priors, {"data": data, "pilot": pilot}, problem.observed,
+                       problem.ability, signature=problem.signature)
+
+    def model_function(self, problem: Problem) -> Callable:
+        return partial(class_size_experiment, problem.config, problem.priors, ability=problem.ability)
+
+    def replicate(self, problem: Problem, draws: Mapping[str, np.ndarray], key) -> dict[str, np.ndarray]:
+        """Replicated class sizes and scores of the observed students, ``(draws, students)``:
+        the forward model run with each posterior draw's parameters and school effects
+        substituted and the students' race, income, cohort and covariates as observed
+        (their classes, teachers and schools drawn anew)."""
+        from numpyro import handlers
+        from numpyro.infer import Predictive
+
+        obs = problem.observed
+        experimental = np.asarray(obs.is_experimental)
+        order = np.argsort(experimental, kind="stable")  # the model's order: REGULAR first
+        n_regular = int(np.sum(~experimental))
+        config = problem.config.replace(n_regular=n_regular, n_experimental=len(order) - n_regular)
+        lo, hi = np.log(config.income_min), np.log(config.income_max)
+        income = np.exp(lo + np.asarray(obs.income_scaled) * (hi - lo))
+        covariates = None if obs.extra_covariates is None else jnp.asarray(np.asarray(obs.extra_covariates)[order])
+        model = handlers.condition(class_size_experiment, {"race": jnp.asarray(np.asarray(obs.race)[order]),
+                                                           "family_income": jnp.asarray(income[order])})
+        names = [n for n in PARAMETERS + ("school_effect", "extra_covariate_weights") if n in draws]
+        predictive = Predictive(model, posterior_samples={n: jnp.asarray(draws[n]) for n in names},
+                                return_sites=["small_class", "test_score"], parallel=True)
+        out = predictive(key, config, problem.priors, ability=problem.ability, covariates=covariates)
+        back = np.argsort(order)
+        return {"test_score": np.asarray(out["test_score"])[:, back].astype(np.float32),
+                "small_class": np.asarray(out["small_class"])[:, back].astype(np.int8)}
+
+    def estimands(self, draws):
+        direct = np.asarray(draws["small_class_direct_effect"])
+        ma = np.asarray(draws["teacher_ma_effect"])
+        diff = np.asarray(draws["p_ma_small"]) - np.asarray(draws["p_ma_large"])
+        return {
+            "small_class_direct_effect": direct,
+            "small_class_total_effect": direct + ma * diff,
+            "teacher_ma_effect": ma,
+        }
+
+    def prior_variances(self, config: Config, names) -> dict[str, float]:
+        """Prior variance of each quantity (exact: the parameters are independent a priori,
+        and ``total = direct + ma * (p_ma_small - p_ma_large)``)."""
+        priors = self.priors(config)
+        out = {}
+        for name in names:
+            if name == "small_class_total_effect":
+                _, var_d = _moments(priors["small_class_direct_effect"])
+                mean_m, var_m = _moments(priors["teacher_ma_effect"])
+                mean_s, var_s = _moments(priors["p_ma_small"])
+                mean_l, var_l = _moments(priors["p_ma_large"])
+                mean_diff = mean_s - mean_l
+                second_diff = var_s + var_l + mean_diff**2
+                out[name] = var_d + (var_m + mean_m**2) * second_diff - (mean_m * mean_diff) ** 2
+            else:
+                out[name] = _moments(priors[name])[1]
+        return out
 
 
 # ------------------------------------------------------------------------ naive
+#: The naive regression's prior scale of every coefficient.
+NAIVE_COEFFICIENT_SD = 10.0
+
+
 def naive_regression(income_scaled, race, small_class, teacher_has_ma, school, n_schools, n_races,
                      covariates=None, test_score=None):
     r"""What observational data give: a normal regression on the REGULAR cohort.
@@ -139,61 +292,88 @@ def naive_regression(income_scaled, race, small_class, teacher_has_ma, school, n
     econometrician adjusts for school) and the first race as the reference level.
     ``delta`` is reported as ``small_class_direct_effect`` and ``gamma`` as
     ``teacher_ma_effect``; both are biased, because the unobserved part of ability
-    raises the score and the chance of a SMALL class at once.  (Random school effects
-    around a common intercept, non-centred or centred, gave divergences in 1 of 20
-    fits and R-hat above 1.01 in 7 to 13 of 20 on 800-student datasets, from the ridge
-    between the intercept and the mean school effect; the fixed effects have neither.)
+    raises the score and the chance of a SMALL class at once.
     """
-    beta = numpyro.sample("log_income_weight", dist.Normal(0.0, 10.0))
-    rho = numpyro.sample("race_effect", dist.Normal(jnp.zeros(n_races - 1), 10.0).to_event(1))
+    sd = NAIVE_COEFFICIENT_SD
+    beta = numpyro.sample("log_income_weight", dist.Normal(0.0, sd))
+    rho = numpyro.sample("race_effect", dist.Normal(jnp.zeros(n_races - 1), sd).to_event(1))
     rho = jnp.concatenate([jnp.zeros(1), rho])
-    delta = numpyro.sample("small_class_direct_effect", dist.Normal(0.0, 10.0))
-    gamma = numpyro.sample("teacher_ma_effect", dist.Normal(0.0, 10.0))
+    delta = numpyro.sample("small_class_direct_effect", dist.Normal(0.0, sd))
+    gamma = numpyro.sample("teacher_ma_effect", dist.Normal(0.0, sd))
     sigma = numpyro.sample("score_sd", dist.HalfNormal(20.0))
     with numpyro.plate("schools", n_schools):
         school_intercept = numpyro.sample("school_intercept", dist.Normal(50.0, 20.0))
     mean = school_intercept[school] + beta * income_scaled + rho[race] + delta * small_class + gamma * teacher_has_ma
     if covariates is not None and covariates.shape[-1] > 0:
-        eta = numpyro.sample("covariate_weights", dist.Normal(jnp.zeros(covariates.shape[-1]), 10.0).to_event(1))
+        eta = numpyro.sample("covariate_weights", dist.Normal(jnp.zeros(covariates.shape[-1]), sd).to_event(1))
         mean = mean + covariates @ eta
     with numpyro.plate("students", income_scaled.shape[0]):
         numpyro.sample("test_score", dist.Normal(mean, sigma), obs=test_score)
 
 
-def naive_estimands(samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {
-        "small_class_direct_effect": np.asarray(samples["small_class_direct_effect"]),
-        "teacher_ma_effect": np.asarray(samples["teacher_ma_effect"]),
-    }
+@dataclass(frozen=True)
+class RegressionAnalysis(Analysis):
+    """:func:`naive_regression` on one cohort's data."""
+
+    def bind(self, config, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
+        o = observed
+        inputs = dict(
+            income_scaled=jnp.asarray(o.income_scaled),
+            race=jnp.asarray(o.race),
+            small_class=jnp.asarray(o.small_class),
+            teacher_has_ma=jnp.asarray(o.teacher_has_ma)[jnp.asarray(o.class_of_student)],
+            school=jnp.asarray(o.school_of_class)[jnp.asarray(o.class_of_student)],
+            covariates=o.extra_covariates,
+            test_score=jnp.asarray(o.test_score),
+        )
+        static = {"n_schools": config.n_schools, "n_races": len(config.race_codes)}
+        return Problem(self, config, None, inputs, observed, ability, static, (self.name, config))
+
+    def model_function(self, problem: Problem) -> Callable:
+        return partial(naive_regression, **problem.static)
+
+    def replicate(self, problem: Problem, draws: Mapping[str, np.ndarray], key) -> dict[str, np.ndarray]:
+        """Replicated scores from the regression's likelihood, the observed class sizes kept."""
+        from numpyro.infer import Predictive
+
+        inputs = {**problem.inputs, "test_score": None}
+        names = [n for n in draws if n != "test_score"]
+        predictive = Predictive(self.model_function(problem), posterior_samples={n: jnp.asarray(draws[n]) for n in names},
+                                return_sites=["test_score"], parallel=True)
+        score = np.asarray(predictive(key, **inputs)["test_score"], dtype=np.float32)
+        small = np.broadcast_to(np.asarray(problem.observed.small_class, np.int8), score.shape)
+        return {"test_score": score, "small_class": small}
+
+    def estimands(self, draws):
+        return {name: np.asarray(draws[name]) for name in self.estimand_names}
+
+    def prior_variances(self, config: Config, names) -> dict[str, float]:
+        return {name: NAIVE_COEFFICIENT_SD**2 for name in names}
 
 
-def _naive(data: LoadedData) -> Analysis:
-    cohort = "REGULAR"
-    config = _fit_config(data, cohort)
-    obs = data.observed(config, cohort=cohort)
-    n_students = int(obs.test_score.shape[0])
-    if n_students == 0:
-        raise ValueError("the data have no REGULAR students: the naive analysis needs the observational cohort")
-    kwargs = dict(
-        income_scaled=obs.income_scaled,
-        race=obs.race,
-        small_class=obs.small_class,
-        teacher_has_ma=obs.teacher_has_ma[obs.class_of_student],
-        school=obs.school_of_class[obs.class_of_student],
-        n_schools=config.n_schools,
-        n_races=len(config.race_codes),
-        covariates=obs.extra_covariates,
-        test_score=obs.test_score,
-    )
-    return Analysis(
-        name="naive",
-        model=naive_regression,
-        args=(),
-        kwargs=kwargs,
-        description="normal regression on the REGULAR cohort adjusting for log income, race, school, MA",
-        estimands=naive_estimands,
-        n_students=n_students,
-        config=config,
-        observed=obs,
-        info={"cohort": "REGULAR"},
-    )
+#: The registry: every analysis by name.
+ANALYSES: dict[str, Analysis] = {
+    "structural": ConditionedAnalysis(
+        "structural", None, "the full process, both cohorts, ability latent (marginalised)",
+        ESTIMANDS, NUTS_SETTINGS),
+    "randomized": ConditionedAnalysis(
+        "randomized", "EXPERIMENTAL", "the outcome model on the EXPERIMENTAL cohort (assignment ignorable)",
+        ESTIMANDS, NUTS_SETTINGS, pin_assignment=True),
+    "naive": RegressionAnalysis(
+        "naive", "REGULAR", "normal regression on the REGULAR cohort adjusting for log income, race, school, MA",
+        ("small_class_direct_effect", "teacher_ma_effect"), {}, generative=False),
+}
+
+
+def get_analysis(name: str | Analysis) -> Analysis:
+    """The analysis called ``name`` (an :class:`Analysis` is returned as it is)."""
+    if isinstance(name, Analysis):
+        return name
+    if name not in ANALYSES:
+        raise ValueError(f"unknown analysis {name!r}; choose one of {', '.join(ANALYSES)}")
+    return ANALYSES[name]
+
+
+def build_analysis(name: str, data: LoadedData, ability: str = "uniform") -> Problem:
+    """The analysis ``name`` bound to a loaded dataset."""
+    return get_analysis(name).problem(data, ability)

@@ -31,11 +31,10 @@ import numpy as np
 
 from classsize.model.files import atomic_write, atomic_write_text
 
-from .analysis import ANALYSES, ESTIMANDS, Analysis, build_analysis
+from .analysis import ANALYSES, Problem, get_analysis
 from .data import LoadedData, load_dataset
-
-R_HAT_MAX = 1.01
-ESS_MIN = 400.0
+from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, sampler_warnings  # noqa: F401
+from .sampling import ChainRunner, Draws
 #: At most this many draws go into the stored log_likelihood and posterior_predictive.
 STORED_DRAWS = 500
 
@@ -49,16 +48,18 @@ class FitResult:
     estimand_draws: dict[str, np.ndarray]
     diagnostics: dict
     truth: dict | None = None
-    analysis: Analysis | None = None
+    problem: Problem | None = None
     warnings: list[str] = field(default_factory=list)
     units: str = "points"
+    estimand_summaries: dict = field(default_factory=dict)
+    sampler: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------ summaries
     def summary_dict(self) -> dict:
         """The ``summary.json`` document."""
         return {
             "model": self.model,
-            "estimands": {k: _estimand_summary(v) for k, v in self.estimand_draws.items()},
+            "estimands": self.estimand_summaries,
             "diagnostics": self.diagnostics,
         }
 
@@ -146,60 +147,25 @@ class FitResult:
         atomic_write_text(run / "summary.json", json.dumps(self.summary_dict(), indent=2) + "\n")
 
 
-def _estimand_summary(draws: np.ndarray) -> dict:
-    import arviz as az
-
+def _estimand_summary(draws: np.ndarray, r_hat: float, ess_bulk: float) -> dict:
     x = np.asarray(draws, dtype=float)  # (chains, draws)
     return {
         "mean": float(x.mean()),
         "sd": float(x.std(ddof=1)),
         "q05": float(np.quantile(x, 0.05)),
         "q95": float(np.quantile(x, 0.95)),
-        "r_hat": float(az.rhat(x)) if x.shape[0] > 1 else float("nan"),
-        "ess_bulk": float(az.ess(x, method="bulk")),
+        "r_hat": float(r_hat),
+        "ess_bulk": float(ess_bulk),
     }
 
 
-def _kernel(analysis: Analysis):
-    from numpyro.infer import NUTS
-
-    from classsize.model.experiment import recommended_kernel
-
-    if analysis.name == "naive":
-        return NUTS(analysis.model)
-    return recommended_kernel(analysis.model, analysis.kwargs.get("ability", "uniform"))
-
-
-def _chain_method(chains: int) -> str:
-    import jax
-
-    return "parallel" if jax.local_device_count() >= chains else "sequential"
-
-
-def run_mcmc(analysis: Analysis, chains=4, warmup=1000, samples=1000, seed=0, progress=None):
-    """Run NUTS; returns the MCMC object and the wall seconds (compilation included)."""
-    import jax
-    from numpyro.infer import MCMC
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    mcmc = MCMC(
-        _kernel(analysis),
-        num_warmup=warmup,
-        num_samples=samples,
-        num_chains=chains,
-        chain_method=_chain_method(chains),
-        progress_bar=progress,
-    )
-    start = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed), *analysis.args, **analysis.kwargs)
-    jax.block_until_ready(mcmc.get_samples())
-    return mcmc, time.perf_counter() - start
+#: Name endings of the coordinates the conditioned model samples in (not its parameters).
+SAMPLER_COORDINATES = ("_std", "_position", "_excess")
 
 
 def fit(
     data: LoadedData | str | Path,
-    model: str = "structural",
+    analysis: str = "structural",
     *,
     chains: int = 4,
     warmup: int = 1000,
@@ -208,102 +174,91 @@ def fit(
     ability: str | None = None,
     progress: bool | None = None,
     posterior_predictive: bool = True,
+    runner: ChainRunner | None = None,
 ) -> FitResult:
-    """Fit the analysis ``model`` to a data folder (or a loaded dataset).
+    """Fit the analysis called ``analysis`` (see :data:`~.analysis.ANALYSES`) to a data
+    folder (or a loaded dataset).
 
     ``ability`` (the distribution of ability's unobserved part: ``"uniform"``, the
     simulation's, or ``"normal"``) defaults to the folder's ``dataset.json`` key
-    ``ability`` when it has one, else ``"uniform"``.
+    ``ability`` when it has one, else ``"uniform"``.  The chains run as lanes of one
+    compiled program over every JAX device (:class:`~.sampling.ChainRunner`); pass a
+    ``runner`` to reuse its compiled programs across fits.
     """
-    if model not in ANALYSES:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ANALYSES)}")
+    spec = get_analysis(analysis)
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
-    analysis = build_analysis(model, loaded, ability=ability)
-    mcmc, seconds = run_mcmc(analysis, chains, warmup, samples, seed, progress)
-    result = result_from_mcmc(analysis, mcmc, seconds, truth=loaded.truth,
-                              posterior_predictive=posterior_predictive, seed=seed)
+    problem = spec.problem(loaded, ability=ability)
+    runner = runner or ChainRunner(chains, warmup, samples)
+    start = time.perf_counter()
+    draws = runner.run(spec.stack([problem]), [seed])
+    result = result_from_draws(problem, draws, time.perf_counter() - start, truth=loaded.truth,
+                               posterior_predictive=posterior_predictive, seed=seed)
     result.units = str(loaded.metadata.get("score_units", "points"))
     return result
 
 
-def result_from_mcmc(analysis: Analysis, mcmc, seconds: float, truth=None, posterior_predictive=True, seed=0):
-    import arviz as az
-
-    grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    estimands = analysis.estimands(grouped)
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    divergences = int(np.asarray(extra["diverging"]).sum())
-    idata = _inference_data(analysis, mcmc, grouped, estimands, posterior_predictive, seed)
-    scalar = {k: v for k, v in grouped.items() if v.ndim >= 2 and np.issubdtype(v.dtype, np.floating)}
-    r_hats, esses = [], []
-    for name, v in {**scalar, **estimands}.items():
-        if np.all(np.ptp(v, axis=(0, 1)) == 0):
-            continue  # pinned (deterministic) parameters
-        ds = az.convert_to_dataset(v)
-        esses.append(np.nanmin(az.ess(ds, method="bulk").to_array().values))
-        if v.shape[0] > 1:
-            r_hats.append(np.nanmax(az.rhat(ds).to_array().values))
+def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None, posterior_predictive=True,
+                      seed=0) -> FitResult:
+    """The :class:`FitResult` of dataset 0 of ``draws``."""
+    sites = {k: v[0] for k, v in draws.sites.items()}  # (chains, samples, ...)
+    stats = {k: v[0] for k, v in draws.stats.items()}
+    estimands = problem.estimands(sites)
+    diag = fit_diagnostics(sites, estimands, stats["diverging"], stats["n_steps"],
+                           problem.analysis.kernel_settings.get("max_tree_depth", 10))
+    summaries = {k: _estimand_summary(v, *diag["per_quantity"][k]) for k, v in estimands.items()}
     diagnostics = {
-        "divergences": divergences,
-        "max_r_hat": float(np.nanmax(r_hats)) if r_hats else float("nan"),
-        "min_ess_bulk": float(np.nanmin(esses)) if esses else float("nan"),
+        "divergences": diag["divergences"],
+        "max_r_hat": diag["max_r_hat"],
+        "min_ess_bulk": diag["min_ess_bulk"],
         "seconds": float(seconds),
     }
-    result = FitResult(analysis.name, idata, estimands, diagnostics, truth, analysis)
-    result.warnings = sampler_warnings(result)
+    idata = inference_data(problem, sites, stats, estimands, posterior_predictive, seed)
+    result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem)
+    result.estimand_summaries = summaries
+    result.sampler = {"mean_steps": diag["mean_steps"], "tree_depth_hits": diag["tree_depth_hits"],
+                      "compile_seconds": draws.compile_seconds, "sampling_seconds": draws.seconds}
+    result.warnings = sampler_warnings(problem.name, diag)
     return result
 
 
-def sampler_warnings(result: FitResult) -> list[str]:
-    """One line for each sampler problem, with its figures."""
-    out = []
-    d = result.diagnostics
-    if d["divergences"] > 0:
-        out.append(f"{result.model}: {d['divergences']} divergent transitions after warm-up")
-    for name, s in result.summary_dict()["estimands"].items():
-        if s["r_hat"] > R_HAT_MAX:
-            out.append(f"{result.model}: R-hat of {name} is {s['r_hat']:.3f} (> {R_HAT_MAX})")
-        if s["ess_bulk"] < ESS_MIN:
-            out.append(f"{result.model}: bulk ESS of {name} is {s['ess_bulk']:.0f} (< {ESS_MIN:.0f})")
-    if d["max_r_hat"] > R_HAT_MAX:
-        out.append(f"{result.model}: the largest R-hat over all parameters is {d['max_r_hat']:.3f} (> {R_HAT_MAX})")
-    return out
-
-
-def _inference_data(analysis: Analysis, mcmc, grouped, estimands, posterior_predictive: bool, seed: int):
+def inference_data(problem: Problem, sites, stats, estimands, posterior_predictive: bool, seed: int):
+    """ArviZ InferenceData of one fit: posterior (the model's parameters and the
+    estimands), unconstrained_posterior (the sampler's coordinates), sample_stats,
+    log_likelihood and posterior_predictive (at most :data:`STORED_DRAWS` draws),
+    observed_data."""
     import arviz as az
     import jax
     from numpyro.infer import log_likelihood
 
-    posterior = {k: v for k, v in grouped.items()}
+    chains, draws = next(iter(sites.values())).shape[:2]
+    coordinates = {k: v for k, v in sites.items() if k.endswith(SAMPLER_COORDINATES)}
+    posterior = {k: v for k, v in sites.items() if k not in coordinates}
     posterior.update(estimands)
-    chains, draws = next(iter(grouped.values())).shape[:2]
     step = max(1, (chains * draws) // STORED_DRAWS)
-    flat = {k: v.reshape((chains * draws,) + v.shape[2:])[::step] for k, v in grouped.items()}
-    ll = log_likelihood(analysis.model, flat, *analysis.args, **analysis.kwargs)
+    flat = {k: v.reshape((chains * draws,) + v.shape[2:])[::step] for k, v in sites.items()}
+    ll = log_likelihood(problem.model, flat, **problem.inputs)
     ll = {k: np.asarray(v, dtype=np.float32)[None] for k, v in ll.items()}
-    sample_stats = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
-    if "diverging" in sample_stats:
-        sample_stats["diverging"] = sample_stats["diverging"].astype(bool)
-    observed = {"test_score": np.asarray(analysis.observed.test_score),
-                "small_class": np.asarray(analysis.observed.small_class),
-                "is_experimental": np.asarray(analysis.observed.is_experimental)}
+    sample_stats = dict(stats)
+    sample_stats["tree_depth"] = np.ceil(np.log2(np.asarray(stats["n_steps"]) + 1.0)).astype(np.int64)
+    observed = {"test_score": np.asarray(problem.observed.test_score),
+                "small_class": np.asarray(problem.observed.small_class),
+                "is_experimental": np.asarray(problem.observed.is_experimental)}
     groups = dict(posterior=posterior, sample_stats=sample_stats, log_likelihood=ll, observed_data=observed)
     if posterior_predictive:
-        from .ppc import replicate_scores
-
-        reps = replicate_scores(analysis, flat, seed + 1)
+        reps = problem.analysis.replicate(problem, flat, jax.random.PRNGKey(seed + 1))
         groups["posterior_predictive"] = {k: np.asarray(v)[None] for k, v in reps.items()}
     idata = az.from_dict(
         **groups,
         dims={"test_score": ["student"], "small_class": ["student"], "is_experimental": ["student"],
               "school_effect": ["school"], "race_probs": ["race"],
               "regular_small_race_shift": ["race"]},
-        attrs={"analysis": analysis.name, "description": analysis.description,
+        attrs={"analysis": problem.name, "description": problem.analysis.description,
                "thinned_groups": f"log_likelihood and posterior_predictive keep every {step}th draw"},
     )
+    if coordinates:
+        idata.add_groups({"unconstrained_posterior": az.convert_to_dataset(coordinates)})
     return idata
 
 

@@ -95,21 +95,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from classsize.model import Config, class_size_experiment, default_priors
-from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS
+from classsize.model import Config, class_size_experiment
+from classsize.model.experiment import PARAMETERS
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
-from .analysis import (
-    ANALYSES,
-    ASSIGNMENT_PARAMETERS,
-    ESTIMANDS,
-    Analysis,
-    _pin,
-    naive_estimands,
-    naive_regression,
-    structural_estimands,
-)
-from .fit import ESS_MIN, R_HAT_MAX
+from .analysis import ANALYSES, ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis  # noqa: F401
+from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
+from .sampling import ChainRunner
 
 #: Central interval levels of the coverage study.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -125,7 +117,7 @@ MAX_CHI2_BINS = 20
 #: Dataset k is fitted with PRNGKey(seed + k + FIT_SEED_OFFSET): a key apart from the simulation's.
 FIT_SEED_OFFSET = 2**32
 #: Cohort each analysis fits (None: both).
-COHORT = {"structural": None, "randomized": "EXPERIMENTAL", "naive": "REGULAR"}
+COHORT = {name: analysis.cohort for name, analysis in ANALYSES.items()}
 
 
 # =============================================================================== statistics
@@ -308,63 +300,24 @@ def combined_p(p_chi2: float, p_ecdf: float) -> float:
 def analysis_priors(model: str, config: Config) -> dict | None:
     """The priors the analysis ``model`` fits with (None for ``naive``, whose regression
     has priors of its own and no generative model of the data)."""
-    if model not in ANALYSES:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ANALYSES)}")
-    if model == "naive":
-        return None
-    priors = default_priors(config)
-    if model == "randomized" or config.n_regular == 0:
-        priors = _pin(priors, ASSIGNMENT_PARAMETERS)
-    return priors
-
-
-def _is_pinned(d) -> bool:
-    import numpyro.distributions as dist
-
-    return isinstance(d, dist.Delta)
+    return get_analysis(model).priors(config)
 
 
 def study_quantities(model: str, mode: str, config: Config) -> tuple[str, ...]:
     """The quantities a study checks: the analysis's estimands, and for SBC also every
     scalar structural parameter the analysis samples (not pinned)."""
-    estimands = ESTIMANDS if model != "naive" else ("small_class_direct_effect", "teacher_ma_effect")
-    if mode == "fixed":
-        return tuple(estimands)
-    priors = analysis_priors(model, config)
-    extra = [p for p in SCALAR_PARAMETERS if not _is_pinned(priors[p]) and p not in estimands]
-    return tuple(estimands) + tuple(extra)
+    return get_analysis(model).study_quantities(config, sbc=mode == "sbc")
 
 
 def quantities_from_draws(model: str, sites: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
     """The named quantities from posterior (or prior) draws of the sites."""
-    est = (naive_estimands if model == "naive" else structural_estimands)(sites)
+    est = get_analysis(model).estimands(sites)
     return {n: np.asarray(est[n] if n in est else sites[n], dtype=float) for n in names}
 
 
-def _moments(d) -> tuple[float, float]:
-    return float(np.asarray(d.mean)), float(np.asarray(d.variance))
-
-
 def prior_variances(model: str, config: Config, names: Sequence[str]) -> dict[str, float]:
-    """Prior variance of each quantity under the analysis priors (exact: the parameters
-    are independent a priori, and ``total = direct + ma * (p_ma_small - p_ma_large)``)."""
-    if model == "naive":
-        # naive_regression: Normal(0, 10) priors on both effects
-        return {name: 100.0 for name in names}
-    priors = analysis_priors(model, config)
-    out = {}
-    for name in names:
-        if name == "small_class_total_effect":
-            _, var_d = _moments(priors["small_class_direct_effect"])
-            mean_m, var_m = _moments(priors["teacher_ma_effect"])
-            mean_s, var_s = _moments(priors["p_ma_small"])
-            mean_l, var_l = _moments(priors["p_ma_large"])
-            mean_diff = mean_s - mean_l
-            second_diff = var_s + var_l + mean_diff**2
-            out[name] = var_d + (var_m + mean_m**2) * second_diff - (mean_m * mean_diff) ** 2
-        else:
-            out[name] = _moments(priors[name])[1]
-    return out
+    """Prior variance of each quantity under the analysis's priors."""
+    return get_analysis(model).prior_variances(config, names)
 
 
 # ============================================================================== simulation
@@ -413,260 +366,6 @@ def empty_school_counts(observed, n_schools: int) -> np.ndarray:
     out = np.empty(school.shape[0], dtype=np.int64)
     for i, s in enumerate(school):
         out[i] = int(np.sum(np.bincount(s, minlength=n_schools)[:n_schools] == 0))
-    return out
-
-
-# ================================================================================= fitting
-def _analysis(model: str, config: Config, priors, data) -> Analysis:
-    """An :class:`Analysis` of one dataset's arrays (traced or concrete), as
-    :func:`~.analysis.build_analysis` builds it for ``fit``."""
-    if model == "naive":
-        o = data
-        kwargs = dict(
-            income_scaled=o.income_scaled,
-            race=o.race,
-            small_class=o.small_class,
-            teacher_has_ma=o.teacher_has_ma[o.class_of_student],
-            school=o.school_of_class[o.class_of_student],
-            n_schools=config.n_schools,
-            n_races=len(config.race_codes),
-            covariates=None,
-            test_score=o.test_score,
-        )
-        return Analysis("naive", naive_regression, (), kwargs, "naive regression", naive_estimands, 0, config, o)
-    return Analysis(model, class_size_experiment, (config, priors, data), {"ability": "uniform"},
-                    model, structural_estimands, 0, config, data)
-
-
-def _max_tree_depth(kernel) -> int:
-    d = getattr(kernel, "_max_tree_depth", 10)
-    return int(d[-1] if isinstance(d, tuple) else d)
-
-
-@dataclass
-class BatchOutput:
-    """Draws of a batch: ``sites[name]`` is ``(datasets, chains, samples, ...)``."""
-
-    sites: dict[str, np.ndarray]
-    diverging: np.ndarray  # (datasets, chains, samples) bool
-    num_steps: np.ndarray  # (datasets, chains, samples) int
-    warmup_steps: np.ndarray  # (datasets, chains, warmup) int
-    seconds: float
-
-
-class BatchedFitter:
-    """NUTS fits of many datasets of one shape, in one compiled program per batch shape.
-
-    Each (dataset, chain) is a lane running the whole NUTS run of the kernel that
-    ``inference.fit`` uses (``_kernel``), data as an argument; lanes are sharded over
-    ``devices`` (all JAX devices by default) and run under ``jax.vmap``
-    (``vectorize="vmap"``) or ``lax.map`` (``"map"``) on each device.
-    """
-
-    def __init__(self, model: str, config: Config, *, chains: int = 4, warmup: int = 1000, samples: int = 1000,
-                 vectorize: str = "auto", devices=None):
-        import jax
-
-        if model not in ANALYSES:
-            raise ValueError(f"unknown model {model!r}")
-        if vectorize not in ("auto", "map", "vmap"):
-            raise ValueError(f"vectorize must be 'auto', 'map' or 'vmap', got {vectorize!r}")
-        self.model, self.config = model, config
-        self.chains, self.warmup, self.samples = int(chains), int(warmup), int(samples)
-        self.devices = list(jax.devices() if devices is None else devices)
-        if vectorize == "auto":
-            vectorize = "map" if self.devices[0].platform == "cpu" else "vmap"
-        self.vectorize = vectorize
-        self.priors = analysis_priors(model, config)
-        self._programs: dict[int, Any] = {}
-        self._compiled: dict[int, Any] = {}
-        self.compile_seconds = 0.0
-        self.max_tree_depth = 10
-
-    @property
-    def n_devices(self) -> int:
-        return len(self.devices)
-
-    # ----------------------------------------------------------------- one lane
-    def _one_chain(self, key, data, active=True):
-        import jax
-        import jax.numpy as jnp
-        from jax import lax
-
-        from .fit import _kernel
-
-        analysis = _analysis(self.model, self.config, self.priors, data)
-        kernel = _kernel(analysis)
-        self.max_tree_depth = _max_tree_depth(kernel)
-        args, kwargs = analysis.args, analysis.kwargs
-        warmup, samples = self.warmup, self.samples
-        state = kernel.init(key, warmup, None, args, kwargs)
-        post = kernel.postprocess_fn(args, kwargs)
-        proto = jax.eval_shape(post, state.z)
-        buffers = (
-            {k: jnp.zeros((samples,) + v.shape, v.dtype) for k, v in proto.items()},
-            jnp.zeros((samples,), bool),
-            jnp.zeros((warmup + samples,), jnp.int32),  # leapfrog steps of every iteration
-        )
-
-        def body(carry, i):
-            s, (vals, div, steps) = carry
-            # a padding lane (inactive) skips its iterations: free under lax.map
-            s = lax.cond(active, lambda t: kernel.sample(t, args, kwargs), lambda t: t, s)
-            steps = lax.dynamic_update_index_in_dim(steps, jnp.asarray(s.num_steps, jnp.int32), i, 0)
-            j = jnp.maximum(i - warmup, 0)
-
-            def record(bufs):
-                v, d = bufs
-                z = post(s.z)
-                v = {k: lax.dynamic_update_index_in_dim(v[k], z[k], j, 0) for k in v}
-                return v, lax.dynamic_update_index_in_dim(d, s.diverging, j, 0)
-
-            vals, div = lax.cond(i >= warmup, record, lambda b: b, (vals, div))
-            return (s, (vals, div, steps)), None
-
-        (_, out), _ = lax.scan(body, (state, buffers), jnp.arange(warmup + samples))
-        return out
-
-    def _program(self, n_lanes: int):
-        if n_lanes in self._programs:
-            return self._programs[n_lanes]
-        import jax
-        from jax import lax
-        from jax.sharding import Mesh, PartitionSpec as P
-
-        mesh = Mesh(np.array(self.devices), ("lanes",))
-
-        def local(keys, data, active):
-            if self.vectorize == "vmap":
-                return jax.vmap(self._one_chain)(keys, data, active)
-            return lax.map(lambda kda: self._one_chain(*kda), (keys, data, active))
-
-        specs = dict(mesh=mesh, in_specs=(P("lanes"), P("lanes"), P("lanes")), out_specs=P("lanes"))
-        if hasattr(jax, "shard_map"):
-            sharded = jax.shard_map(local, check_vma=False, **specs)
-        else:  # JAX before 0.6
-            from jax.experimental.shard_map import shard_map
-
-            sharded = shard_map(local, check_rep=False, **specs)
-        program = jax.jit(sharded)
-        self._programs[n_lanes] = (program, mesh)
-        return self._programs[n_lanes]
-
-    # ------------------------------------------------------------------ a batch
-    def chain_keys(self, fit_seed: int):
-        """The chains' keys of ``MCMC.run(PRNGKey(fit_seed))`` with ``self.chains`` chains."""
-        import jax
-
-        key = jax.random.PRNGKey(int(fit_seed))
-        return jax.random.split(key, self.chains) if self.chains > 1 else key[None]
-
-    def run(self, data, fit_seeds: Sequence[int], batch_size: int | None = None) -> BatchOutput:
-        """Fit a batch: ``data`` is a stacked dataset pytree (leading axis = datasets),
-        ``fit_seeds`` one integer seed per dataset.
-
-        With ``batch_size`` larger than the number of datasets the batch is padded to
-        ``batch_size`` with inactive lanes (which skip their iterations), so every batch
-        of a study runs the same compiled program.
-        """
-        import jax
-        import jax.numpy as jnp
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
-        b, c = len(fit_seeds), self.chains
-        full = max(b, int(batch_size or b))
-        keys = np.stack([np.asarray(self.chain_keys(s)) for s in fit_seeds], axis=1)  # (c, b, 2)
-        keys = np.concatenate([keys, np.repeat(keys[:, :1], full - b, axis=1)], axis=1)
-        # lanes chain-major (lane = chain * full + dataset), so each device gets a share of
-        # every dataset's chains
-        keys = keys.reshape(c * full, -1)
-        lane_dataset = np.tile(np.concatenate([np.arange(b), np.zeros(full - b, np.int64)]), c)
-        active = np.tile(np.arange(full) < b, c)
-        n_lanes = c * full
-        padded = -(-n_lanes // self.n_devices) * self.n_devices
-        if padded > n_lanes:
-            keys = np.concatenate([keys, np.repeat(keys[:1], padded - n_lanes, axis=0)])
-            lane_dataset = np.concatenate([lane_dataset, np.zeros(padded - n_lanes, np.int64)])
-            active = np.concatenate([active, np.zeros(padded - n_lanes, bool)])
-        lane_data = jax.tree.map(lambda a: np.asarray(a)[lane_dataset], data)
-        program, mesh = self._program(padded)
-        sharding = NamedSharding(mesh, P("lanes"))
-        args = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
-                jax.tree.map(lambda a: jax.device_put(a, sharding), lane_data),
-                jax.device_put(jnp.asarray(active), sharding))
-        if padded not in self._compiled:
-            start = time.perf_counter()
-            self._compiled[padded] = program.lower(*args).compile()
-            self.compile_seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        out = jax.block_until_ready(self._compiled[padded](*args))
-        seconds = time.perf_counter() - start
-        sites, div, steps = jax.tree.map(lambda a: np.asarray(a)[:n_lanes], out)
-
-        def per_dataset(a):  # (c * full, samples, ...) -> (b, c, samples, ...)
-            return np.swapaxes(a.reshape((c, full) + a.shape[1:])[:, :b], 0, 1)
-
-        steps = per_dataset(steps)
-        w = self.warmup
-        return BatchOutput({k: per_dataset(v) for k, v in sites.items()}, per_dataset(div), steps[:, :, w:],
-                           steps[:, :, :w], seconds)
-
-
-# ========================================================================== diagnostics
-def fit_diagnostics(sites: Mapping[str, np.ndarray], quantities: Mapping[str, np.ndarray], diverging, num_steps,
-                    max_tree_depth: int) -> dict:
-    """Divergences, max R-hat and min bulk ESS (over every non-constant float site and
-    the quantities, as ``classsize fit`` computes them, with ArviZ), tree-depth use, and
-    ``per_quantity``: each quantity's ``(R-hat, bulk ESS)``."""
-    import arviz as az
-
-    chains = next(iter(quantities.values())).shape[0]
-    finite = True
-    variables = {}
-    for name, v in {**dict(sites), **{f"quantity:{k}": v for k, v in quantities.items()}}.items():
-        v = np.asarray(v)
-        if not np.issubdtype(v.dtype, np.floating):
-            continue
-        if not np.all(np.isfinite(v)):
-            finite = False
-            continue
-        if np.all(np.ptp(v, axis=(0, 1)) == 0):
-            continue  # pinned
-        variables[name] = v
-    r_hat, ess = {}, {}
-    if variables:
-        ds = az.convert_to_dataset(variables)
-        e = az.ess(ds, method="bulk")
-        ess = {k: float(np.nanmin(e[k].values)) for k in variables}
-        if chains > 1:  # R-hat compares chains
-            r = az.rhat(ds)
-            r_hat = {k: float(np.nanmax(r[k].values)) for k in variables}
-    steps = np.asarray(num_steps)
-    nan = float("nan")
-    return {
-        "divergences": int(np.asarray(diverging).sum()),
-        "max_r_hat": float(np.nanmax(list(r_hat.values()))) if r_hat and chains > 1 else nan,
-        "min_ess_bulk": float(np.nanmin(list(ess.values()))) if ess else nan,
-        "mean_steps": float(steps.mean()),
-        "tree_depth_hits": float(np.mean(steps >= 2**max_tree_depth - 1)),
-        "finite": finite,
-        "per_quantity": {
-            k: (r_hat.get(f"quantity:{k}", nan) if chains > 1 else nan, ess.get(f"quantity:{k}", nan))
-            for k in quantities
-        },
-    }
-
-
-def fit_problems(diag: Mapping) -> list[str]:
-    out = []
-    if not diag["finite"]:
-        out.append("non-finite draws")
-    if diag["divergences"] > 0:
-        out.append(f"{diag['divergences']} divergences")
-    if diag["max_r_hat"] > R_HAT_MAX:
-        out.append(f"R-hat {diag['max_r_hat']:.3f} > {R_HAT_MAX}")
-    if diag["min_ess_bulk"] < ESS_MIN:
-        out.append(f"bulk ESS {diag['min_ess_bulk']:.0f} < {ESS_MIN:.0f}")
     return out
 
 
@@ -791,16 +490,15 @@ class StudyResult:
 
 
 @lru_cache(maxsize=8)
-def batched_fitter(model: str, config: Config, chains: int, warmup: int, samples: int,
-                   vectorize: str = "auto") -> BatchedFitter:
-    """A :class:`BatchedFitter`, shared by studies with the same settings (its compiled
-    programs are reused: an SBC and a coverage study of one design compile once)."""
-    return BatchedFitter(model, config, chains=chains, warmup=warmup, samples=samples, vectorize=vectorize)
+def chain_runner(chains: int, warmup: int, samples: int) -> ChainRunner:
+    """A :class:`~.sampling.ChainRunner`, shared by studies with the same settings (its
+    compiled programs are reused: an SBC and a coverage study of one design compile once)."""
+    return ChainRunner(chains, warmup, samples)
 
 
 def run_study(model: str = "structural", n_datasets: int = 100, *, config: Config = Config(),
               from_prior: bool = False, seed: int = 0, chains: int = 4, warmup: int = 1000, samples: int = 1000,
-              batch_size: int | None = None, vectorize: str = "auto", rank_draws: int = RANK_DRAWS,
+              batch_size: int | None = None, rank_draws: int = RANK_DRAWS,
               progress: bool | None = None) -> StudyResult:
     """Simulate ``n_datasets`` datasets, fit each with the analysis ``model`` and check
     calibration: SBC when ``from_prior``, coverage at the fixed truth ``config`` otherwise."""
@@ -824,10 +522,11 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
         raise ValueError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
     mode = "sbc" if from_prior else "fixed"
     names = study_quantities(model, mode, config)
-    fitter = batched_fitter(model, config, int(chains), int(warmup), int(samples), vectorize)
+    analysis = get_analysis(model)
+    fitter = chain_runner(int(chains), int(warmup), int(samples))
     compile_before = fitter.compile_seconds
     if batch_size is None:
-        batch_size = (4 if fitter.vectorize == "map" else 32) * fitter.n_devices
+        batch_size = 4 * fitter.n_devices
     sim_seeds = [seed + k for k in range(n_datasets)]
     fit_seeds = [s + FIT_SEED_OFFSET for s in sim_seeds]
 
@@ -854,11 +553,12 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
     for lo in range(0, fittable.size, batch_size):
         idx = fittable[lo:lo + batch_size]
         batch = type(observed)(*[None if a is None else a[idx] for a in observed])
-        out = fitter.run(batch, [fit_seeds[i] for i in idx], batch_size=batch_size)
+        out = fitter.run(analysis.bind_many(config, batch), [fit_seeds[i] for i in idx], batch_size=batch_size)
         for j, k in enumerate(idx):
             sites = {s: v[j] for s, v in out.sites.items()}
             q = quantities_from_draws(model, sites, names)
-            diag = fit_diagnostics(sites, q, out.diverging[j], out.num_steps[j], fitter.max_tree_depth)
+            diag = fit_diagnostics(sites, q, out.stats["diverging"][j], out.stats["n_steps"][j],
+                                   analysis.kernel_settings.get("max_tree_depth", 10))
             diag["seconds"] = out.seconds / len(idx)
             per_dataset[int(k)] = _summarise_fit(q, {n: truths[n][k] for n in names}, prior_var, diag,
                                                  rank_draws, rng, diag.pop("per_quantity"))
@@ -1266,7 +966,7 @@ def cmd_recover(args) -> int:
     _check_writable(out)
     result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior, seed=args.seed,
                        chains=args.chains, warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
-                       vectorize=args.vectorize, rank_draws=args.rank_draws)
+                       rank_draws=args.rank_draws)
     print(result.verdict, flush=True)
     paths = result.write(out)
     print(f"wrote {', '.join(p.name for p in paths)} in {out}")
@@ -1298,10 +998,7 @@ def register_cli(sub) -> None:
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=None,
-                   help="datasets fitted in one compiled call (default: 4 per device on CPU, 32 on GPU)")
-    p.add_argument("--vectorize", choices=["auto", "map", "vmap"], default="auto",
-                   help="per device, run the lanes one after another (map) or all at once (vmap); "
-                        "auto: map on CPU, vmap on GPU/TPU")
+                   help="datasets fitted in one compiled call (default: 4 per device)")
     p.add_argument("--rank-draws", type=int, default=RANK_DRAWS,
                    help="posterior draws (thinned evenly) the SBC rank is taken among")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")

@@ -140,11 +140,15 @@ def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: 
     )
     beta_a, beta_s = weights["score_ability_weight"], weights["score_school_weight"]
     p = _count_parameters(priors, pilot)
-    effects, r = _score_effects(priors, pilot, data, beta_a)
-    width, base, log_jacobian = _width_and_levels(config, priors, pilot, r, beta_a, uniform)
+    residual = _score_effects(priors, pilot, data, beta_a)
+    width, base, log_jacobian = _width_and_levels(config, priors, pilot, residual, beta_a, uniform)
     _intercept_and_range(config, priors, pilot, beta_a * base, beta_s, log_jacobian)
-    ability_uniform = r - base[pilot.student_school]
+
+    def ability_uniform(who=slice(None)):
+        return residual(who) - base[pilot.student_school[who]]
+
     p.update(_assignment_rule(config, priors, pilot, data, ability_uniform))
+    ability_uniform = ability_uniform()
     _observations(config, p, data, ability_uniform, beta_a, width, uniform)
 
 
@@ -166,7 +170,7 @@ class _Categorical(dist.CategoricalProbs):
 
 
 class _UniformScore(dist.Uniform):
-    """``Uniform(low, low + width)`` with a scalar ``width``: its log density is
+    r"""``Uniform(low, low + width)`` with a scalar ``width``: its log density is
     :math:`-\log` width for every value (the conditioned model places every observed
     score inside its support by construction)."""
 
@@ -207,36 +211,39 @@ def _count_parameters(priors, pilot: Pilot) -> dict:
 
 
 def _score_effects(priors, pilot: Pilot, data: Observed, beta_a):
-    """Step 2: the score effects, and :math:`r_i = U_i + b_{k(i)}` in ability units."""
+    """Step 2: the score effects, and the residual :math:`r_i = U_i + b_{k(i)}` in
+    ability units, as a function ``residual(who)`` of the students ``who`` (all by
+    default)."""
     effect_priors = [priors[k] for k in SCORE_EFFECTS]
     free = tuple(j for j, d in enumerate(effect_priors) if not pinned(d))
     effects = {}
     for j, name in enumerate(SCORE_EFFECTS):
         loc, scale = (pilot.effects[free.index(j)], pilot.effect_scales[free.index(j)]) if j in free else (0.0, 1.0)
         effects[name] = _centred(name, effect_priors[j], loc, scale)
-    covariate_term = 0.0
+    eta = None
     if data.extra_covariates is not None and data.extra_covariates.shape[-1] > 0:
         q = data.extra_covariates.shape[-1]
         eta_prior = priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1))
         eta = _centred("extra_covariate_weights", eta_prior, pilot.effects[len(free):], pilot.effect_scales[len(free):])
-        covariate_term = data.extra_covariates @ eta
-    r = (
-        (data.test_score - effects["small_class_direct_effect"] * data.small_class
-         - effects["teacher_ma_effect"] * pilot.student_ma) / beta_a
-        - effects["ability_income_weight"] * data.income_scaled
-        - covariate_term
-    )
-    return effects, r
+
+    def residual(who=slice(None)):
+        r = ((data.test_score[who] - effects["small_class_direct_effect"] * data.small_class[who]
+              - effects["teacher_ma_effect"] * pilot.student_ma[who]) / beta_a
+             - effects["ability_income_weight"] * data.income_scaled[who])
+        return r if eta is None else r - data.extra_covariates[who] @ eta
+
+    return residual
 
 
-def _width_and_levels(config: Config, priors, pilot: Pilot, r, beta_a, uniform: bool):
+def _width_and_levels(config: Config, priors, pilot: Pilot, residual, beta_a, uniform: bool):
     """Step 3: the width :math:`W` and the school levels :math:`b_k` (ability units),
     with the log-Jacobian of their maps (and, for uniform ability, the prior of W)."""
     with numpyro.plate("schools", config.n_schools):
         z = _standard("school_position")
     if uniform:
-        lo = group_extreme(r, pilot.schools, largest=False)
-        hi = group_extreme(r, pilot.schools, largest=True)
+        r = residual()
+        lo = group_extreme(r, pilot.schools, largest=False, evaluate=residual)
+        hi = group_extreme(r, pilot.schools, largest=True, evaluate=residual)
         spread = hi - lo
         v = _standard("ability_uniform_width_excess")
         width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + pilot.width_unit * jnp.exp(v))
@@ -277,7 +284,8 @@ def _intercept_and_range(config: Config, priors, pilot: Pilot, level, beta_s, lo
 
 def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, ability_uniform) -> dict:
     """Step 5: the REGULAR cohort's assignment slopes, intercept and race shifts, each
-    race's intercept mapped into the window its SMALL and LARGE students allow."""
+    race's intercept mapped into the window its SMALL and LARGE students allow
+    (``ability_uniform(who)``: the implied :math:`U_i` of the students ``who``)."""
     n_races = len(config.race_codes)
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     coef, coef_scale = pilot.assignment
@@ -293,9 +301,13 @@ def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, abili
     alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races]) * n_races / (n_races + 1.0),
                      jnp.where(alpha_sd > 0, alpha_sd, 1.0) / jnp.sqrt(n_races + 1.0))
     xi = _standard("regular_small_race_position", (n_races,))
-    linear = income * data.income_scaled + slope * ability_uniform
-    lowest = group_extreme(linear, pilot.small_by_race, largest=False)
-    highest = group_extreme(linear, pilot.large_by_race, largest=True)
+
+    def linear(who=slice(None)):
+        return income * data.income_scaled[who] + slope * ability_uniform(who)
+
+    values = linear()
+    lowest = group_extreme(values, pilot.small_by_race, largest=False, evaluate=linear)
+    highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=linear)
     has_constraint, has_cap = pilot.has_constraint, pilot.has_cap
     two_sided = has_constraint & has_cap
     floor = -jnp.where(has_constraint, lowest, 0.0)

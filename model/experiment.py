@@ -246,6 +246,7 @@ def class_size_experiment(
     *,
     ability: str = "uniform",
     pilot=None,
+    covariates=None,
 ):
     r"""The class-size experiment.
 
@@ -258,19 +259,28 @@ def class_size_experiment(
         conditioning: ``"uniform"`` (the process that generated the data) or
         ``"normal"`` (a misspecified alternative, to show how much the fit owes to the
         uniform's hard edges).
+    :param covariates: further student covariates of ability (students x q, e.g. free
+        lunch in real data), with weights ``extra_covariate_weights``; simulation only
+        (conditioning reads them from ``data.extra_covariates``).
     :param pilot: :func:`classsize.model.pilot.pilot_estimates` of ``data``, when the
         caller has computed it (a fit does, once); otherwise it is computed here.
     """
     priors = fixed_parameters(config) if priors is None else priors
     if data is None:
-        return _simulate(config, priors)
+        return _simulate(config, priors, ability, covariates)
     from .conditioned import condition_on_data
 
     return condition_on_data(config, priors, data, ability, pilot)
 
 
-def _simulate(config: Config, priors: Mapping[str, Distribution]):
+def _simulate(config: Config, priors: Mapping[str, Distribution], ability_kind: str = "uniform", covariates=None):
     p = sample_parameters(priors)
+    covariate_term = 0.0
+    if covariates is not None and covariates.shape[-1] > 0:
+        q = covariates.shape[-1]
+        eta = numpyro.sample("extra_covariate_weights",
+                             priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1)))
+        covariate_term = covariates @ eta
     n = config.n_students
     is_experimental = jnp.arange(n) >= config.n_regular
     with numpyro.plate("students", n):
@@ -279,10 +289,11 @@ def _simulate(config: Config, priors: Mapping[str, Distribution]):
             "family_income", dist.DiscreteUniform(config.income_min, config.income_max - 1)
         )
         s = scaled_log_income(income, config)
-        ability_uniform = numpyro.sample(
-            "ability_uniform", dist.Uniform(0.0, p["ability_uniform_width"])
-        )
-        ability = numpyro.deterministic("ability", p["ability_income_weight"] * s + ability_uniform)
+        width = p["ability_uniform_width"]
+        unobserved = (dist.Uniform(0.0, width) if ability_kind == "uniform"
+                      else dist.Normal(width / 2.0, width / jnp.sqrt(12.0)))
+        ability_uniform = numpyro.sample("ability_uniform", unobserved)
+        ability = numpyro.deterministic("ability", p["ability_income_weight"] * s + covariate_term + ability_uniform)
         small = numpyro.sample(
             "small_class",
             dist.Bernoulli(probs=small_probability(p, s, race, ability_uniform, is_experimental)),

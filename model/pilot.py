@@ -77,19 +77,22 @@ def group_layout(group, n_groups: int, include=None, width: int | None = None) -
     return Groups(jnp.asarray(members), jnp.asarray(valid))
 
 
-def group_extreme(values, groups: Groups, largest: bool):
+def group_extreme(values, groups: Groups, largest: bool, evaluate=None):
     """The largest (or smallest) of ``values`` over each group; ``-inf`` (``+inf``) for
     an empty group.
 
-    The member attaining the extreme is found without gradient and its value gathered,
-    so the derivative flows to that one member (the derivative of the extreme wherever
-    it is attained once) and costs one small scatter instead of a segment reduction's.
+    The member attaining the extreme is found without gradient, and the extreme is
+    ``evaluate(members)`` (``values[members]`` by default) at those members only: its
+    derivative is that of the attaining member's value (the derivative of the
+    extreme wherever one member attains it), and a caller that can compute the value
+    of a few members directly keeps the derivative away from the whole array.
     """
     fill = -jnp.inf if largest else jnp.inf
-    v = jnp.where(groups.valid, values[groups.members], fill)
+    v = jnp.where(groups.valid, jax.lax.stop_gradient(values)[groups.members], fill)
     pick = jnp.argmax(v, axis=-1) if largest else jnp.argmin(v, axis=-1)
-    who = jnp.take_along_axis(groups.members, jax.lax.stop_gradient(pick)[..., None], axis=-1)[..., 0]
-    return jnp.where(jnp.any(groups.valid, axis=-1), values[who], fill)
+    who = jnp.take_along_axis(groups.members, pick[..., None], axis=-1)[..., 0]
+    value = values[who] if evaluate is None else evaluate(who)
+    return jnp.where(jnp.any(groups.valid, axis=-1), value, fill)
 
 
 class Pilot(NamedTuple):

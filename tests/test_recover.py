@@ -23,6 +23,8 @@ import pytest
 from scipy import stats
 
 from classsize.inference import recover as rc
+from classsize.inference.analysis import get_analysis
+from classsize.inference.sampling import ChainRunner
 from classsize.inference.cli import main
 from classsize.model import Config
 
@@ -254,20 +256,28 @@ def _energy_functions(my_priors, their_config, their_priors, observed):
 
     from classsize.model import class_size_experiment
 
+    from classsize.model.pilot import pilot_estimates
+
     kwargs = {"ability": "uniform"}
+    pilot = pilot_estimates(SMALL, my_priors, observed)
     shapes = jax.eval_shape(lambda o: initialize_model(
-        jax.random.PRNGKey(0), class_size_experiment, model_args=(SMALL, my_priors, o), model_kwargs=kwargs,
-        dynamic_args=True).param_info.z, observed)
+        jax.random.PRNGKey(0), class_size_experiment, model_args=(SMALL, my_priors, o),
+        model_kwargs={**kwargs, "pilot": pilot}, dynamic_args=True).param_info.z, observed)
 
     @jax.jit
-    def energy(key, mine, theirs):
+    def energy_at(key, mine, theirs, my_pilot, their_pilot):
         keys = jax.random.split(key, len(shapes))
         z = {k: jax.random.uniform(kk, s.shape, s.dtype, -2.0, 2.0) for kk, (k, s) in zip(keys, shapes.items())}
         one = jax.value_and_grad(lambda zz: potential_energy(class_size_experiment, (SMALL, my_priors, mine),
-                                                              kwargs, zz))(z)
+                                                              {**kwargs, "pilot": my_pilot}, zz))(z)
         two = jax.value_and_grad(lambda zz: potential_energy(class_size_experiment,
-                                                              (their_config, their_priors, theirs), kwargs, zz))(z)
+                                                              (their_config, their_priors, theirs),
+                                                              {**kwargs, "pilot": their_pilot}, zz))(z)
         return one, two
+
+    def energy(key, mine, theirs):
+        return energy_at(key, mine, theirs, pilot_estimates(SMALL, my_priors, mine),
+                         pilot_estimates(their_config, their_priors, theirs))
 
     return energy
 
@@ -288,7 +298,7 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
     one = {k: v[0] for k, v in draws.items()}
     _dataset_from_draw(SMALL, one, 0).write(tmp_path)
     analysis = build_analysis(model, load_dataset(tmp_path))
-    config, priors, _ = analysis.args
+    config, priors = analysis.config, analysis.priors
     assert config.n_schools == SMALL.n_schools
     mine = observed_from_draw(one, SMALL, rc.COHORT[model])
     energy = _energy_functions(rc.analysis_priors(model, SMALL), config, priors, mine)
@@ -490,9 +500,9 @@ def test_batched_posterior_equals_fit(tmp_path, model):
     simulate(SMALL, seed).write(tmp_path)
     theirs = fit(tmp_path, model, chains=chains, warmup=warmup, samples=samples, seed=seed + rc.FIT_SEED_OFFSET,
                  progress=False, posterior_predictive=False)
-    fitter = rc.BatchedFitter(model, SMALL, chains=chains, warmup=warmup, samples=samples)
-    out = fitter.run(observed_from_draw(draw_many(SMALL, [seed]), SMALL, rc.COHORT[model]),
-                     [seed + rc.FIT_SEED_OFFSET])
+    fitter = ChainRunner(chains, warmup, samples)
+    observed = observed_from_draw(draw_many(SMALL, [seed]), SMALL, rc.COHORT[model])
+    out = fitter.run(get_analysis(model).bind_many(SMALL, observed), [seed + rc.FIT_SEED_OFFSET])
     mine = rc.quantities_from_draws(model, {k: v[0] for k, v in out.sites.items()}, rc.ESTIMANDS)
     for name in rc.ESTIMANDS:
         a, b = theirs.estimand_draws[name], mine[name]
@@ -518,14 +528,14 @@ def test_naive_fails_coverage_at_the_default_truth():
 
 @pytest.mark.slow
 def test_vmap_and_map_agree():
-    """The accelerator path (all lanes of a device under vmap) gives the posterior of the CPU path."""
+    """Lanes vectorised on a device (vmap) give the posterior of lanes run in turn (map)."""
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw
 
     obs = observed_from_draw(draw_many(SMALL, [0, 1, 2]), SMALL, "EXPERIMENTAL")
     seeds = [s + rc.FIT_SEED_OFFSET for s in range(3)]
-    runs = {v: rc.BatchedFitter("randomized", SMALL, chains=2, warmup=200, samples=300, vectorize=v).run(obs, seeds)
-            for v in ("map", "vmap")}
+    problem = get_analysis("randomized").bind_many(SMALL, obs)
+    runs = {v: ChainRunner(2, 200, 300, vectorize=v).run(problem, seeds) for v in ("map", "vmap")}
     for name in ("small_class_direct_effect", "teacher_ma_effect"):
         a, b = runs["map"].sites[name], runs["vmap"].sites[name]
         for k in range(3):

@@ -1,0 +1,43 @@
+"""How JAX runs for ``classsize.inference``: every core a device, compilation cached.
+
+:func:`use_all_cores` exposes each CPU core as a JAX device (``XLA_FLAGS
+--xla_force_host_platform_device_count``), so the chains of a fit run side by side.
+It must run before JAX starts its CPU backend; importing :mod:`classsize.inference`
+calls it, and it leaves alone a device count the user has already set in
+``XLA_FLAGS`` (or ``CLASSSIZE_DEVICES=N``, which sets it).  Importing the package also
+turns on the persistent compilation cache (:mod:`classsize.model.jaxcache`).
+"""
+
+from __future__ import annotations
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def device_count_wanted() -> int:
+    """``$CLASSSIZE_DEVICES`` when set, else the number of cores this process may use."""
+    env = os.environ.get("CLASSSIZE_DEVICES")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def use_all_cores() -> None:
+    """Expose the cores as JAX CPU devices, unless ``XLA_FLAGS`` already chooses a count."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _FLAG in flags and not os.environ.get("CLASSSIZE_DEVICES"):
+        return
+    flags = " ".join(f for f in flags.split() if not f.startswith(_FLAG))
+    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={device_count_wanted()}".strip()
+
+
+def configure() -> None:
+    """Both settings of this module (called when :mod:`classsize.inference` is imported)."""
+    use_all_cores()
+    from classsize.model.jaxcache import enable_compilation_cache
+
+    enable_compilation_cache()
