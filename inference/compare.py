@@ -9,7 +9,7 @@ from classsize.model.files import atomic_write_text
 
 from .analysis import ANALYSES
 from .data import load_dataset
-from .fit import FitResult, _add_sampler_args, _check_sampler_args, fit
+from .fit import FitResult, fit
 from .plots import forest, ppc_plot, save
 
 
@@ -50,21 +50,3 @@ def compare_models(data_dir, out_dir, *, chains=4, warmup=1000, samples=1000, se
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {out / 'comparison.csv'}, {out / 'forest.png'} and one run folder per model")
     return 1 if (strict and warnings) else 0
-
-
-def cmd_compare(args) -> int:
-    from .cli import _prepare_out_dir
-
-    _check_sampler_args(args)
-    load_dataset(args.data_dir)  # bad input fails before anything is written
-    out = _prepare_out_dir(args.out, args.force, [])
-    return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                          seed=args.seed, ability=args.ability, strict=args.strict)
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("compare", help="fit structural, randomized and naive side by side")
-    p.add_argument("data_dir")
-    p.add_argument("--out", required=True)
-    _add_sampler_args(p)
-    p.set_defaults(func=cmd_compare)

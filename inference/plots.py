@@ -1,10 +1,14 @@
-"""Plots: forest plot of estimands across analyses, posterior predictive check."""
+"""Plots: forest plot of estimands across analyses, posterior predictive check, and the
+figures of the recovery studies (:data:`STUDY_PLOTS`, one set per kind of study)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .study import StudyResult
 
 LABELS = {
     "small_class_direct_effect": "SMALL class, direct\n(MA held fixed)",
@@ -91,10 +95,140 @@ def ppc_plot(idata, ax=None, units: str = "test-score points"):
     return ax
 
 
+def save_figure(fig, path, dpi: int = 120) -> None:
+    """Lay the figure out, write it to ``path`` as PNG and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png")
+    _pyplot().close(fig)
+
+
 def save(ax, path) -> None:
+    """Write the figure of ``ax`` to ``path`` as PNG, atomically."""
     from classsize.model.files import atomic_write
 
-    fig = ax.figure
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
-    _pyplot().close(fig)
+    atomic_write(path, lambda p: save_figure(ax.figure, p))
+
+
+# ============================================================================ recovery studies
+def _panels(n: int, width: float, height: float, per_row: int | None = None):
+    """A figure of ``n`` panels, at most ``per_row`` a row (default: one row), unused ones
+    hidden; returns ``(fig, flat array of axes)``."""
+    ncol = min(per_row or n, n)
+    nrow = -(-n // ncol)
+    fig, axes = _pyplot().subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _label(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
+    ax.tick_params(labelsize=7)
+
+
+def _verdict(ok) -> str:
+    return "pass" if ok else "FAIL"
+
+
+def plot_ecdf_difference(result: StudyResult):
+    """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
+    simultaneous band (Säilynoja, Bürkner and Vehtari 2022) at the level the verdict uses."""
+    from .calibration import ecdf_counts
+
+    names = list(result.ranks)
+    fig, axes = _panels(len(names), 3.3, 2.6, per_row=4)
+    band = result.band
+    passed = result.summary.set_index("quantity")["pass"]
+    for ax, q in zip(axes, names):
+        r = result.ranks[q]
+        if band is None or r.size == 0:
+            ax.set_title(f"{q}\n(no fitted datasets)", fontsize=8)
+            continue
+        ecdf = ecdf_counts(r, band.n_values) / r.size
+        ax.fill_between(band.z, band.lower - band.z, band.upper - band.z, step="post", color="0.85",
+                        label=f"{1 - band.alpha:.2%} simultaneous band")
+        ax.step(band.z, ecdf - band.z, where="post", color="#2166ac", lw=1.2, label="ranks")
+        ax.axhline(0.0, color="k", lw=0.6)
+        _label(ax, f"{q} ({_verdict(passed[q])})", "fractional rank of the truth", "ECDF - uniform CDF")
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"SBC of {result.model}: ECDF difference of the ranks ({len(result.ranks[names[0]])} datasets)",
+                 fontsize=9)
+    return fig
+
+
+def plot_rank_histograms(result: StudyResult):
+    """Histograms of the ranks with the 99% pointwise binomial range of a bin's count."""
+    from scipy import stats
+
+    from .calibration import chi_square_bins
+
+    names = list(result.ranks)
+    fig, axes = _panels(len(names), 3.3, 2.4, per_row=4)
+    n_values = result.band.n_values if result.band is not None else int(result.settings["rank_draws"]) + 1
+    for ax, q in zip(axes, names):
+        r = result.ranks[q]
+        n = r.size
+        bins = chi_square_bins(max(n, 1), n_values)
+        edges = np.round(np.linspace(0, n_values, bins + 1))
+        if n:
+            p = np.diff(edges) / n_values  # bins of unequal width when n_values is not a multiple
+            lo, hi = stats.binom.ppf(0.005, n, p), stats.binom.ppf(0.995, n, p)
+            ax.bar(edges[:-1], hi - lo, width=np.diff(edges), bottom=lo, align="edge", color="0.85",
+                   label="99% range per bin")
+            ax.stairs(n * p, edges, color="0.5", lw=0.8)
+            ax.hist(r, bins=edges, color="#2166ac", alpha=0.8, label="ranks")
+        _label(ax, q, "rank of the truth", "datasets")
+    fig.suptitle(f"SBC of {result.model}: rank histograms", fontsize=9)
+    return fig
+
+
+def plot_coverage(result: StudyResult):
+    """Observed coverage against the nominal level, with the Clopper-Pearson bands."""
+    names = list(dict.fromkeys(result.summary["quantity"]))
+    fig, axes = _panels(len(names), 3.4, 3.2)
+    for ax, q in zip(axes, names):
+        s = result.summary[result.summary["quantity"] == q]
+        lv = s["level"].to_numpy(float)
+        ax.plot([0.4, 1.0], [0.4, 1.0], "k--", lw=0.8, label="nominal")
+        ax.vlines(lv, s["band_lower"], s["band_upper"], color="0.6", lw=6, label="family band")
+        ax.vlines(lv, s["cp95_lower"], s["cp95_upper"], color="0.3", lw=2, label="95% band")
+        ax.plot(lv, s["coverage"], "o", color="#b2182b", label="observed")
+        ax.set_xlim(0.4, 1.0)
+        ax.set_ylim(-0.02, 1.02)
+        _label(ax, f"{q} ({_verdict(s['pass'].all())})", "nominal level of the central interval",
+               "share of datasets covered")
+    axes[0].legend(fontsize=6, loc="lower right")
+    n = int(result.summary["n"].max()) if len(result.summary) else 0
+    fig.suptitle(f"Coverage of {result.model} at a fixed truth ({n} datasets)", fontsize=9)
+    return fig
+
+
+def plot_z_contraction(result: StudyResult):
+    """Posterior z-score against posterior contraction, one point per dataset."""
+    names = list(dict.fromkeys(result.table["quantity"]))
+    fig, axes = _panels(len(names), 3.4, 3.2)
+    t = result.table[result.table["status"] == "fitted"]
+    for ax, q in zip(axes, names):
+        u = t[t["quantity"] == q]
+        ok = u["fit_ok"].astype(bool)
+        ax.scatter(u.loc[ok, "contraction"], u.loc[ok, "z_score"], s=10, color="#2166ac", label="fit passes")
+        ax.scatter(u.loc[~ok, "contraction"], u.loc[~ok, "z_score"], s=14, marker="x", color="#b2182b",
+                   label="fit flagged")
+        for y in (-2, 2):
+            ax.axhline(y, color="0.6", lw=0.7, ls="--")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlim(min(0.0, float(u["contraction"].min()) if len(u) else 0.0), 1.02)
+        _label(ax, q, "posterior contraction 1 - var_post / var_prior", "posterior z-score (mean - truth) / sd")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"{result.model}: z-score vs contraction", fontsize=9)
+    return fig
+
+
+#: The figures of each kind of study, by file name (``sbc``: from the prior; ``fixed``: coverage).
+STUDY_PLOTS = {
+    "sbc": {"sbc_ecdf_diff.png": plot_ecdf_difference, "sbc_ranks.png": plot_rank_histograms},
+    "fixed": {"coverage.png": plot_coverage, "z_contraction.png": plot_z_contraction},
+}

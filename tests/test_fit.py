@@ -73,7 +73,7 @@ def test_structural_covers_the_truth_over_many_datasets(study):
     estimand: a false-alarm rate of at most 2% for the three."""
     from scipy import stats
 
-    from classsize.inference.recover import run_study
+    from classsize.inference.study import run_study
 
     n_datasets, min_covered = study
     assert stats.binom.cdf(min_covered - 1, n_datasets, 0.9) < 0.0051

@@ -22,8 +22,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from classsize.inference import recover as rc
-from classsize.inference.analysis import get_analysis
+from classsize.inference import calibration as cal
+from classsize.inference import study as st
+from classsize.inference import verdicts
+from classsize.inference.analysis import ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis
 from classsize.inference.sampling import ChainRunner
 from classsize.inference.cli import main
 from classsize.model import Config
@@ -35,14 +37,14 @@ SMALL = Config(n_regular=300, n_experimental=300, n_schools=5)
 def test_chi_square_hand_example():
     # 10 ranks over 0..9 in 2 bins of 5 values: 8 below 5, 2 above; expected 5 and 5
     ranks = [0, 1, 1, 2, 3, 4, 4, 4, 7, 9]
-    chi = rc.chi_square_uniformity(ranks, n_values=10, n_bins=2)
+    chi = cal.chi_square_uniformity(ranks, n_values=10, n_bins=2)
     assert chi.observed.tolist() == [8, 2]
     assert chi.expected.tolist() == [5, 5]
     assert chi.statistic == pytest.approx((3**2 + 3**2) / 5)  # 3.6
     assert chi.df == 1
     assert chi.p_value == pytest.approx(0.05777957, rel=1e-6)  # P(chi2_1 > 3.6) = 2 (1 - Phi(1.8974))
     # 4 bins of unequal width over 0..9: edges 0, 2, 5, 8, 10 (widths 2, 3, 3, 2)
-    chi4 = rc.chi_square_uniformity(ranks, n_values=10, n_bins=4)
+    chi4 = cal.chi_square_uniformity(ranks, n_values=10, n_bins=4)
     assert chi4.observed.tolist() == [3, 5, 1, 1]
     assert chi4.expected.tolist() == [2.0, 3.0, 3.0, 2.0]
     by_hand = 1 / 2 + 4 / 3 + 4 / 3 + 1 / 2
@@ -53,74 +55,74 @@ def test_chi_square_hand_example():
 def test_chi_square_uniform_passes_and_piled_fails():
     uniform = np.repeat(np.arange(100), 2)  # every rank value twice
     piled = np.repeat(np.arange(10), 20)  # every rank in the lowest tenth
-    assert rc.chi_square_uniformity(uniform, 100).p_value == pytest.approx(1.0)
-    assert rc.chi_square_uniformity(piled, 100).p_value < 1e-10
+    assert cal.chi_square_uniformity(uniform, 100).p_value == pytest.approx(1.0)
+    assert cal.chi_square_uniformity(piled, 100).p_value < 1e-10
     # the truth sits in the middle of every posterior: ranks pile up in the centre
     centre = np.full(200, 50)
-    assert rc.chi_square_uniformity(centre, 100).p_value < 1e-10
+    assert cal.chi_square_uniformity(centre, 100).p_value < 1e-10
     with pytest.raises(ValueError):
-        rc.chi_square_uniformity([0, 100], 100)
+        cal.chi_square_uniformity([0, 100], 100)
 
 
 def test_ecdf_band_contains_uniform_and_excludes_skewed():
-    band = rc.ecdf_band(200, 100, 0.05)
+    band = cal.ecdf_band(200, 100, 0.05)
     assert band.z.shape == band.lower.shape == band.upper.shape == (99,)
     assert np.all(band.lower <= band.z + 1e-12) and np.all(band.z <= band.upper + 1e-12)
     assert 0 < band.gamma < 0.05  # the pointwise level is below the simultaneous one
     uniform = np.repeat(np.arange(100), 2)
-    ecdf = rc.ecdf_counts(uniform, 100) / 200
+    ecdf = cal.ecdf_counts(uniform, 100) / 200
     assert np.all((band.lower <= ecdf) & (ecdf <= band.upper))
-    p, inside = rc.ecdf_test(uniform, band)
+    p, inside = cal.ecdf_test(uniform, band)
     assert inside and p > 0.5
     # skewed: ranks drawn with density 2x on 0..99 (the truth tends to sit high)
     skewed = np.floor(100 * np.sqrt(np.random.default_rng(1).uniform(size=200))).astype(int)
-    p_skew, inside_skew = rc.ecdf_test(skewed, band)
+    p_skew, inside_skew = cal.ecdf_test(skewed, band)
     assert not inside_skew and p_skew < 0.01
-    ecdf_skew = rc.ecdf_counts(skewed, 100) / 200
+    ecdf_skew = cal.ecdf_counts(skewed, 100) / 200
     assert np.any((ecdf_skew < band.lower) | (ecdf_skew > band.upper))
 
 
 def test_ecdf_band_false_alarm_rate_is_five_percent():
     n, n_values = 50, 100
-    band = rc.ecdf_band(n, n_values, 0.05)
+    band = cal.ecdf_band(n, n_values, 0.05)
     rng = np.random.default_rng(12345)  # not the band's seed
     trials = 2000
-    outside = sum(not rc.ecdf_test(rng.integers(0, n_values, n), band)[1] for _ in range(trials))
+    outside = sum(not cal.ecdf_test(rng.integers(0, n_values, n), band)[1] for _ in range(trials))
     # binomial sd of the rate is 0.0049: 0.05 +- 4 sd
     assert 0.03 <= outside / trials <= 0.07, outside / trials
 
 
 def test_clopper_pearson_hand_examples():
     # k = 0 and k = n have closed forms: 1 - (a/2)^(1/n) and (a/2)^(1/n)
-    lo, hi = rc.clopper_pearson(0, 10, 0.95)
+    lo, hi = cal.clopper_pearson(0, 10, 0.95)
     assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10))  # 0.3085
-    lo, hi = rc.clopper_pearson(10, 10, 0.95)
+    lo, hi = cal.clopper_pearson(10, 10, 0.95)
     assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 10))  # 0.6915
-    lo, hi = rc.clopper_pearson(5, 10, 0.95)
+    lo, hi = cal.clopper_pearson(5, 10, 0.95)
     assert (lo, hi) == pytest.approx((0.18709, 0.81291), abs=1e-5)
-    lo, hi = rc.clopper_pearson(45, 50, 0.95)
+    lo, hi = cal.clopper_pearson(45, 50, 0.95)
     assert (lo, hi) == pytest.approx((0.78186, 0.96672), abs=1e-5)  # R: binom.test(45, 50)
 
 
 def test_holm_hand_example():
-    adjusted, rejected = rc.holm([0.01, 0.04, 0.03, 0.5], 0.05)
+    adjusted, rejected = cal.holm([0.01, 0.04, 0.03, 0.5], 0.05)
     # sorted 0.01, 0.03, 0.04, 0.5 -> 4 x 0.01, 3 x 0.03, max(0.09, 2 x 0.04), max(0.09, 0.5)
     assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert rejected.tolist() == [True, False, False, False]
-    assert rc.combined_p(0.2, 0.01) == pytest.approx(0.02)
+    assert cal.combined_p(0.2, 0.01) == pytest.approx(0.02)
 
 
 def test_sbc_rank_thinning_and_ties():
-    assert rc.thin_indices(4000, 99).tolist()[:3] == [0, 41, 82]  # 3999 / 98 = 40.8
-    assert rc.thin_indices(4000, 99)[-1] == 3999 and len(rc.thin_indices(4000, 99)) == 99
-    assert rc.thin_indices(50, 99).tolist() == list(range(50))
+    assert cal.thin_indices(4000, 99).tolist()[:3] == [0, 41, 82]  # 3999 / 98 = 40.8
+    assert cal.thin_indices(4000, 99)[-1] == 3999 and len(cal.thin_indices(4000, 99)) == 99
+    assert cal.thin_indices(50, 99).tolist() == list(range(50))
     draws = np.arange(1000.0).reshape(2, 500)  # chain-major pooling: 0..999
-    rank, used = rc.sbc_rank(500.5, draws, 99)
+    rank, used = cal.sbc_rank(500.5, draws, 99)
     assert used == 99 and rank == int(np.sum(np.round(np.linspace(0, 999, 99)) < 500.5))
-    assert rc.sbc_rank(-1.0, draws)[0] == 0 and rc.sbc_rank(1e9, draws)[0] == 99
+    assert cal.sbc_rank(-1.0, draws)[0] == 0 and cal.sbc_rank(1e9, draws)[0] == 99
     # ties are broken uniformly: all 99 draws equal the truth -> ranks spread over 0..99
     rng = np.random.default_rng(0)
-    ranks = [rc.sbc_rank(1.0, np.ones(500), 99, rng)[0] for _ in range(2000)]
+    ranks = [cal.sbc_rank(1.0, np.ones(500), 99, rng)[0] for _ in range(2000)]
     assert min(ranks) < 10 and max(ranks) > 89 and abs(np.mean(ranks) - 49.5) < 3
 
 
@@ -142,11 +144,11 @@ SETTINGS = {"model": "structural", "datasets": 200, "sim_seeds": "0..199", "chai
 def test_sbc_verdict_passes_uniform_and_fails_piled():
     uniform = np.repeat(np.arange(100), 2)
     good = {"a": uniform, "b": uniform[::-1]}
-    summary, verdict, passed, band, ranks = rc._sbc_verdict(_fake_sbc_table(good), ("a", "b"), SETTINGS)
+    summary, verdict, passed, band, ranks = verdicts.sbc_verdict(_fake_sbc_table(good), ("a", "b"), SETTINGS)
     assert passed and summary["pass"].all(), verdict
     assert "verdict: PASS" in verdict
     bad = {"a": uniform, "b": np.repeat(np.arange(10), 20)}
-    summary, verdict, passed, _, _ = rc._sbc_verdict(_fake_sbc_table(bad), ("a", "b"), SETTINGS)
+    summary, verdict, passed, _, _ = verdicts.sbc_verdict(_fake_sbc_table(bad), ("a", "b"), SETTINGS)
     assert not passed
     assert summary.set_index("quantity").loc["b", "pass"] == False  # noqa: E712
     assert summary.set_index("quantity").loc["a", "pass"] == True  # noqa: E712
@@ -168,22 +170,22 @@ def test_coverage_counts_and_bands_by_hand():
         rows.append(row)
     table = pd.DataFrame(rows)
     settings = {**SETTINGS, "model": "randomized", "datasets": 10, "sim_seeds": "0..9"}
-    summary, verdict, passed = rc._coverage_verdict(table, ("small_class_direct_effect",), settings)
+    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",), settings)
     s = summary.set_index("level")
     assert s["covered"].tolist() == [5, 8, 9, 10] and (s["n"] == 10).all()
     assert s.loc[0.5, "cp95_lower"] == pytest.approx(0.18709, abs=1e-5)
     assert s.loc[0.95, "cp95_lower"] == pytest.approx(0.025 ** 0.1)
     # family band: Bonferroni over the 4 levels of one estimand, 98.75% intervals
-    assert s.loc[0.5, "band_lower"] == pytest.approx(rc.clopper_pearson(5, 10, 1 - 0.05 / 4)[0])
+    assert s.loc[0.5, "band_lower"] == pytest.approx(cal.clopper_pearson(5, 10, 1 - 0.05 / 4)[0])
     assert passed and s["bias"].iloc[0] == pytest.approx(0.0) and s["rmse"].iloc[0] == pytest.approx(0.5)
     assert "naive" not in verdict
     # 0 of 10 covered at 95% is far outside the band: the estimand fails, and for naive
     # the verdict says that this is the expected confounding
     table["covered_95"] = False
-    summary, verdict, passed = rc._coverage_verdict(table, ("small_class_direct_effect",), settings)
+    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",), settings)
     assert not passed and "verdict: FAIL: small_class_direct_effect (under-covers)" in verdict
-    summary, verdict, passed = rc._coverage_verdict(table, ("small_class_direct_effect",),
-                                                    {**settings, "model": "naive"})
+    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",),
+                                                          {**settings, "model": "naive"})
     assert not passed and "naive: fails, as expected" in verdict
 
 
@@ -239,12 +241,12 @@ def test_empty_schools_are_detected():
     from classsize.model.tables import observed_from_draw
 
     o = observed_from_draw(draw_many(SMALL, [0, 1, 2, 3]), SMALL, None)
-    assert (rc.empty_school_counts(o, 5) == 0).all()
+    assert (st.empty_school_counts(o, 5) == 0).all()
     # by hand: every class of dataset 0 in school 0, of dataset 1 in schools 0 and 3
     school = np.asarray(o.school_of_class).copy()
     school[0] = 0
     school[1] = np.where(np.arange(school.shape[1]) % 2 == 0, 0, 3)
-    assert rc.empty_school_counts(o._replace(school_of_class=school), 5).tolist()[:2] == [4, 3]
+    assert st.empty_school_counts(o._replace(school_of_class=school), 5).tolist()[:2] == [4, 3]
 
 
 def _energy_functions(my_priors, their_config, their_priors, observed):
@@ -300,8 +302,8 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
     analysis = build_analysis(model, load_dataset(tmp_path))
     config, priors = analysis.config, analysis.priors
     assert config.n_schools == SMALL.n_schools
-    mine = observed_from_draw(one, SMALL, rc.COHORT[model])
-    energy = _energy_functions(rc.analysis_priors(model, SMALL), config, priors, mine)
+    mine = observed_from_draw(one, SMALL, get_analysis(model).cohort)
+    energy = _energy_functions(get_analysis(model).priors(SMALL), config, priors, mine)
     for k in range(3):
         (pe, grad), (pe2, grad2) = energy(jax.random.PRNGKey(k), mine, analysis.observed)
         assert np.isfinite(float(pe))
@@ -309,7 +311,7 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
         for name in grad:
             np.testing.assert_allclose(np.asarray(grad[name]), np.asarray(grad2[name]), rtol=1e-7, atol=1e-6)
     # another dataset has another density at the same point: the check can fail
-    other = observed_from_draw({k: v[1] for k, v in draws.items()}, SMALL, rc.COHORT[model])
+    other = observed_from_draw({k: v[1] for k, v in draws.items()}, SMALL, get_analysis(model).cohort)
     (pe_other, _), (pe_same, _) = energy(jax.random.PRNGKey(0), other, analysis.observed)
     assert abs(float(pe_other) - float(pe_same)) > 1
 
@@ -344,7 +346,7 @@ def test_cli_coverage_study_randomized(tmp_path, capsys):
     table = pd.read_csv(out / "recovery.csv")
     assert COLUMNS <= set(table.columns)
     assert len(table) == 4 * 3 and sorted(table["dataset"].unique()) == [0, 1, 2, 3]
-    assert set(table["quantity"]) == set(rc.ESTIMANDS)
+    assert set(table["quantity"]) == set(ESTIMANDS)
     assert (table["status"] == "fitted").all()
     assert (table["fit_seed"] == table["sim_seed"] + 2**32).all()
     assert (table.loc[table["quantity"] == "small_class_direct_effect", "truth"] == 5.0).all()
@@ -371,7 +373,7 @@ def _check_sbc_outputs(out, printed, model, n, rank_draws):
     for name in ("recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "sbc_ecdf_diff.png", "sbc_ranks.png"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "recovery.csv")
-    quantities = rc.study_quantities(model, "sbc", SMALL)
+    quantities = get_analysis(model).study_quantities(SMALL, sbc=True)
     assert set(table["quantity"]) == set(quantities) and len(table) == n * len(quantities)
     assert "score_ability_weight" not in quantities  # pinned by the priors: not sampled
     fitted = table[table["status"] == "fitted"]
@@ -402,9 +404,9 @@ def test_cli_sbc_randomized(tmp_path, capsys):
     assert np.all(np.abs(ma["mean"] - ma["truth"]) < 6 * ma["sd"]), ma[["dataset", "truth", "mean", "sd"]]
     quantities = set(table["quantity"])
     assert {"small_class_total_effect", "experimental_p_small", "school_effect_range"} <= quantities
-    assert not quantities & set(rc.ASSIGNMENT_PARAMETERS)  # pinned in the randomized analysis
+    assert not quantities & set(ASSIGNMENT_PARAMETERS)  # pinned in the randomized analysis
     # with the assignment pinned, the REGULAR cohort of every SBC dataset is all LARGE
-    draws = rc.simulate_study("randomized", SMALL, [0, 1, 2, 3], from_prior=True)
+    draws = st.simulate_study("randomized", SMALL, [0, 1, 2, 3], from_prior=True)
     assert not draws["small_class"][:, :SMALL.n_regular].any()
     assert (draws["regular_small_intercept"] == 0).all()
 
@@ -462,8 +464,8 @@ def test_cli_refuses_an_unwritable_output_before_fitting(tmp_path, capsys):
 def test_unfittable_datasets_are_counted_not_dropped(tmp_path, capsys, monkeypatch):
     # datasets 1 and 3 have a school without students (as if: the detection itself is
     # tested above); the study fits 0 and 2 and reports 1 and 3
-    real = rc.empty_school_counts
-    monkeypatch.setattr(rc, "empty_school_counts", lambda o, n: real(o, n) + np.array([0, 1, 0, 2]))
+    real = st.empty_school_counts
+    monkeypatch.setattr(st, "empty_school_counts", lambda o, n: real(o, n) + np.array([0, 1, 0, 2]))
     out = tmp_path / "out"
     code = main(["recover", "--model", "randomized", "--datasets", "4", "--config", str(_write_small(tmp_path)),
                  "--out", str(out), "--chains", "2", "--warmup", "60", "--samples", "60"])
@@ -498,13 +500,13 @@ def test_batched_posterior_equals_fit(tmp_path, model):
 
     seed, chains, warmup, samples = 8, 2, 300, 300
     simulate(SMALL, seed).write(tmp_path)
-    theirs = fit(tmp_path, model, chains=chains, warmup=warmup, samples=samples, seed=seed + rc.FIT_SEED_OFFSET,
+    theirs = fit(tmp_path, model, chains=chains, warmup=warmup, samples=samples, seed=seed + st.FIT_SEED_OFFSET,
                  progress=False, posterior_predictive=False)
     fitter = ChainRunner(chains, warmup, samples)
-    observed = observed_from_draw(draw_many(SMALL, [seed]), SMALL, rc.COHORT[model])
-    out = fitter.run(get_analysis(model).bind_many(SMALL, observed), [seed + rc.FIT_SEED_OFFSET])
-    mine = rc.quantities_from_draws(model, {k: v[0] for k, v in out.sites.items()}, rc.ESTIMANDS)
-    for name in rc.ESTIMANDS:
+    observed = observed_from_draw(draw_many(SMALL, [seed]), SMALL, get_analysis(model).cohort)
+    out = fitter.run(get_analysis(model).bind_many(SMALL, observed), [seed + st.FIT_SEED_OFFSET])
+    mine = st.quantities_of(get_analysis(model), {k: v[0] for k, v in out.sites.items()}, ESTIMANDS)
+    for name in ESTIMANDS:
         a, b = theirs.estimand_draws[name], mine[name]
         assert _posterior_agrees(a.ravel(), b.ravel(), az.ess(a), az.ess(b)), (name, a.mean(), b.mean())
         assert 0.7 < b.std() / a.std() < 1.4, name
@@ -512,14 +514,14 @@ def test_batched_posterior_equals_fit(tmp_path, model):
 
 @pytest.mark.slow
 def test_sbc_randomized_is_calibrated(tmp_path):
-    result = rc.run_study("randomized", 100, config=SMALL, from_prior=True, seed=1000, chains=2, warmup=300,
+    result = st.run_study("randomized", 100, config=SMALL, from_prior=True, seed=1000, chains=2, warmup=300,
                           samples=300, rank_draws=99)
     assert result.passed, result.verdict
 
 
 @pytest.mark.slow
 def test_naive_fails_coverage_at_the_default_truth():
-    result = rc.run_study("naive", 20, config=Config(), seed=0, chains=2, warmup=300, samples=300)
+    result = st.run_study("naive", 20, config=Config(), seed=0, chains=2, warmup=300, samples=300)
     assert not result.passed, result.verdict
     assert "naive: fails, as expected" in result.verdict
     bias = result.summary.drop_duplicates("quantity").set_index("quantity")["bias"]
@@ -533,7 +535,7 @@ def test_vmap_and_map_agree():
     from classsize.model.tables import observed_from_draw
 
     obs = observed_from_draw(draw_many(SMALL, [0, 1, 2]), SMALL, "EXPERIMENTAL")
-    seeds = [s + rc.FIT_SEED_OFFSET for s in range(3)]
+    seeds = [s + st.FIT_SEED_OFFSET for s in range(3)]
     problem = get_analysis("randomized").bind_many(SMALL, obs)
     runs = {v: ChainRunner(2, 200, 300, vectorize=v).run(problem, seeds) for v in ("map", "vmap")}
     for name in ("small_class_direct_effect", "teacher_ma_effect"):
