@@ -8,11 +8,12 @@ with the same chains and kernel settings:
   compiles its own MCMC run; the time of each call is the whole call, with the
   compilation and the ArviZ InferenceData it builds (the posterior predictive
   replicates are switched off);
-* **batched**: :class:`classsize.inference.recover.BatchedFitter`, every dataset's
-  chains in one compiled program, sharded over the JAX devices (``--vectorize``:
-  ``map``, lanes one after another on each device, the CPU default; ``vmap``, all
-  lanes of a device at once, the accelerator default).  Compilation is reported
-  apart from the run.
+* **batched**: :class:`classsize.inference.sampling.ChainRunner` on
+  ``get_analysis(model).bind_many(config, observed)``, every dataset's chains in one
+  compiled program, sharded over the JAX devices (``--vectorize``, the runner's
+  ``vectorize``: ``map``, lanes one after another on each device, the default;
+  ``vmap``, all lanes of a device at once).  Compilation is reported apart from the
+  run.
 
 It prints fits per minute for both (the batched figure with and without its one
 compilation), their ratio, the leapfrog steps per draw, the seconds per leapfrog
@@ -25,7 +26,7 @@ warm-up may find a larger step size).
 
 The address space is capped at ``--memory-limit-kb`` (default 16000000, as ``ulimit
 -v 16000000``) before JAX starts; 0 leaves it as it is.  JAX gets one CPU device per
-core (``numpyro.set_host_device_count``), as the ``classsize`` command gives it.
+core (importing :mod:`classsize.inference`), as the ``classsize`` command gives it.
 
     python bench/recover_bench.py --design small --models randomized structural
 """
@@ -78,16 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     cap = _cap_memory(args.memory_limit_kb)
-    import numpyro
-
-    numpyro.set_host_device_count(os.cpu_count() or 1)
-
+    import classsize.inference  # noqa: F401  (every core a JAX device, before JAX starts)
     import jax
     import numpy as np
+    import numpyro
 
-    from classsize.inference import recover as rc
+    from classsize.inference.analysis import get_analysis
     from classsize.inference.data import load_dataset
     from classsize.inference.fit import fit
+    from classsize.inference.sampling import ChainRunner
+    from classsize.inference.study import FIT_SEED_OFFSET, empty_school_counts
     from classsize.model import Config, simulate
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.datasets
     n_one = n if args.one_by_one is None else args.one_by_one
     seeds = [args.seed + k for k in range(n)]
-    fit_seeds = [s + rc.FIT_SEED_OFFSET for s in seeds]
+    fit_seeds = [s + FIT_SEED_OFFSET for s in seeds]
     iterations = args.warmup + args.samples
     print(f"Recovery benchmark: design {args.design!r} ({config.n_regular} + {config.n_experimental} students, "
           f"{config.n_schools} schools), {n} datasets, {args.chains} chains x ({args.warmup} + {args.samples})")
@@ -107,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     draws = draw_many(config, seeds)
     for model in args.models:
-        cohort = rc.COHORT[model]
-        obs = observed_from_draw(draws, config, cohort)
-        if model != "naive" and (rc.empty_school_counts(obs, config.n_schools) > 0).any():
+        analysis = get_analysis(model)
+        obs = observed_from_draw(draws, config, analysis.cohort)
+        if model != "naive" and (empty_school_counts(obs, config.n_schools) > 0).any():
             print(f"{model}: a dataset has a school without students; choose other seeds")
             continue
         print(f"== {model}")
@@ -131,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(first {one_seconds[0]:.1f} s, last {one_seconds[-1]:.1f} s) -> {60 / per_one:6.2f} fits/min")
         # -------------------------------------------------------------- batched
         for vec in args.vectorize:
-            fitter = rc.BatchedFitter(model, config, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                                      vectorize=vec)
-            out = fitter.run(obs, fit_seeds)
+            fitter = ChainRunner(args.chains, args.warmup, args.samples, vectorize=vec)
+            out = fitter.run(analysis.bind_many(config, obs), fit_seeds)
             total = fitter.compile_seconds + out.seconds
-            steps = out.num_steps.mean()
-            all_steps = out.num_steps.sum() + out.warmup_steps.sum()
+            num_steps, diverging = out.stats["n_steps"], out.stats["diverging"]
+            max_tree_depth = analysis.kernel_settings.get("max_tree_depth", 10)
+            steps = num_steps.mean()
+            all_steps = num_steps.sum() + out.warmup_steps.sum()
             per_step = out.seconds * fitter.n_devices / all_steps
             print(f"batched {vec:4s}: {n} fits, {out.seconds:7.1f} s run + {fitter.compile_seconds:5.1f} s compile "
                   f"-> {60 * n / total:6.2f} fits/min ({60 * n / out.seconds:.2f} without the compilation)")
@@ -144,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  speed-up over one by one: {per_one * n / total:.1f}x with the compilation, "
                       f"{per_one * n / out.seconds:.1f}x without")
             print(f"  leapfrog steps per draw {steps:.0f} (warm-up {out.warmup_steps.mean():.0f}); tree depth "
-                  f"saturated in {100 * np.mean(out.num_steps >= 2 ** fitter.max_tree_depth - 1):.0f}% of draws; "
-                  f"divergences {int(out.diverging.sum())}; {1e3 * per_step:.3f} ms per leapfrog step per device")
+                  f"saturated in {100 * np.mean(num_steps >= 2 ** max_tree_depth - 1):.0f}% of draws; "
+                  f"divergences {int(diverging.sum())}; {1e3 * per_step:.3f} ms per leapfrog step per device")
             lanes, its = 100 * 4, 2000
             projected = lanes * its * steps * per_step / fitter.n_devices + fitter.compile_seconds
             print(f"  projected 100-dataset SBC, 4 x (1000 + 1000): {projected / 60:.1f} min on "
