@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 
 _FLAG = "--xla_force_host_platform_device_count"
+#: Each device computes on its own thread: the devices already use the cores, and a
+#: lane's arithmetic then does not depend on how many devices share them.
+_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def device_count_wanted() -> int:
@@ -32,6 +35,8 @@ def use_all_cores() -> None:
     if _FLAG in flags and not os.environ.get("CLASSSIZE_DEVICES"):
         return
     flags = " ".join(f for f in flags.split() if not f.startswith(_FLAG))
+    if _SINGLE_THREAD.split("=")[0] not in flags:
+        flags = f"{flags} {_SINGLE_THREAD}"
     os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={device_count_wanted()}".strip()
 
 

@@ -1,16 +1,11 @@
 """The one fitting path: chains as lanes of one compiled program.
 
 A fit's draws depend on its seed only, not on how many JAX devices run the lanes:
-the same fit in processes with 1 and 2 devices must give identical draws (the
-check is exact, so it fails on any difference).  Every analysis runs through the
-same runner; the cheapest to compile (naive) stands for them here.
+the same fit run by one device or by two must give identical draws (the check is
+exact, so it fails on any difference).
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,29 +16,23 @@ from classsize.model import Config, simulate
 
 TINY = Config(n_regular=150, n_experimental=250, n_schools=3)
 
-_FIT = """
-import sys, numpy as np
-from classsize.inference.fit import fit
-import jax
-r = fit(sys.argv[1], "naive", chains=4, warmup=40, samples=30, seed=7, posterior_predictive=False)
-assert len(jax.devices()) == int(sys.argv[3]), jax.devices()
-np.save(sys.argv[2], np.stack([r.estimand_draws[k] for k in sorted(r.estimand_draws)]))
-"""
+def test_draws_do_not_depend_on_the_number_of_devices():
+    """One device running every lane, or two sharing them: the same draws, exactly."""
+    import jax
 
+    from classsize.model.simulate import draw_many
+    from classsize.model.tables import observed_from_draw
 
-def _fit_with_devices(data, out, devices: int) -> np.ndarray:
-    env = {**os.environ, "CLASSSIZE_DEVICES": str(devices)}
-    subprocess.run([sys.executable, "-c", _FIT, str(data), str(out), str(devices)], env=env, check=True,
-                   timeout=600)
-    return np.load(out)
-
-
-def test_draws_do_not_depend_on_the_number_of_devices(tmp_path):
-    simulate(TINY, 3).write(tmp_path / "data")
-    runs = {d: _fit_with_devices(tmp_path / "data", tmp_path / f"draws{d}.npy", d) for d in (1, 2)}
-    assert runs[1].shape == (2, 4, 30)
-    assert np.unique(runs[1][0]).size > 100  # real draws, not a constant
-    np.testing.assert_array_equal(runs[1], runs[2])
+    if len(jax.devices()) < 2:
+        pytest.skip("needs two JAX devices (two cores)")
+    analysis = get_analysis("randomized")
+    problem = analysis.bind_many(TINY, observed_from_draw(draw_many(TINY, [3]), TINY, analysis.cohort))
+    one, two = (ChainRunner(4, 40, 30, devices=jax.devices()[:k]).run(problem, [7]) for k in (1, 2))
+    name = "small_class_direct_effect"
+    assert one.sites[name].shape == (1, 4, 30)
+    assert np.unique(one.sites[name]).size > 60  # real draws, not a constant
+    for k in one.sites:
+        np.testing.assert_array_equal(one.sites[k], two.sites[k], err_msg=k)
 
 
 def test_chain_keys_are_those_of_numpyro_mcmc():
