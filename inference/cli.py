@@ -1,9 +1,9 @@
 """The ``classsize`` command line: every command and its parser.
 
 Every command turns bad input into one line on standard error naming the file, row,
-column or field, and exit status 2; nothing is written in that case.  No module of the
-package imports this one; it imports the rest lazily, inside the commands, so that
-``classsize --help`` starts quickly.  JAX is set up by importing
+column or field, and exit status 2; nothing is written in that case.  The commands import
+the rest of the package when they run, so that ``classsize --help`` builds the
+parser without the analyses, the sampler or the plots.  JAX is set up by importing
 :mod:`classsize.inference` (every core a device, the compilation cache on;
 :mod:`.runtime`).
 """

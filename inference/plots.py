@@ -3,12 +3,9 @@ figures of the recovery studies (:data:`STUDY_PLOTS`, one set per kind of study)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .study import StudyResult
 
 LABELS = {
     "small_class_direct_effect": "SMALL class, direct\n(MA held fixed)",
@@ -110,6 +107,7 @@ def save(ax, path) -> None:
 
 
 # ============================================================================ recovery studies
+# Each takes a finished study (:class:`~classsize.inference.study.StudyResult`) and returns a figure.
 def _panels(n: int, width: float, height: float, per_row: int | None = None):
     """A figure of ``n`` panels, at most ``per_row`` a row (default: one row), unused ones
     hidden; returns ``(fig, flat array of axes)``."""
@@ -133,7 +131,7 @@ def _verdict(ok) -> str:
     return "pass" if ok else "FAIL"
 
 
-def plot_ecdf_difference(result: StudyResult):
+def plot_ecdf_difference(result):
     """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
     simultaneous band (Säilynoja, Bürkner and Vehtari 2022) at the level the verdict uses."""
     from .calibration import ecdf_counts
@@ -159,7 +157,7 @@ def plot_ecdf_difference(result: StudyResult):
     return fig
 
 
-def plot_rank_histograms(result: StudyResult):
+def plot_rank_histograms(result):
     """Histograms of the ranks with the 99% pointwise binomial range of a bin's count."""
     from scipy import stats
 
@@ -185,7 +183,7 @@ def plot_rank_histograms(result: StudyResult):
     return fig
 
 
-def plot_coverage(result: StudyResult):
+def plot_coverage(result):
     """Observed coverage against the nominal level, with the Clopper-Pearson bands."""
     names = list(dict.fromkeys(result.summary["quantity"]))
     fig, axes = _panels(len(names), 3.4, 3.2)
@@ -206,7 +204,7 @@ def plot_coverage(result: StudyResult):
     return fig
 
 
-def plot_z_contraction(result: StudyResult):
+def plot_z_contraction(result):
     """Posterior z-score against posterior contraction, one point per dataset."""
     names = list(dict.fromkeys(result.table["quantity"]))
     fig, axes = _panels(len(names), 3.4, 3.2)
