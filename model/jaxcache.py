@@ -25,6 +25,11 @@ def cache_dir() -> Path:
     return base / "classsize" / "jax"
 
 
+def enabled_dir() -> Path | None:
+    """The cache folder when :func:`enable_compilation_cache` has turned it on, else None."""
+    return _enabled
+
+
 def enable_compilation_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache; return its folder (None when off).
 

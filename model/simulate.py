@@ -85,6 +85,65 @@ def _batched_sampler(config: Config):
     return jax.jit(jax.vmap(one))
 
 
+def _export_path(config: Config, batch: int) -> Path | None:
+    """Where the traced sampler of ``config`` for ``batch`` keys is stored, or None
+    when the compilation cache is off.  The name hashes everything the traced
+    program depends on: the sources of this package, the versions of JAX, jaxlib
+    and NumPyro, 64-bit mode, the configuration and the batch size."""
+    import hashlib
+
+    import jaxlib
+    import numpyro
+
+    from . import jaxcache
+
+    folder = jaxcache.enabled_dir()
+    if folder is None:
+        return None
+    h = hashlib.sha256()
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    key = keys_of([0])
+    h.update(json.dumps([jax.__version__, jaxlib.__version__, numpyro.__version__,
+                         bool(jax.config.jax_enable_x64), str(jax.config.jax_default_prng_impl),
+                         list(key.shape[1:]), str(key.dtype), config.to_dict(), int(batch)],
+                        sort_keys=True).encode())
+    return folder / "samplers" / f"{h.hexdigest()[:32]}.bin"
+
+
+@lru_cache(maxsize=16)
+def sampler(config: Config, batch: int):
+    """The batched sampler for ``batch`` keys: stacked PRNG keys -> dict of stacked draws.
+
+    With the compilation cache on (:mod:`classsize.model.jaxcache`), the traced
+    program is stored beside it (``jax.export``), so later processes skip tracing
+    the model: they load it and JAX's cache gives the compiled code.  The stored
+    program is the same computation, so the draws are the same bytes.  A damaged
+    file is stored again; any other problem falls back to tracing.
+    """
+    f = _batched_sampler(config)
+    try:
+        path = _export_path(config, batch)
+        if path is None:
+            return f
+        from jax import export
+
+        if path.exists():
+            try:
+                return jax.jit(export.deserialize(bytearray(path.read_bytes())).call)
+            except Exception:  # damaged: stored again below
+                path.unlink(missing_ok=True)
+        key = keys_of([0])
+        exported = export.export(f)(jax.ShapeDtypeStruct((batch, *key.shape[1:]), key.dtype))
+        blob = exported.serialize()
+        from .files import atomic_write
+
+        atomic_write(path, lambda p: p.write_bytes(blob))
+        return jax.jit(exported.call)  # the program later processes load, compiled once
+    except Exception:  # e.g. no flatbuffers, a read-only folder: trace as usual
+        return f
+
+
 @lru_cache(maxsize=1)
 def _keys_of_seeds():
     return jax.jit(jax.vmap(jax.random.PRNGKey))
@@ -97,7 +156,7 @@ def keys_of(seeds: Sequence[int]) -> jax.Array:
 
 def draw_many(config: Config, seeds: Sequence[int]) -> dict[str, np.ndarray]:
     """Forward draws of the model for each seed, stacked along a leading axis."""
-    out = _batched_sampler(config)(keys_of(seeds))
+    out = sampler(config, len(seeds))(keys_of(seeds))
     return {k: np.asarray(v) for k, v in jax.block_until_ready(out).items()}
 
 
@@ -136,7 +195,7 @@ def _start_batch(config: Config, seeds: Sequence[int], size: int):
     """Dispatch the draws of ``seeds``, padded to ``size`` seeds so that every batch of
     a run has one shape (one compilation); JAX computes them while the caller writes."""
     padded = list(seeds) + [int(seeds[-1])] * (size - len(seeds))
-    return _batched_sampler(config)(keys_of(padded))
+    return sampler(config, size)(keys_of(padded))
 
 
 def write_replicates(

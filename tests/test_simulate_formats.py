@@ -133,3 +133,33 @@ def test_cli_parquet_and_bad_replicate_exit_2(tmp_path, capsys):
     assert "Traceback" not in err and not (tmp_path / "fit").exists()
     assert main(args + ["--format", "parquet", "--engine", "notebook", "--out", str(tmp_path / "n")]) == 2
     assert "model engine only" in capsys.readouterr().err and not (tmp_path / "n").exists()
+
+
+def test_stored_sampler_gives_the_same_draws(tmp_path, monkeypatch):
+    """With the cache on, the traced sampler is stored (jax.export) and loaded by later
+    processes; its draws are the bytes of the traced one."""
+    import importlib
+
+    sim = importlib.import_module("classsize.model.simulate")  # (the package exports a function of that name)
+    from classsize.model import jaxcache
+
+    monkeypatch.setattr(jaxcache, "_enabled", tmp_path)
+    keys = keys_of([3, 4])
+    direct = sim._batched_sampler(SMALL)(keys)
+    sim.sampler.cache_clear()
+    try:
+        first = sim.sampler(SMALL, 2)(keys)  # traces, stores, runs the stored program
+        stored = list((tmp_path / "samplers").glob("*.bin"))
+        assert len(stored) == 1
+        sim.sampler.cache_clear()
+        loaded = sim.sampler(SMALL, 2)(keys)  # loads the stored program, as a new process does
+        for k in direct:
+            assert np.asarray(first[k]).tobytes() == np.asarray(direct[k]).tobytes(), k
+            assert np.asarray(loaded[k]).tobytes() == np.asarray(direct[k]).tobytes(), k
+        stored[0].write_bytes(b"not a program")  # a damaged file: stored again, same draws
+        sim.sampler.cache_clear()
+        again = sim.sampler(SMALL, 2)(keys)
+        assert np.asarray(again["test_score"]).tobytes() == np.asarray(direct["test_score"]).tobytes()
+        assert stored[0].read_bytes() != b"not a program"
+    finally:
+        sim.sampler.cache_clear()
