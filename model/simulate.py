@@ -223,6 +223,8 @@ def write_replicates(
 
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = max(1, min(batch_size, replicates))
