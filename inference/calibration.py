@@ -71,6 +71,9 @@ def sbc_rank(truth: float, draws: np.ndarray, n_rank_draws: int = RANK_DRAWS, rn
 
 @dataclass(frozen=True)
 class ChiSquare:
+    """Pearson's chi-square test of binned ranks: statistic, degrees of freedom,
+    p-value, and the observed and expected counts per bin."""
+
     statistic: float
     df: int
     p_value: float

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .outputs import UsageError, load_config, prepare_out_dir
 
+# the names cmd_simulate calls
 _load_config = load_config
 
 
