@@ -34,7 +34,7 @@ from classsize.model.files import atomic_write, atomic_write_text
 from .analysis import ANALYSES, Problem, get_analysis
 from .data import LoadedData, load_dataset
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, sampler_warnings  # noqa: F401
-from .sampling import ChainRunner, Draws
+from .sampling import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP, ChainRunner, Draws
 #: At most this many draws go into the stored log_likelihood and posterior_predictive.
 STORED_DRAWS = 500
 
@@ -167,9 +167,9 @@ def fit(
     data: LoadedData | str | Path,
     analysis: str = "structural",
     *,
-    chains: int = 4,
-    warmup: int = 1000,
-    samples: int = 1000,
+    chains: int = DEFAULT_CHAINS,
+    warmup: int = DEFAULT_WARMUP,
+    samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     ability: str | None = None,
     progress: bool | None = None,

@@ -31,6 +31,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .analysis import Problem
 
+#: Default chains, warm-up and kept draws of every fit.  The conditioned model samples
+#: coordinates the pilot has already centred and scaled, so 500 warm-up iterations
+#: adapt the step size and diagonal mass matrix as well as 1000 do (bench/README.md).
+DEFAULT_CHAINS, DEFAULT_WARMUP, DEFAULT_SAMPLES = 4, 500, 1000
+
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")
 
@@ -66,7 +71,8 @@ class ChainRunner:
     design keep one runner for all their batches.
     """
 
-    def __init__(self, chains: int = 4, warmup: int = 1000, samples: int = 1000, *, devices=None,
+    def __init__(self, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP, samples: int = DEFAULT_SAMPLES,
+                 *, devices=None,
                  vectorize: str = "map"):
         if vectorize not in ("map", "vmap"):
             raise ValueError(f"vectorize must be 'map' or 'vmap', got {vectorize!r}")

@@ -106,7 +106,7 @@ from .experiment import (
     small_probability,
     teacher_ma_probability,
 )
-from .pilot import SCORE_EFFECTS, Pilot, group_extreme, pilot_estimates, pinned, prior_variance
+from .pilot import SCORE_EFFECTS, Pilot, group_extreme, group_extremes, pilot_estimates, pinned, prior_variance
 
 #: Score weights sampled (if not pinned) as plain sites.
 SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")
@@ -242,8 +242,7 @@ def _width_and_levels(config: Config, priors, pilot: Pilot, residual, beta_a, un
         z = _standard("school_position")
     if uniform:
         r = residual()
-        lo = group_extreme(r, pilot.schools, largest=False, evaluate=residual)
-        hi = group_extreme(r, pilot.schools, largest=True, evaluate=residual)
+        lo, hi = group_extremes(r, pilot.schools, evaluate=residual)
         spread = hi - lo
         v = _standard("ability_uniform_width_excess")
         width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + pilot.width_unit * jnp.exp(v))

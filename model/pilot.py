@@ -81,18 +81,31 @@ def group_extreme(values, groups: Groups, largest: bool, evaluate=None):
     """The largest (or smallest) of ``values`` over each group; ``-inf`` (``+inf``) for
     an empty group.
 
-    The member attaining the extreme is found without gradient, and the extreme is
-    ``evaluate(members)`` (``values[members]`` by default) at those members only: its
-    derivative is that of the attaining member's value (the derivative of the
-    extreme wherever one member attains it), and a caller that can compute the value
-    of a few members directly keeps the derivative away from the whole array.
+    The member attaining the extreme is found without gradient (by two plain
+    reductions: the extreme, then the largest member index attaining it), and the
+    extreme is ``evaluate(members)`` (``values[members]`` by default) at those members
+    only: its derivative is that of the attaining member's value (the derivative of
+    the extreme wherever one member attains it), and a caller that can compute the
+    value of a few members directly keeps the derivative away from the whole array.
     """
-    fill = -jnp.inf if largest else jnp.inf
-    v = jnp.where(groups.valid, jax.lax.stop_gradient(values)[groups.members], fill)
-    pick = jnp.argmax(v, axis=-1) if largest else jnp.argmin(v, axis=-1)
-    who = jnp.take_along_axis(groups.members, pick[..., None], axis=-1)[..., 0]
-    value = values[who] if evaluate is None else evaluate(who)
-    return jnp.where(jnp.any(groups.valid, axis=-1), value, fill)
+    return group_extremes(values, groups, evaluate, which=(largest,))[0]
+
+
+def group_extremes(values, groups: Groups, evaluate=None, which=(False, True)):
+    """:func:`group_extreme` for each of ``which`` (False: smallest, True: largest),
+    sharing one gather of ``values``."""
+    v = jax.lax.stop_gradient(values)[groups.members]
+    nonempty = jnp.any(groups.valid, axis=-1)
+    out = []
+    for largest in which:
+        fill = -jnp.inf if largest else jnp.inf
+        masked = jnp.where(groups.valid, v, fill)
+        extreme = jnp.max(masked, axis=-1) if largest else jnp.min(masked, axis=-1)
+        who = jnp.max(jnp.where(masked == extreme[..., None], groups.members, -1), axis=-1)
+        who = jnp.maximum(who, 0)
+        value = values[who] if evaluate is None else evaluate(who)
+        out.append(jnp.where(nonempty, value, fill))
+    return out
 
 
 class Pilot(NamedTuple):
