@@ -4,8 +4,8 @@
     python bench/pymc_structural.py DATA_DIR --chains 4 --warmup 1000 --samples 1000   # JSON on stdout
     python bench/pymc_structural.py DATA_DIR ... --fresh-compiledir  # count a cold PyTensor compilation
 
-A port of the NumPyro conditioned model (``classsize.model.experiment._condition_on_data``,
-the model that ``classsize.inference.analysis.build_analysis(..., "structural")`` fits) to
+A port of the NumPyro conditioned model (``classsize.model.conditioned.condition_on_data``,
+the model of ``classsize.inference.analysis.get_analysis("structural").problem(data)``) to
 PyMC/PyTensor: the same density in the same coordinates, so that a comparison with
 ``classsize.inference.fit.fit(folder, "structural", ...)`` is one of samplers and
 implementations, not of parameterisations.
@@ -20,20 +20,26 @@ implementations, not of parameterisations.
   teacher MA Bernoulli, school Categorical).  Constants are kept, so the two log densities
   agree exactly, not only up to a constant (the check allows a constant anyway).
 * The pilot estimates (functions of the data alone) are computed by the project's own
-  ``_pilot_estimates``, called with the arguments ``_condition_on_data`` builds, then
-  passed to PyMC as numpy constants.  The check also confirms that they equal the pilot
-  the NumPyro model computes for itself.
+  ``classsize.model.pilot.pilot_estimates``, then passed to PyMC as numpy constants.  The
+  check also confirms that they equal the pilot the NumPyro problem carries in its inputs.
+* Group extremes (a school's highest and lowest residual, a race's lowest and highest
+  assignment term) are taken over the pilot's group layouts (``Pilot.schools``,
+  ``small_by_race``, ``large_by_race``) as a max/min over each row, padding replaced by
+  a -inf/+inf pad value: the same values as NumPyro's ``group_extreme``.
 * Estimands as ``pm.Deterministic``: ``small_class_direct_effect``, ``teacher_ma_effect``
   and ``small_class_total_effect = direct + teacher_ma_effect * (p_ma_small - p_ma_large)``
-  (``classsize.inference.analysis.structural_estimands``).
-* Initialisation matches NumPyro's: the NUTS kernel of ``recommended_kernel`` uses
+  (``ConditionedAnalysis.estimands`` of ``classsize.inference.analysis``).
+* Initialisation matches NumPyro's: the NUTS kernel of the analysis uses
   NumPyro's default ``init_to_uniform`` (every unconstrained coordinate uniform on
   (-2, 2), drawn per chain), so by default each PyMC chain starts at such a draw and NUTS
   is initialised with ``adapt_diag`` (diagonal mass-matrix adaptation, no extra jitter).
   ``--init pymc`` uses PyMC's default instead (zero point + ``jitter+adapt_diag``),
   ``--init zero`` starts every chain at the standardised coordinates' zero.
+* ``--sampler nutpie`` samples the same PyMC model with nutpie (numba backend) instead
+  of PyMC's NUTS (nutpie's own initialisation and mass-matrix adaptation).
 
-Needs PyMC (the project's ``bench`` extra), e.g. a virtual environment made with
+Chain lengths default to those of ``classsize.inference.fit.fit``.  Needs PyMC (and
+nutpie for ``--sampler nutpie``: the project's ``bench`` extra), e.g. a virtual environment made with
 ``pip install -e '.[bench]' -c constraints.txt``.  Run under ``ulimit -v``.
 """
 
@@ -67,30 +73,41 @@ def _pytensor():
     return pytensor
 
 
+def fit_defaults() -> dict:
+    """``chains``, ``warmup`` and ``samples`` as ``classsize.inference.fit.fit`` defaults them."""
+    import inspect
+
+    from classsize.inference.fit import fit
+
+    params = inspect.signature(fit).parameters
+    return {k: int(params[k].default) for k in ("chains", "warmup", "samples")}
+
+
 def load_structural(data, ability: str | None = None):
-    """``(loaded, analysis)``: the data (a folder or a ``LoadedData``) and the NumPyro structural
-    analysis, as ``classsize.inference.fit.fit`` builds them (``ability`` from dataset.json by default)."""
+    """``(loaded, problem)``: the data (a folder or a ``LoadedData``) and the NumPyro structural
+    problem, as ``classsize.inference.fit.fit`` builds them (``ability`` from dataset.json by default)."""
     _jax()
-    from classsize.inference.analysis import build_analysis
+    from classsize.inference.analysis import get_analysis
     from classsize.inference.data import LoadedData, load_dataset
 
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
-    return loaded, build_analysis("structural", loaded, ability=ability)
+    return loaded, get_analysis("structural").problem(loaded, ability)
 
 
 def pilot_estimates(config, priors, data, ability: str):
-    """The pilot of ``_condition_on_data`` (``experiment.pilot_estimates``), as numpy arrays.
+    """The pilot of ``condition_on_data`` (``classsize.model.pilot.pilot_estimates``), as numpy arrays.
 
     Returns ``(pilot, free)``, ``pilot`` with numpy arrays, ``free`` the indices of the free
-    score effects (in ``experiment._SCORE_EFFECTS``).
+    score effects (in ``SCORE_EFFECTS``).
     """
     jax = _jax()
-    from classsize.model import experiment as ex
+    from classsize.model.pilot import SCORE_EFFECTS, pinned
+    from classsize.model.pilot import pilot_estimates as numpyro_pilot
 
-    free = tuple(j for j, k in enumerate(ex._SCORE_EFFECTS) if not ex._pinned(priors[k]))
-    pilot = ex.pilot_estimates(config, priors, data, ability)
+    free = tuple(j for j, k in enumerate(SCORE_EFFECTS) if not pinned(priors[k]))
+    pilot = numpyro_pilot(config, priors, data, ability)
     return jax.tree.map(lambda a: np.asarray(a), pilot), free
 
 
@@ -170,14 +187,14 @@ def _transform(prior):
 
 
 def _centred(name, prior, loc, scale):
-    """Port of ``experiment._centred``: ``x = T(loc + scale * xi)`` with ``xi`` = flat site ``name_std``."""
+    """Port of ``conditioned._centred``: ``x = T(loc + scale * xi)`` with ``xi`` = flat site ``name_std``."""
     import pymc as pm
     import pytensor.tensor as pt
     import numpyro.distributions as dist
 
-    from classsize.model import experiment as ex
+    from classsize.model.pilot import pinned
 
-    if ex._pinned(prior):
+    if pinned(prior):
         return pt.as_tensor_variable(np.asarray(prior.v, dtype=float))
     shape = tuple(dist.biject_to(prior.support).inverse_shape(prior.shape()))
     forward, ladj = _transform(prior)
@@ -193,18 +210,13 @@ def _centred(name, prior, loc, scale):
     return value
 
 
-def _group_index(groups, mask, n_groups: int):
-    """``(n_groups, m)`` indices of the members of each group (``mask`` only), padded with ``n``
-    (the position of a pad value appended to the array).  Padding with a pad value rather than
-    a repeated member keeps the gradient of max/min exact (PyTensor's Max gradient goes to every
-    entry equal to the maximum)."""
-    n = len(groups)
-    rows = [np.flatnonzero((groups == g) & mask) for g in range(n_groups)]
-    m = max(1, max(len(r) for r in rows))
-    idx = np.full((n_groups, m), n, dtype=np.int64)
-    for g, r in enumerate(rows):
-        idx[g, : len(r)] = r
-    return idx, np.array([len(r) for r in rows])
+def _group_index(groups, n: int):
+    """The pilot's group layout (``Groups(members, valid)``, numpy) as ``(n_groups, width)``
+    indices with padding replaced by ``n`` (the position of a pad value appended to the array).
+    Padding with a pad value rather than a repeated member keeps the gradient of max/min exact
+    (PyTensor's Max gradient goes to every entry equal to the maximum)."""
+    idx = np.where(np.asarray(groups.valid, bool), np.asarray(groups.members, np.int64), n)
+    return idx, np.asarray(groups.valid, bool).sum(axis=1)
 
 
 def _segment_max(x, idx):
@@ -231,7 +243,7 @@ def build_pymc_model(data_dir, ability: str | None = None):
     (a folder, or a ``LoadedData`` from ``classsize.inference.data.load_dataset``).
 
     ``info`` holds ``students``, ``ability``, ``free_sites`` (the flat sites, NumPyro's names),
-    ``pilot`` (numpy), ``analysis`` (the NumPyro analysis) and ``build_seconds``.
+    ``pilot`` (numpy), ``problem`` (the NumPyro problem) and ``build_seconds``.
     """
     start = time.perf_counter()
     _pytensor()
@@ -239,16 +251,16 @@ def build_pymc_model(data_dir, ability: str | None = None):
     import pytensor.tensor as pt
     import numpyro.distributions as dist
 
-    from classsize.model import experiment as ex
+    from classsize.model.conditioned import P_FLOOR, SCORE_WEIGHTS
+    from classsize.model.pilot import SCORE_EFFECTS, pinned, prior_variance
 
-    loaded, analysis = load_structural(data_dir, ability)
-    config, priors, obs = analysis.args
-    ability = analysis.kwargs.get("ability", "uniform")
+    loaded, problem = load_structural(data_dir, ability)
+    config, priors, obs, ability = problem.config, problem.priors, problem.observed, problem.ability
     if ability not in ("uniform", "normal"):
         raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
     uniform = ability == "uniform"
-    for name in ex._SCORE_WEIGHTS:
-        if not ex._pinned(priors[name]):
+    for name in SCORE_WEIGHTS:
+        if not pinned(priors[name]):
             raise NotImplementedError(f"the port assumes {name} is pinned (a Delta prior), as default_priors has it")
     pilot, free = pilot_estimates(config, priors, obs, ability)
 
@@ -262,15 +274,16 @@ def build_pymc_model(data_dir, ability: str | None = None):
     is_exp = d["is_experimental"].astype(bool)
     student_ma = pilot.student_ma.astype(float)
     student_school = pilot.student_school.astype(np.int64)
-    constrained, has_constraint = pilot.constrained.astype(bool), pilot.has_constraint.astype(bool)
+    has_constraint, has_cap = pilot.has_constraint.astype(bool), pilot.has_cap.astype(bool)
     extra = d.get("extra_covariates") is not None and d["extra_covariates"].shape[-1] > 0
-    school_idx, school_count = _group_index(student_school, np.ones(n, bool), n_schools)
+    school_idx, school_count = _group_index(pilot.schools, n)
     if np.any(school_count == 0):
         raise ValueError("a school without students: the NumPyro model's density is not finite there")
-    race_idx, _ = _group_index(race, constrained, n_races)
+    small_idx, _ = _group_index(pilot.small_by_race, n)  # SMALL REGULAR students of each race
+    large_idx, _ = _group_index(pilot.large_by_race, n)  # LARGE REGULAR students of each race
     beta_a = float(priors["score_ability_weight"].v)
     beta_s = float(priors["score_school_weight"].v)
-    effect_priors = [priors[k] for k in ex._SCORE_EFFECTS]
+    effect_priors = [priors[k] for k in SCORE_EFFECTS]
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
 
@@ -286,7 +299,7 @@ def build_pymc_model(data_dir, ability: str | None = None):
 
         # ---- score effects, and r_i = U_i + b_k(i) in ability units
         effects = {}
-        for j, name in enumerate(ex._SCORE_EFFECTS):
+        for j, name in enumerate(SCORE_EFFECTS):
             loc, scale = (pilot.effects[free.index(j)], pilot.effect_scales[free.index(j)]) if j in free else (0.0, 1.0)
             effects[name] = _centred(name, effect_priors[j], loc, scale)
         covariate_term = 0.0
@@ -343,23 +356,20 @@ def build_pymc_model(data_dir, ability: str | None = None):
         p["regular_small_income"] = _centred("regular_small_income", slope_priors[0], coef[n_races], coef_scale[n_races])
         p["regular_small_ability"] = _centred("regular_small_ability", slope_priors[1], coef[n_races + 1],
                                               coef_scale[n_races + 1])
-        if ex._pinned(shift_prior):
+        if pinned(shift_prior):
             sv = np.asarray(shift_prior.v, dtype=float)
             alpha = _centred("regular_small_intercept", alpha_prior, np.mean(coef[:n_races] - sv),
                              np.sqrt(np.mean(coef_scale[:n_races] ** 2) / n_races))
             shift = pt.as_tensor_variable(sv)
         else:
-            alpha_sd = float(np.sqrt(np.asarray(ex._prior_variance(alpha_prior))))
+            alpha_sd = float(np.sqrt(np.asarray(prior_variance(alpha_prior))))
             alpha = _centred("regular_small_intercept", alpha_prior, np.mean(coef[:n_races]) * n_races / (n_races + 1.0),
                              (alpha_sd if alpha_sd > 0 else 1.0) / np.sqrt(n_races + 1.0))
             xi = pt.specify_shape(pm.Flat("regular_small_race_position", shape=(n_races,)), (n_races,))
             linear = p["regular_small_income"] * income + p["regular_small_ability"] * ability_uniform
-            lowest = pt.switch(has_constraint, _segment_min(linear, race_idx), 0.0)
+            lowest = pt.switch(has_constraint, _segment_min(linear, small_idx), 0.0)
             # the LARGE students of the REGULAR cohort bound the intercept from above (P(SMALL) < 1)
-            capped = ~is_exp & (small == 0)
-            cap_idx, cap_count = _group_index(race, capped, n_races)
-            has_cap = cap_count > 0
-            highest = pt.switch(has_cap, _segment_max(linear, cap_idx), 0.0)  # guards the -inf of races without any
+            highest = pt.switch(has_cap, _segment_max(linear, large_idx), 0.0)  # guards the -inf of races without any
             two_sided = has_constraint & has_cap
             floor = -lowest
             window = pt.switch(two_sided, pt.maximum(1.0 - highest - floor, 1e-9), 1.0)
@@ -393,7 +403,7 @@ def build_pymc_model(data_dir, ability: str | None = None):
             + p["regular_small_ability"] * ability_uniform
         )
         p_small = pt.clip(pt.switch(is_exp, p["experimental_p_small"], rule), 0.0, 1.0)
-        p_small = pt.clip(p_small, ex._P_FLOOR, 1.0 - ex._P_FLOOR)
+        p_small = pt.clip(p_small, P_FLOOR, 1.0 - P_FLOOR)
         pm.Potential("small_class", pt.sum(pt.switch(small == 1, pt.log(p_small), pt.log1p(-p_small))))
         if uniform:
             # Uniform(location, location + beta_a W).log_prob(y) = -log(beta_a W) for each student
@@ -426,14 +436,14 @@ def build_pymc_model(data_dir, ability: str | None = None):
         "ability": ability,
         "free_sites": [v.name for v in model.value_vars],
         "pilot": pilot,
-        "analysis": analysis,
+        "problem": problem,
         "build_seconds": time.perf_counter() - start,
     }
     return model, info
 
 
 # ------------------------------------------------------------------------ the check
-def _numpyro_site_names(analysis):
+def _numpyro_site_names(problem):
     """The sampled (non-observed) sites of the NumPyro model with their shapes."""
     import jax
     import numpyro
@@ -443,31 +453,30 @@ def _numpyro_site_names(analysis):
             return np.zeros(site["fn"].shape())
         return None
 
-    model = numpyro.handlers.substitute(numpyro.handlers.seed(analysis.model, jax.random.PRNGKey(0)), substitute_fn=zeros)
-    tr = numpyro.handlers.trace(model).get_trace(*analysis.args, **analysis.kwargs)
+    model = numpyro.handlers.substitute(numpyro.handlers.seed(problem.model, jax.random.PRNGKey(0)), substitute_fn=zeros)
+    tr = numpyro.handlers.trace(model).get_trace(**problem.inputs)
     return {k: tuple(np.shape(s["value"])) for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
 
 
 def check_log_density(data_dir, n_points: int = 5, seed: int = 0, ability: str | None = None,
-                      rtol: float = 1e-6, radius: float = 2.0) -> bool:
+                      rtol: float = 1e-9, radius: float = 2.0) -> bool:
     """Compare the PyMC model's log density and gradient with NumPyro's at random points.
 
+    NumPyro's side is ``numpyro.infer.util.log_density(problem.model, (), problem.inputs, point)``.
     Points: the zero point and ``n_points - 1`` draws uniform on (-radius, radius) in every
     coordinate (NumPyro's ``init_to_uniform`` region).  Passes when the log densities differ by
     the same constant at every point (to ``rtol`` relative to the log density), the gradients
     agree (to ``rtol`` relative to their size), the estimands agree, and the pilot the PyMC
-    model was built from equals the one the NumPyro model computes.  Prints a table.
+    model was built from equals the one the NumPyro problem carries.  Prints a table.
     """
     jax = _jax()
     import jax.numpy as jnp
     from numpyro.infer.util import log_density
 
-    from classsize.model import experiment as ex
-
     model, info = build_pymc_model(data_dir, ability)
-    analysis = info["analysis"]
+    problem = info["problem"]
     names = info["free_sites"]
-    sites = _numpyro_site_names(analysis)
+    sites = _numpyro_site_names(problem)
     ok = True
     if set(sites) != set(names):
         print(f"site mismatch: NumPyro {sorted(sites)}, PyMC {sorted(names)}")
@@ -478,32 +487,18 @@ def check_log_density(data_dir, n_points: int = 5, seed: int = 0, ability: str |
             print(f"shape mismatch at {k}: NumPyro {sites[k]}, PyMC {shapes[k]}")
             return False
 
-    # the pilot the NumPyro model computes for itself
-    recorded = []
-    original = ex._pilot_estimates
-
-    def recorder(*a, **k):
-        out = original(*a, **k)
-        recorded.append(jax.tree.map(np.asarray, out))
-        return out
-
-    ex._pilot_estimates = recorder
-    try:
-        def nlogp(params):
-            lp, tr = log_density(analysis.model, analysis.args, analysis.kwargs, params)
-            det = {k: tr[k]["value"] for k in ("small_class_direct_effect", "teacher_ma_effect", "p_ma_small", "p_ma_large")}
-            return lp, det
-
-        value_and_grad = jax.jit(jax.value_and_grad(nlogp, has_aux=True))
-        zero = {k: jnp.zeros(sites[k]) for k in names}
-        value_and_grad(zero)  # compiles (and records the pilot once)
-    finally:
-        ex._pilot_estimates = original
-    same_pilot = bool(recorded) and all(
-        np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
-        for a, b in zip(jax.tree.leaves(recorded[0]), jax.tree.leaves(info["pilot"])))
-    print(f"pilot identical to the NumPyro model's own: {same_pilot}")
+    numpyro_pilot = jax.tree.leaves(jax.tree.map(np.asarray, problem.inputs["pilot"]))
+    same_pilot = all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+                     for a, b in zip(numpyro_pilot, jax.tree.leaves(info["pilot"])))
+    print(f"pilot identical to the NumPyro problem's: {same_pilot}")
     ok &= same_pilot
+
+    def logp(params):
+        lp, tr = log_density(problem.model, (), problem.inputs, params)
+        det = {k: tr[k]["value"] for k in ("small_class_direct_effect", "teacher_ma_effect", "p_ma_small", "p_ma_large")}
+        return lp, det
+
+    value_and_grad = jax.jit(jax.value_and_grad(logp, has_aux=True))
 
     logp_fn = model.compile_logp()
     dlogp_fn = model.compile_dlogp()
@@ -576,8 +571,9 @@ def initial_values(model, chains: int, seed: int, init: str = "numpyro", radius:
     return out
 
 
-def fit_pymc(data_dir, chains: int = 4, warmup: int = 1000, samples: int = 1000, seed: int = 0, cores: int = 2,
-             init: str = "numpyro", ability: str | None = None) -> dict:
+def fit_pymc(data_dir, chains: int | None = None, warmup: int | None = None, samples: int | None = None,
+             seed: int = 0, cores: int = 2, init: str = "numpyro", ability: str | None = None,
+             sampler: str = "pymc") -> dict:
     """Fit the PyMC port with PyMC's NUTS; the figures ``bench/fit_bench.py`` reports for NumPyro.
 
     ``fit_seconds``: wall time from the start of the model build (the pilot, the graph) to
@@ -593,12 +589,17 @@ def fit_pymc(data_dir, chains: int = 4, warmup: int = 1000, samples: int = 1000,
     ``init``: ``"numpyro"`` (default: each chain starts uniform on (-2, 2) in every
     coordinate, NumPyro's ``init_to_uniform``, with ``adapt_diag``), ``"zero"`` (every
     chain at zero, ``adapt_diag``), ``"pymc"`` (PyMC's default: zero + ``jitter+adapt_diag``).
+    ``sampler="nutpie"``: nutpie (numba backend, its own initialisation) samples the same model;
+    ``compile_seconds`` is then ``nutpie.compile_pymc_model``.  Chain lengths default to ``fit``'s.
     """
+    defaults = fit_defaults()
+    chains = defaults["chains"] if chains is None else chains
+    warmup = defaults["warmup"] if warmup is None else warmup
+    samples = defaults["samples"] if samples is None else samples
     import arviz as az
 
     _pytensor()
-    import pymc as pm
-    from pymc.util import get_random_generator
+    import pymc  # noqa: F401  (imported before the clock starts)
 
     from classsize.inference.data import load_dataset
 
@@ -608,23 +609,21 @@ def fit_pymc(data_dir, chains: int = 4, warmup: int = 1000, samples: int = 1000,
     start = time.perf_counter()
     model, info = build_pymc_model(loaded, ability)
     built = time.perf_counter()
-    # the seeds pm.sample derives from random_seed, so that init_nuts + pm.sample(step=...) is
-    # pm.sample(init=..., initvals=..., random_seed=seed)
-    rngs = get_random_generator(seed).spawn(chains)
-    seeds = [int(rng.integers(2**30)) for rng in rngs]
     if init == "pymc":
         nuts_init, initvals = "jitter+adapt_diag", None
     elif init in ("numpyro", "zero"):
         nuts_init, initvals = "adapt_diag", initial_values(model, chains, seed, init)
     else:
         raise ValueError(f"init must be 'numpyro', 'zero' or 'pymc', got {init!r}")
-    with model, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*os.fork\\(\\) was called.*")
-        initial_points, step = pm.init_nuts(init=nuts_init, chains=chains, model=model, random_seed=seeds,
-                                            initvals=initvals, progressbar=False, target_accept=0.8)
+    if sampler == "nutpie":
+        import nutpie
+
+        compiled_model = nutpie.compile_pymc_model(model)
         compiled = time.perf_counter()
-        idata = pm.sample(draws=samples, tune=warmup, chains=chains, cores=cores, random_seed=seed, step=step,
-                          initvals=initial_points, progressbar=False, compute_convergence_checks=False)
+        idata = nutpie.sample(compiled_model, draws=samples, tune=warmup, chains=chains, cores=cores, seed=seed,
+                              progress_bar=False)
+    else:
+        compiled, idata = _pymc_sample(model, chains, warmup, samples, seed, cores, nuts_init, initvals)
     done = time.perf_counter()
     seconds = done - start
     post = idata.posterior
@@ -635,7 +634,7 @@ def fit_pymc(data_dir, chains: int = 4, warmup: int = 1000, samples: int = 1000,
     stats = idata.sample_stats
     rss = _peak_rss_mb()
     out = {
-        "model": "structural (PyMC)",
+        "model": "structural (PyMC)" if sampler == "pymc" else "structural (PyMC model, nutpie)",
         "students": info["students"],
         "chains": chains,
         "warmup": warmup,
@@ -654,9 +653,10 @@ def fit_pymc(data_dir, chains: int = 4, warmup: int = 1000, samples: int = 1000,
         "mean": {k: float(post[k].values.mean()) for k in ESTIMANDS},
         "sd": {k: float(post[k].values.std(ddof=1)) for k in ESTIMANDS},
         "mean_leapfrog_steps": float(np.asarray(stats["n_steps"]).mean()),
-        "max_tree_depth_draws": int(np.sum(np.asarray(stats["reached_max_treedepth"]))),
+        "max_tree_depth_draws": int(np.sum(np.asarray(stats[_first(stats, "reached_max_treedepth", "maxdepth_reached")]))),
         "step_size": [float(x) for x in np.asarray(stats["step_size"])[:, -1]],
-        "init": init,
+        "sampler": sampler,
+        "init": init if sampler == "pymc" else "nutpie",
         "cores": cores,
         "peak_rss_mb": rss["self"] + rss["children"],
         "peak_rss_self_mb": rss["self"],
@@ -666,10 +666,39 @@ def fit_pymc(data_dir, chains: int = 4, warmup: int = 1000, samples: int = 1000,
     return out
 
 
+def _pymc_sample(model, chains, warmup, samples, seed, cores, nuts_init, initvals):
+    """``(time compiled, idata)``: PyMC's NUTS, each chain started at ``initvals``."""
+    import pymc as pm
+    from pymc.util import get_random_generator
+
+    # the seeds pm.sample derives from random_seed, so that init_nuts + pm.sample(step=...) is
+    # pm.sample(init=..., initvals=..., random_seed=seed)
+    seeds = [int(rng.integers(2**30)) for rng in get_random_generator(seed).spawn(chains)]
+    with model, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*os.fork\\(\\) was called.*")
+        initial_points, step = pm.init_nuts(init=nuts_init, chains=chains, model=model, random_seed=seeds,
+                                            initvals=initvals, progressbar=False, target_accept=0.8)
+        compiled = time.perf_counter()
+        idata = pm.sample(draws=samples, tune=warmup, chains=chains, cores=cores, random_seed=seed, step=step,
+                          initvals=initial_points, progressbar=False, compute_convergence_checks=False)
+    return compiled, idata
+
+
+def _first(stats, *names):
+    return next(n for n in names if n in stats)
+
+
 def _versions() -> dict:
     import importlib.metadata as md
 
-    return {k: md.version(k) for k in ("pymc", "pytensor", "numpyro", "jax", "arviz", "numpy")}
+    names = ("pymc", "pytensor", "nutpie", "numpyro", "jax", "arviz", "numpy")
+    out = {}
+    for k in names:
+        try:
+            out[k] = md.version(k)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 def main(argv=None) -> int:
@@ -678,12 +707,14 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="compare log densities with NumPyro and exit 0/1")
     p.add_argument("--points", type=int, default=5, help="--check: number of points (the first is zero)")
     p.add_argument("--radius", type=float, default=2.0, help="--check: points uniform on (-radius, radius)")
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--rtol", type=float, default=1e-9, help="--check: relative tolerance")
+    p.add_argument("--chains", type=int, default=None, help="default: classsize.inference.fit.fit's")
+    p.add_argument("--warmup", type=int, default=None, help="default: fit's")
+    p.add_argument("--samples", type=int, default=None, help="default: fit's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--init", choices=["numpyro", "zero", "pymc"], default="numpyro")
+    p.add_argument("--sampler", choices=["pymc", "nutpie"], default="pymc")
     p.add_argument("--ability", choices=["uniform", "normal"], default=None)
     p.add_argument("--fresh-compiledir", action="store_true",
                    help="compile into a new, empty PyTensor compile directory (a cold compilation)")
@@ -692,8 +723,6 @@ def main(argv=None) -> int:
     if a.fresh_compiledir:
         if "pytensor" in sys.modules:
             raise RuntimeError("--fresh-compiledir must be set before PyTensor is imported")
-        import tempfile
-
         import atexit
         import shutil
         import tempfile
@@ -708,11 +737,12 @@ def main(argv=None) -> int:
 
 def _run(a, fresh) -> int:
     if a.check:
-        ok = check_log_density(a.data_dir, n_points=a.points, seed=a.seed, ability=a.ability, radius=a.radius)
+        ok = check_log_density(a.data_dir, n_points=a.points, seed=a.seed, ability=a.ability, radius=a.radius,
+                               rtol=a.rtol)
         print(json.dumps({"check": ok}))
         return 0 if ok else 1
     result = fit_pymc(a.data_dir, chains=a.chains, warmup=a.warmup, samples=a.samples, seed=a.seed,
-                      cores=a.cores, init=a.init, ability=a.ability)
+                      cores=a.cores, init=a.init, ability=a.ability, sampler=a.sampler)
     result["fresh_compiledir"] = fresh is not None
     print(json.dumps(result))
     return 0
