@@ -173,7 +173,12 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown models {sorted(unknown)}; choose from {', '.join(ALL_MODELS)}")
     lengths = cli_defaults()
+    sys.path.insert(0, str(HERE))
+    from pymc_structural import fit_defaults
+
     print(f"chain lengths (classsize fit's defaults): {lengths}; {os.cpu_count()} cores", flush=True)
+    if fit_defaults() != lengths:
+        print(f"note: classsize.inference.fit.fit() defaults to {fit_defaults()}; the command's are used", flush=True)
     with tempfile.TemporaryDirectory(prefix="fit-bench-") as tmp:
         work = Path(tmp)
         data = a.data
