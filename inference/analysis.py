@@ -237,12 +237,17 @@ class ConditionedAnalysis(Analysis):
         lo, hi = np.log(config.income_min), np.log(config.income_max)
         income = np.exp(lo + np.asarray(obs.income_scaled) * (hi - lo))
         covariates = None if obs.extra_covariates is None else jnp.asarray(np.asarray(obs.extra_covariates)[order])
-        model = handlers.condition(class_size_experiment, {"race": jnp.asarray(np.asarray(obs.race)[order]),
-                                                           "family_income": jnp.asarray(income[order])})
         names = [n for n in PARAMETERS + ("school_effect", "extra_covariate_weights") if n in draws]
-        predictive = Predictive(model, posterior_samples={n: jnp.asarray(draws[n]) for n in names},
-                                return_sites=["small_class", "test_score"], parallel=True)
-        out = predictive(key, config, problem.priors, ability=problem.ability, covariates=covariates)
+
+        @jax.jit
+        def forward(key, samples, race, income, covariates):
+            model = handlers.condition(class_size_experiment, {"race": race, "family_income": income})
+            predictive = Predictive(model, posterior_samples=samples, return_sites=["small_class", "test_score"],
+                                    parallel=True)
+            return predictive(key, config, problem.priors, ability=problem.ability, covariates=covariates)
+
+        out = forward(key, {n: jnp.asarray(draws[n]) for n in names}, jnp.asarray(np.asarray(obs.race)[order]),
+                      jnp.asarray(income[order]), covariates)
         back = np.argsort(order)
         return {"test_score": np.asarray(out["test_score"])[:, back].astype(np.float32),
                 "small_class": np.asarray(out["small_class"])[:, back].astype(np.int8)}
@@ -338,9 +343,14 @@ class RegressionAnalysis(Analysis):
 
         inputs = {**problem.inputs, "test_score": None}
         names = [n for n in draws if n != "test_score"]
-        predictive = Predictive(self.model_function(problem), posterior_samples={n: jnp.asarray(draws[n]) for n in names},
-                                return_sites=["test_score"], parallel=True)
-        score = np.asarray(predictive(key, **inputs)["test_score"], dtype=np.float32)
+
+        @jax.jit
+        def forward(key, samples, inputs):
+            predictive = Predictive(self.model_function(problem), posterior_samples=samples,
+                                    return_sites=["test_score"], parallel=True)
+            return predictive(key, **inputs)["test_score"]
+
+        score = np.asarray(forward(key, {n: jnp.asarray(draws[n]) for n in names}, inputs), dtype=np.float32)
         small = np.broadcast_to(np.asarray(problem.observed.small_class, np.int8), score.shape)
         return {"test_score": score, "small_class": small}
 

@@ -37,6 +37,13 @@ from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, sampler_warnings  
 from .sampling import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP, ChainRunner, Draws
 #: At most this many draws go into the stored log_likelihood and posterior_predictive.
 STORED_DRAWS = 500
+#: ... and at most this many values per pointwise array (draws x students), which
+#: bounds their memory on large datasets.
+STORED_VALUES = 20_000_000
+#: The observed sites whose log densities add up to a student's pointwise log likelihood:
+#: the joint of her class size and score given the parameters (the naive regression
+#: models the score alone).
+POINTWISE_SITES = ("small_class", "test_score")
 
 
 @dataclass
@@ -226,7 +233,8 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
 def inference_data(problem: Problem, sites, stats, estimands, posterior_predictive: bool, seed: int):
     """ArviZ InferenceData of one fit: posterior (the model's parameters and the
     estimands), unconstrained_posterior (the sampler's coordinates), sample_stats,
-    log_likelihood and posterior_predictive (at most :data:`STORED_DRAWS` draws),
+    log_likelihood and posterior_predictive (at most :data:`STORED_DRAWS` draws, and at
+    most :data:`STORED_VALUES` values per array),
     observed_data."""
     import arviz as az
     import jax
@@ -236,10 +244,14 @@ def inference_data(problem: Problem, sites, stats, estimands, posterior_predicti
     coordinates = {k: v for k, v in sites.items() if k.endswith(SAMPLER_COORDINATES)}
     posterior = {k: v for k, v in sites.items() if k not in coordinates}
     posterior.update(estimands)
-    step = max(1, (chains * draws) // STORED_DRAWS)
+    keep = max(1, min(STORED_DRAWS, STORED_VALUES // max(problem.n_students, 1)))
+    step = max(1, (chains * draws) // keep)
     flat = {k: v.reshape((chains * draws,) + v.shape[2:])[::step] for k, v in sites.items()}
-    ll = log_likelihood(problem.model, flat, **problem.inputs)
-    ll = {k: np.asarray(v, dtype=np.float32)[None] for k, v in ll.items()}
+    def pointwise(draws, inputs):
+        sites = log_likelihood(problem.model, draws, **inputs)
+        return sum(sites[k] for k in POINTWISE_SITES if k in sites)
+
+    ll = {"class_size_and_score": np.asarray(jax.jit(pointwise)(flat, problem.inputs), dtype=np.float32)[None]}
     sample_stats = dict(stats)
     sample_stats["tree_depth"] = np.ceil(np.log2(np.asarray(stats["n_steps"]) + 1.0)).astype(np.int64)
     observed = {"test_score": np.asarray(problem.observed.test_score),
@@ -252,6 +264,7 @@ def inference_data(problem: Problem, sites, stats, estimands, posterior_predicti
     idata = az.from_dict(
         **groups,
         dims={"test_score": ["student"], "small_class": ["student"], "is_experimental": ["student"],
+              "class_size_and_score": ["student"],
               "school_effect": ["school"], "race_probs": ["race"],
               "regular_small_race_shift": ["race"]},
         attrs={"analysis": problem.name, "description": problem.analysis.description,
@@ -260,50 +273,3 @@ def inference_data(problem: Problem, sites, stats, estimands, posterior_predicti
     if coordinates:
         idata.add_groups({"unconstrained_posterior": az.convert_to_dataset(coordinates)})
     return idata
-
-
-# --------------------------------------------------------------------------- CLI
-def _add_sampler_args(p) -> None:
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ability", choices=["uniform", "normal"], default=None,
-                   help="distribution of ability's unobserved part in the structural/randomized models "
-                        "(default: the data folder's dataset.json, else uniform)")
-    p.add_argument("--strict", action="store_true", help="exit 1 on divergences, R-hat > 1.01 or ESS < 400")
-    p.add_argument("--force", action="store_true", help="write into a non-empty RUN_DIR")
-
-
-def _check_sampler_args(args) -> None:
-    from .cli import UsageError
-
-    for name in ("chains", "warmup", "samples"):
-        v = getattr(args, name)
-        if v < (1 if name != "warmup" else 0):
-            raise UsageError(f"--{name} must be >= {1 if name != 'warmup' else 0}, got {v}")
-
-
-def cmd_fit(args) -> int:
-    from .cli import _prepare_out_dir
-
-    _check_sampler_args(args)
-    loaded = load_dataset(args.data_dir)
-    out = _prepare_out_dir(args.out, args.force, [])
-    result = fit(loaded, args.model, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                 seed=args.seed, ability=args.ability)
-    result.write(out)
-    print(result.table())
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"wrote {out / 'posterior.nc'} and {out / 'summary.json'}")
-    return 1 if (args.strict and result.warnings) else 0
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("fit", help="fit an analysis model to a data folder")
-    p.add_argument("data_dir")
-    p.add_argument("--model", choices=list(ANALYSES), default="structural")
-    p.add_argument("--out", required=True, help="run folder for posterior.nc and summary.json")
-    _add_sampler_args(p)
-    p.set_defaults(func=cmd_fit)

@@ -11,6 +11,8 @@ turns on the persistent compilation cache (:mod:`classsize.model.jaxcache`).
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 _FLAG = "--xla_force_host_platform_device_count"
 #: Each device computes on its own thread: the devices already use the cores, and a
@@ -40,9 +42,27 @@ def use_all_cores() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={device_count_wanted()}".strip()
 
 
-def configure() -> None:
-    """Both settings of this module (called when :mod:`classsize.inference` is imported)."""
-    use_all_cores()
-    from classsize.model.jaxcache import enable_compilation_cache
+def cache_folder() -> Path:
+    """The compilation cache's folder, by the rules of :mod:`classsize.model.jaxcache`."""
+    env = os.environ.get("CLASSSIZE_CACHE_DIR")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return Path(env).expanduser() if env else base / "classsize" / "jax"
 
-    enable_compilation_cache()
+
+def configure() -> None:
+    """Both settings of this module (called when :mod:`classsize.inference` is imported).
+
+    Before JAX is imported the cache is set through JAX's environment variables, so
+    that importing the package (and ``classsize --help``) does not load JAX.
+    """
+    use_all_cores()
+    if os.environ.get("CLASSSIZE_NO_CACHE") == "1":
+        return
+    if "jax" in sys.modules:
+        from classsize.model.jaxcache import enable_compilation_cache
+
+        enable_compilation_cache()
+        return
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_folder()))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
