@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .outputs import UsageError, load_config, prepare_out_dir
+from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 # the names cmd_simulate calls
 _load_config = load_config
@@ -175,9 +176,9 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--chains", type=int, default=DEFAULT_CHAINS, help="chains, run side by side on the cores")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up (adaptation) iterations per chain")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="kept draws per chain")
     p.add_argument("--seed", type=int, default=0, help=seed_help)
 
 

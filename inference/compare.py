@@ -11,6 +11,7 @@ from .analysis import ANALYSES
 from .data import load_dataset
 from .fit import FitResult, fit
 from .plots import forest, ppc_plot, save
+from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 
 def comparison_table(results: dict[str, FitResult]):
@@ -24,7 +25,7 @@ def comparison_table(results: dict[str, FitResult]):
     return pd.concat(frames, ignore_index=True)
 
 
-def compare_models(data_dir, out_dir, *, chains=4, warmup=1000, samples=1000, seed=0, ability=None,
+def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP, samples=DEFAULT_SAMPLES, seed=0, ability=None,
                    quick=False, strict=False, models=ANALYSES) -> int:
     """Fit every analysis, write each run, the table (CSV) and the forest plot (PNG)."""
     if quick:

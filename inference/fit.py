@@ -34,7 +34,8 @@ from classsize.model.files import atomic_write, atomic_write_text
 from .analysis import ANALYSES, Problem, get_analysis
 from .data import LoadedData, load_dataset
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, sampler_warnings  # noqa: F401
-from .sampling import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP, ChainRunner, Draws
+from .sampling import ChainRunner, Draws
+from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 #: At most this many draws go into the stored log_likelihood and posterior_predictive.
 STORED_DRAWS = 500
 #: ... and at most this many values per pointwise array (draws x students), which

@@ -30,11 +30,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .analysis import Problem
-
-#: Default chains, warm-up and kept draws of every fit.  The conditioned model samples
-#: coordinates the pilot has already centred and scaled, so 500 warm-up iterations
-#: adapt the step size and diagonal mass matrix as well as 1000 do (bench/README.md).
-DEFAULT_CHAINS, DEFAULT_WARMUP, DEFAULT_SAMPLES = 4, 500, 1000
+from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")

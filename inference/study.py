@@ -74,6 +74,7 @@ from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
 from .outputs import write_together
 from .sampling import ChainRunner
+from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from .verdicts import coverage_verdict, sbc_verdict
 
 #: Dataset k is fitted with PRNGKey(seed + k + FIT_SEED_OFFSET): a key apart from the simulation's.
@@ -230,7 +231,8 @@ def chain_runner(chains: int, warmup: int, samples: int) -> ChainRunner:
 
 
 def run_study(model: str = "structural", n_datasets: int = 100, *, config: Config = Config(),
-              from_prior: bool = False, seed: int = 0, chains: int = 4, warmup: int = 1000, samples: int = 1000,
+              from_prior: bool = False, seed: int = 0, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP,
+              samples: int = DEFAULT_SAMPLES,
               batch_size: int | None = None, rank_draws: int = RANK_DRAWS,
               progress: bool | None = None) -> StudyResult:
     """Simulate ``n_datasets`` datasets, fit each with the analysis ``model`` and check
