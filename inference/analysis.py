@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
@@ -108,8 +109,9 @@ class Analysis:
     def check(self, data: LoadedData) -> None:
         """Raise :class:`DataError` (one line) when ``data`` cannot support the analysis."""
         if self.cohort is not None and not (data.students["cohort"] == self.cohort).any():
-            raise DataError(f"{data.source}: the {self.name} analysis needs {self.cohort} students; "
-                            f"the data have none")
+            raise DataError(Path(data.source) / "students.csv",
+                            f"the {self.name} analysis needs {self.cohort} students; the data have none",
+                            column="cohort")
 
     def fit_config(self, data: LoadedData) -> Config:
         """The design a fit needs: the data's schools and race coding; income units of the notebook."""

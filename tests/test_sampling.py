@@ -65,3 +65,15 @@ def test_a_batch_maps_back_to_its_datasets(tmp_path):
 def test_runner_refuses_an_unknown_vectorisation():
     with pytest.raises(ValueError, match="vectorize"):
         ChainRunner(vectorize="threads")
+
+
+def test_an_analysis_the_data_cannot_support_is_one_line_and_exit_2(tmp_path, capsys):
+    """The randomized analysis of a folder without EXPERIMENTAL students: no traceback."""
+    from classsize.inference.cli import main
+
+    simulate(Config(n_regular=200, n_experimental=0, n_schools=2), 1).write(tmp_path / "data")
+    code = main(["fit", str(tmp_path / "data"), "--model", "randomized", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "needs EXPERIMENTAL students" in err and "students.csv" in err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,60 @@
+"""Cost of one value-and-gradient of the structural analysis's potential energy.
+
+The notebook's seed-100 tables (6,000 students) by default, or ``--data DIR``.  The
+potential is jitted with the data as arguments (as the sampler sees it), each figure
+the best of 7 rounds of 200 calls, as CPU time of this process on one thread (so it is
+little affected by other work on the machine), with wall time beside it.  Usage::
+
+    python bench/gradient_bench.py [--data DIR] [--analysis structural]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("CLASSSIZE_DEVICES", "1")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--analysis", default="structural")
+    args = ap.parse_args()
+    import jax
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    from classsize.inference.analysis import build_analysis
+    from classsize.inference.data import load_dataset
+    from classsize.model import Config
+    from classsize.model.notebook import simulate_notebook
+
+    data = args.data
+    if data is None:
+        data = tempfile.mkdtemp(prefix="classsize-gradient-")
+        simulate_notebook(Config(), 100).write(data)
+    problem = build_analysis(args.analysis, load_dataset(data))
+    z = initialize_model(jax.random.PRNGKey(0), problem.model, model_kwargs=problem.inputs).param_info.z
+    flat, unravel = jax.flatten_util.ravel_pytree(z)
+
+    def potential(x, inputs):
+        return potential_energy(problem.model, (), inputs, unravel(x))
+
+    for name, f in (("value", jax.jit(potential)), ("value and gradient", jax.jit(jax.value_and_grad(potential)))):
+        jax.block_until_ready(f(flat, problem.inputs))
+        wall = cpu = float("inf")
+        for _ in range(7):
+            t, c = time.perf_counter(), time.process_time()
+            for i in range(200):
+                out = f(flat + 1e-9 * i, problem.inputs)
+            jax.block_until_ready(out)
+            wall = min(wall, (time.perf_counter() - t) / 200)
+            cpu = min(cpu, (time.process_time() - c) / 200)
+        print(f"{args.analysis}, {problem.n_students} students, {flat.size} coordinates: {name}: "
+              f"{1e3 * cpu:.3f} ms CPU, {1e3 * wall:.3f} ms wall per call")
+
+
+if __name__ == "__main__":
+    main()
