@@ -63,6 +63,9 @@ def configure() -> None:
 
         enable_compilation_cache()
         return
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_folder()))
+    if os.environ.get("CLASSSIZE_CACHE_DIR"):  # the user's choice wins over an inherited setting
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache_folder())
+    else:
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_folder()))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
