@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from classsize.model.files import atomic_write, atomic_write_text
 
-from .analysis import ANALYSES, Problem, get_analysis
+from .analysis import Problem, get_analysis
 from .data import LoadedData, load_dataset
-from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, sampler_warnings  # noqa: F401
+from .diagnostics import fit_diagnostics, sampler_warnings
 from .sampling import ChainRunner, Draws
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 #: At most this many draws go into the stored log_likelihood and posterior_predictive.

@@ -8,8 +8,6 @@ observed one.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
 

@@ -99,7 +99,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .config import Config
-from .experiment import (
+from .pieces import (
     PARAMETERS,
     Observed,
     sample_parameters,

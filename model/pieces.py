@@ -1,0 +1,204 @@
+r"""The pieces of the class-size process that the forward model
+(:mod:`classsize.model.experiment`) and the conditioned density
+(:mod:`classsize.model.conditioned`) share: the structural parameters and their
+priors, the assignment rule, the MA probability, the score equation without ability,
+the allocation to classes, and :class:`Observed`, the data a fit conditions on.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import Distribution
+
+from .config import Config
+
+#: Structural parameters that are scalars, in the order they are sampled.
+SCALAR_PARAMETERS = (
+    "ability_income_weight",
+    "ability_uniform_width",
+    "regular_small_intercept",
+    "regular_small_income",
+    "regular_small_ability",
+    "experimental_p_small",
+    "p_ma_small",
+    "p_ma_large",
+    "school_effect_range",
+    "score_intercept",
+    "score_ability_weight",
+    "small_class_direct_effect",
+    "teacher_ma_effect",
+    "score_school_weight",
+    "score_noise_sd",
+)
+#: Structural parameters that are vectors over race codes.
+RACE_PARAMETERS = ("race_probs", "regular_small_race_shift")
+PARAMETERS = RACE_PARAMETERS[:1] + SCALAR_PARAMETERS + RACE_PARAMETERS[1:]
+
+
+# --------------------------------------------------------------------------- priors
+def fixed_parameters(config: Config) -> dict[str, Distribution]:
+    """Every structural parameter pinned to the configuration (``Delta`` sites)."""
+    values = {name: getattr(config, name) for name in SCALAR_PARAMETERS}
+    values["race_probs"] = jnp.asarray(config.race_probs)
+    values["regular_small_race_shift"] = jnp.asarray(config.race_shift_vector)
+    out = {}
+    for name in PARAMETERS:
+        v = jnp.asarray(values[name], dtype=jnp.result_type(float))
+        out[name] = dist.Delta(v, event_dim=v.ndim)
+    return out
+
+
+def default_priors(config: Config = Config()) -> dict[str, Distribution]:
+    r"""Weakly informative priors, the ones inference and calibration use.
+
+    The effects of interest are centred on zero (:math:`\mathcal N(0, 10)` points), so a
+    fit owes nothing to the notebook's values.  Two weights are pinned, because the
+    data cannot tell them apart from other parameters: ``score_ability_weight = 1``
+    (ability is measured in score points: only the product of the weight with the
+    ability's income weight and width is identified) and ``score_school_weight = 1``
+    (likewise with ``school_effect_range``).  ``score_noise_sd = 0``: the notebook's
+    scores carry no noise beyond ability.
+    """
+    k = len(config.race_codes)
+    return {
+        "race_probs": dist.Dirichlet(2.0 * jnp.ones(k)),
+        "ability_income_weight": dist.Normal(0.0, 10.0),
+        "ability_uniform_width": dist.LogNormal(jnp.log(25.0), 0.5),
+        "regular_small_intercept": dist.Normal(0.0, 0.3),
+        "regular_small_income": dist.Normal(0.0, 0.3),
+        "regular_small_ability": dist.Normal(0.0, 0.03),
+        "experimental_p_small": dist.Beta(2.0, 2.0),
+        "p_ma_small": dist.Beta(2.0, 2.0),
+        "p_ma_large": dist.Beta(2.0, 2.0),
+        "school_effect_range": dist.LogNormal(jnp.log(5.0), 0.5),
+        "score_intercept": dist.Normal(50.0, 20.0),
+        "score_ability_weight": dist.Delta(1.0),
+        "small_class_direct_effect": dist.Normal(0.0, 10.0),
+        "teacher_ma_effect": dist.Normal(0.0, 10.0),
+        "score_school_weight": dist.Delta(1.0),
+        "score_noise_sd": dist.Delta(0.0),
+        "regular_small_race_shift": dist.Normal(jnp.zeros(k), 0.3).to_event(1),
+    }
+
+
+def sample_parameters(
+    priors: Mapping[str, Distribution], skip: tuple[str, ...] = (), pinned_as_deterministic: bool = False
+) -> dict:
+    """Sample every structural parameter site (in :data:`PARAMETERS` order).
+
+    With ``pinned_as_deterministic`` a parameter whose distribution is a ``Delta`` is
+    recorded as a deterministic site instead (MCMC has nothing to sample there).
+    """
+    out = {}
+    for name in PARAMETERS:
+        if name in skip:
+            continue
+        d = priors[name]
+        if pinned_as_deterministic and isinstance(d, dist.Delta):
+            out[name] = numpyro.deterministic(name, d.v)
+        else:
+            out[name] = numpyro.sample(name, d)
+    return out
+
+
+# ------------------------------------------------------------------ shared pieces
+def scaled_log_income(income, config: Config):
+    """:math:`s = (\\log x - \\log x_{min}) / (\\log x_{max} - \\log x_{min})`, in [0, 1)."""
+    lo, hi = jnp.log(config.income_min), jnp.log(config.income_max)
+    return (jnp.log(income) - lo) / (hi - lo)
+
+
+def regular_small_probability(p: Mapping, income_scaled, race, ability_uniform):
+    """The REGULAR cohort's assignment rule, unclipped (the notebook compares a uniform
+    draw with it, so it acts clipped to [0, 1])."""
+    return (
+        p["regular_small_intercept"]
+        + p["regular_small_income"] * income_scaled
+        + p["regular_small_race_shift"][race]
+        + p["regular_small_ability"] * ability_uniform
+    )
+
+
+def small_probability(p: Mapping, income_scaled, race, ability_uniform, is_experimental):
+    """P(SMALL) for each student: the REGULAR rule or the EXPERIMENTAL coin, clipped."""
+    rule = regular_small_probability(p, income_scaled, race, ability_uniform)
+    return jnp.clip(jnp.where(is_experimental, p["experimental_p_small"], rule), 0.0, 1.0)
+
+
+def teacher_ma_probability(p: Mapping, class_is_small):
+    return jnp.where(class_is_small, p["p_ma_small"], p["p_ma_large"])
+
+
+def score_without_ability(p: Mapping, small, has_ma, school_effect):
+    """The part of the score equation that does not involve ability."""
+    return (
+        p["score_intercept"]
+        + p["small_class_direct_effect"] * small
+        + p["teacher_ma_effect"] * has_ma
+        + p["score_school_weight"] * school_effect
+    )
+
+
+def allocate_to_classes(small, config: Config):
+    """The notebook's round-robin allocation, on the padded ``classes`` plate.
+
+    Returns ``(class_of_student, n_small_classes, n_large_classes)``: the slot of each
+    student (SMALL slots ``0..max_small-1``, LARGE slots after them) and how many slots
+    of each size are used.
+    """
+    small = small.astype(jnp.int32)
+    n = small.shape[-1]
+    rank_small = jnp.cumsum(small) - 1
+    rank_large = jnp.arange(n) - rank_small - 1
+    n_small = rank_small[-1] + 1
+    n_large = n - n_small
+    n_small_classes = _class_count(n_small, config.small_class_size)
+    n_large_classes = _class_count(n_large, config.large_class_size)
+    slot = jnp.where(
+        small == 1,
+        rank_small % jnp.maximum(n_small_classes, 1),
+        config.max_small_classes + rank_large % jnp.maximum(n_large_classes, 1),
+    )
+    return slot, n_small_classes, n_large_classes
+
+
+def _class_count(n_students, target_size: float):
+    """``floor(n / target)`` classes, but one class when 0 < n < target, none when n = 0."""
+    count = jnp.floor(n_students / target_size).astype(jnp.int32)
+    return jnp.where(n_students > 0, jnp.maximum(count, 1), 0)
+
+
+def class_slots(config: Config, n_small_classes, n_large_classes):
+    """``(slot_is_small, slot_is_used)`` for the padded ``classes`` plate."""
+    j = jnp.arange(config.max_small_classes + config.max_large_classes)
+    is_small = j < config.max_small_classes
+    used = jnp.where(is_small, j < n_small_classes, j - config.max_small_classes < n_large_classes)
+    return is_small, used
+
+
+# ------------------------------------------------------------------------ the model
+class Observed(NamedTuple):
+    """Data to condition :func:`class_size_experiment` on, encoded as arrays.
+
+    Student arrays have one entry per student, class arrays one per class slot
+    (``class_used`` masks padding), ``n_schools`` schools are indexed ``0..n_schools-1``.
+    ``income_scaled`` is :func:`scaled_log_income` of the family income.
+    """
+
+    race: jax.Array  # int, index into race codes
+    income_scaled: jax.Array  # float
+    is_experimental: jax.Array  # bool
+    small_class: jax.Array  # int 0/1
+    class_of_student: jax.Array  # int, index into the class arrays
+    test_score: jax.Array  # float
+    class_is_small: jax.Array  # int 0/1
+    teacher_has_ma: jax.Array  # int 0/1
+    school_of_class: jax.Array  # int, 0..n_schools-1
+    class_used: jax.Array  # bool
+    #: further student covariates of the score (n x q), e.g. free lunch in real data
+    extra_covariates: jax.Array | None = None
