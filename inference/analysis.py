@@ -22,6 +22,7 @@ one entry to :data:`ANALYSES`; no other module branches on an analysis's name.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpyro.distributions as dist
 from classsize.model import Config, Observed, class_size_experiment, default_priors
 from classsize.model.conditioned import NUTS_SETTINGS
 from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS
-from classsize.model.pilot import layout_widths, pilot_estimates, pinned
+from classsize.model.pilot import padded_alike, pilot_estimates, pinned
 
 from .data import DataError, LoadedData
 
@@ -104,6 +105,22 @@ class Analysis:
     kernel_settings: Mapping[str, Any]
     #: whether data can be simulated from its priors (simulation-based calibration)
     generative: bool = True
+    #: whether every school must hold students of its cohort (the uniform ability's
+    #: per-school extremes must exist)
+    needs_every_school: bool = True
+    #: what a coverage study's verdict adds when coverage holds, and when it fails
+    coverage_note: tuple[str, str] | None = None
+
+    def check_design(self, config: Config, sbc: bool) -> None:
+        """Raise ValueError (one line) when a study of ``config`` cannot use this analysis."""
+        if sbc and not self.generative:
+            raise ValueError(f"--from-prior needs an analysis with a generative prior; the {self.name} analysis "
+                             "has no generative prior of the data (use a fixed truth: the default Config or "
+                             "--config FILE)")
+        cohort_size = {"REGULAR": config.n_regular, "EXPERIMENTAL": config.n_experimental}
+        if self.cohort is not None and cohort_size[self.cohort] == 0:
+            raise ValueError(f"the {self.name} analysis needs {self.cohort} students "
+                             f"(n_{self.cohort.lower()} > 0)")
 
     # ------------------------------------------------------------- binding data
     def check(self, data: LoadedData) -> None:
@@ -209,16 +226,9 @@ class ConditionedAnalysis(Analysis):
                        signature=(self.name, config, ability, has_regular, has_income))
 
     def stack(self, problems: list[Problem]) -> Problem:
-        widths = layout_widths([p.inputs["pilot"] for p in problems])
-        if any(layout_widths([p.inputs["pilot"]]) != widths for p in problems):
-            problems = [self.bind_padded(p, widths) for p in problems]
+        pilots = padded_alike([p.inputs["pilot"] for p in problems])
+        problems = [dataclasses.replace(p, inputs={**p.inputs, "pilot": pilot}) for p, pilot in zip(problems, pilots)]
         return super().stack(problems)
-
-    def bind_padded(self, problem: Problem, widths) -> Problem:
-        data = problem.inputs["data"]
-        pilot = pilot_estimates(problem.config, problem.priors, data, problem.ability, widths=widths)
-        return Problem(self, problem.config, problem.priors, {"data": data, "pilot": pilot}, problem.observed,
-                       problem.ability, signature=problem.signature)
 
     def model_function(self, problem: Problem) -> Callable:
         return partial(class_size_experiment, problem.config, problem.priors, ability=problem.ability)
@@ -373,7 +383,13 @@ ANALYSES: dict[str, Analysis] = {
         ESTIMANDS, NUTS_SETTINGS, pin_assignment=True),
     "naive": RegressionAnalysis(
         "naive", "REGULAR", "normal regression on the REGULAR cohort adjusting for log income, race, school, MA",
-        ("small_class_direct_effect", "teacher_ma_effect"), {}, generative=False),
+        ("small_class_direct_effect", "teacher_ma_effect"), {}, generative=False, needs_every_school=False,
+        coverage_note=(
+            "naive: coverage holds at this truth: here assignment does not depend on the unobserved\n"
+            "  ability enough to bias the regression",
+            "naive: fails, as expected: in the REGULAR cohort the unobserved part of ability raises\n"
+            "  both the score and the chance of a SMALL class, so the regression is confounded\n"
+            "  (see the bias above)")),
 }
 
 

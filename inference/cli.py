@@ -125,19 +125,18 @@ def cmd_recover(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.from_prior and args.model == "naive":
-        raise UsageError("--from-prior is not available for naive: the naive regression has no generative prior "
-                         "of the data; use a fixed truth (the default Config or --config FILE)")
     if args.rank_draws > args.chains * args.samples:
         raise UsageError(f"--rank-draws ({args.rank_draws}) must not exceed the draws of a fit "
                          f"(--chains x --samples = {args.chains * args.samples})")
     if not 0 <= args.seed <= 2**62:
         raise UsageError(f"--seed must be between 0 and 2**62, got {args.seed}")
     config = load_config(args.config)
-    if args.model == "naive" and config.n_regular == 0:
-        raise UsageError("the naive analysis needs REGULAR students (n_regular > 0)")
-    if args.model == "randomized" and config.n_experimental == 0:
-        raise UsageError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
+    from .analysis import get_analysis
+
+    try:
+        get_analysis(args.model).check_design(config, sbc=args.from_prior)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     out = prepare_out_dir(args.out, args.force)
     from .study import run_study
 

@@ -1,4 +1,4 @@
-"""Fitting an analysis with NUTS: ``fit(data, model="structural") -> FitResult``.
+"""Fitting an analysis with NUTS: ``fit(data, analysis="structural") -> FitResult``.
 
 A :class:`FitResult` holds the ArviZ InferenceData (posterior, sample_stats,
 observed_data, log_likelihood, posterior_predictive), the estimand summary, and the

@@ -65,11 +65,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from classsize.model import Config, class_size_experiment
+from classsize.model import Config
 from classsize.model.experiment import PARAMETERS
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
-from .analysis import ANALYSES, Analysis, get_analysis
+from .analysis import Analysis, get_analysis
 from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
 from .outputs import write_together
@@ -86,20 +86,10 @@ DIAGNOSTIC_COLUMNS = ("divergences", "max_r_hat", "min_ess_bulk", "mean_steps", 
 # ============================================================================== simulation
 @lru_cache(maxsize=8)
 def _prior_sampler(model: str, config: Config):
-    import jax
-    import numpyro
-    from numpyro import handlers
+    """The forward sampler with parameters from the analysis's priors (cached per study design)."""
+    from classsize.model.simulate import forward_sampler
 
-    priors = get_analysis(model).priors(config)
-
-    def one(key):
-        # the pinned score_noise_sd = 0 is a concrete scale of 0 here, which the Normal's
-        # argument check would refuse while tracing; a scale of 0 draws the mean exactly
-        with numpyro.validation_enabled(False):
-            tr = handlers.trace(handlers.seed(class_size_experiment, key)).get_trace(config, priors)
-        return {k: tr[k]["value"] for k in DRAW_SITES + PARAMETERS}
-
-    return jax.jit(jax.vmap(one))
+    return forward_sampler(config, get_analysis(model).priors(config))
 
 
 def simulate_study(model: str, config: Config, seeds: Sequence[int], from_prior: bool) -> dict[str, np.ndarray]:
@@ -115,8 +105,7 @@ def simulate_study(model: str, config: Config, seeds: Sequence[int], from_prior:
 
     if not from_prior:
         return draw_many(config, seeds)
-    if model == "naive":
-        raise ValueError("the naive analysis has no generative prior: simulation-based calibration needs one")
+    get_analysis(model).check_design(config, sbc=True)
     out = _prior_sampler(model, config)(keys_of(seeds))
     return {k: np.asarray(v) for k, v in jax.block_until_ready(out).items()}
 
@@ -241,21 +230,11 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
     import pandas as pd
     from tqdm.auto import tqdm
 
-    if model not in ANALYSES:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ANALYSES)}")
-    if from_prior and model == "naive":
-        raise ValueError(
-            "--from-prior needs an analysis with a generative prior; the naive regression has none "
-            "(use a fixed truth: the default Config or --config FILE)"
-        )
+    analysis = get_analysis(model)
+    analysis.check_design(config, sbc=from_prior)
     if n_datasets < 1:
         raise ValueError("the study needs at least one dataset")
-    analysis = get_analysis(model)
     cohort = analysis.cohort
-    if cohort == "REGULAR" and config.n_regular == 0:
-        raise ValueError("the naive analysis needs REGULAR students (n_regular > 0)")
-    if cohort == "EXPERIMENTAL" and config.n_experimental == 0:
-        raise ValueError("the randomized analysis needs EXPERIMENTAL students (n_experimental > 0)")
     mode = "sbc" if from_prior else "fixed"
     names = analysis.study_quantities(config, sbc=from_prior)
     fitter = chain_runner(int(chains), int(warmup), int(samples))
@@ -270,7 +249,8 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
     simulate_seconds = time.perf_counter() - start_all
     observed = jax.jit(lambda d: observed_from_draw(d, config, cohort))({k: draws[k] for k in DRAW_SITES})
     observed = type(observed)(*[None if a is None else np.asarray(a) for a in observed])
-    empty = empty_school_counts(observed, config.n_schools) if model != "naive" else np.zeros(n_datasets, int)
+    empty = (empty_school_counts(observed, config.n_schools) if analysis.needs_every_school
+             else np.zeros(n_datasets, int))
     if from_prior:
         truths = quantities_of(analysis, {p: draws[p] for p in PARAMETERS}, names)
     else:

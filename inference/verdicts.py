@@ -32,6 +32,7 @@ from .calibration import (
     ecdf_test,
     holm,
 )
+from .analysis import get_analysis
 from .diagnostics import ESS_MIN, R_HAT_MAX
 
 
@@ -194,12 +195,7 @@ def coverage_verdict(table, names, settings):
         lines.append("verdict: PASS: every interval covers the truth at its nominal rate")
     else:
         lines.append(f"verdict: FAIL: {', '.join(failing)}: coverage departs from nominal at this truth")
-    if settings["model"] == "naive":
-        if passed:
-            lines.append("naive: coverage holds at this truth: here assignment does not depend on the unobserved\n"
-                         "  ability enough to bias the regression")
-        else:
-            lines.append("naive: fails, as expected: in the REGULAR cohort the unobserved part of ability raises\n"
-                         "  both the score and the chance of a SMALL class, so the regression is confounded\n"
-                         "  (see the bias above)")
+    note = get_analysis(settings["model"]).coverage_note
+    if note:
+        lines.append(note[0] if passed else note[1])
     return summary, "\n".join(lines), passed

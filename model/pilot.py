@@ -54,18 +54,15 @@ class Groups(NamedTuple):
     valid: jax.Array  # bool (groups, width)
 
 
-def group_layout(group, n_groups: int, include=None, width: int | None = None) -> Groups:
+def group_layout(group, n_groups: int, include=None) -> Groups:
     """The :class:`Groups` of concrete group labels ``group`` (numpy), keeping only the
-    students where ``include``; ``width`` pads the rows to a common width (at least the
-    largest group) so that layouts of several datasets stack."""
+    students where ``include`` (rows as wide as the largest group; :func:`padded_alike`
+    widens the layouts of several datasets to stack them)."""
     group = np.asarray(group)
     keep = np.ones(group.shape, bool) if include is None else np.asarray(include, bool)
     idx = np.flatnonzero(keep)
     counts = np.bincount(group[idx], minlength=n_groups)[:n_groups]
-    need = max(1, int(counts.max(initial=0)))
-    width = need if width is None else int(width)
-    if width < need:
-        raise ValueError(f"group width {width} is smaller than the largest group ({need})")
+    width = max(1, int(counts.max(initial=0)))
     order = idx[np.argsort(group[idx], kind="stable")]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     members = np.zeros((n_groups, width), np.int32)
@@ -226,11 +223,10 @@ def _score_pilot(y, X, school, n_schools: int, uniform: bool):
     return theta, scale, width
 
 
-def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ability: str = "uniform",
-                    widths: tuple[int, int, int] | None = None) -> Pilot:
+def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ability: str = "uniform") -> Pilot:
     """The pilot of one dataset (concrete arrays of an :class:`~classsize.model.experiment.Observed`):
     the compiled :func:`_pilot_estimates` with the pinned values and prior variances of
-    ``priors``, and the group layouts (rows padded to ``widths``, for schools, SMALL and
+    ``priors``, and the group layouts (schools, SMALL and
     LARGE REGULAR students by race, when given)."""
     n_races = len(config.race_codes)
     effect_priors = [priors[k] for k in SCORE_EFFECTS]
@@ -257,19 +253,27 @@ def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ab
     )
     school = np.asarray(numbers["student_school"])
     race = np.asarray(data.race)
-    widths = (None, None, None) if widths is None else widths
     layouts = dict(
-        schools=group_layout(school, config.n_schools, width=widths[0]),
-        small_by_race=group_layout(race, n_races, np.asarray(numbers["constrained"]), width=widths[1]),
-        large_by_race=group_layout(race, n_races, np.asarray(numbers["capped"]), width=widths[2]),
+        schools=group_layout(school, config.n_schools),
+        small_by_race=group_layout(race, n_races, np.asarray(numbers["constrained"])),
+        large_by_race=group_layout(race, n_races, np.asarray(numbers["capped"])),
     )
     return Pilot(**numbers, **layouts)
 
 
-def layout_widths(pilots) -> tuple[int, int, int]:
-    """The common row widths of the group layouts of several pilots (to stack them)."""
-    return tuple(max(int(getattr(p, name).members.shape[-1]) for p in pilots)
-                 for name in ("schools", "small_by_race", "large_by_race"))
+#: The fields of :class:`Pilot` that are group layouts.
+LAYOUTS = ("schools", "small_by_race", "large_by_race")
+
+
+def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
+    """The pilots with their group layouts padded to common row widths, so they stack."""
+    widths = {name: max(int(getattr(p, name).members.shape[-1]) for p in pilots) for name in LAYOUTS}
+
+    def pad(groups: Groups, width: int) -> Groups:
+        extra = width - int(groups.members.shape[-1])
+        return Groups(jnp.pad(groups.members, ((0, 0), (0, extra))), jnp.pad(groups.valid, ((0, 0), (0, extra))))
+
+    return [p._replace(**{name: pad(getattr(p, name), widths[name]) for name in LAYOUTS}) for p in pilots]
 
 
 @partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "free", "assignment_pins"))

@@ -76,10 +76,21 @@ class Dataset:
 
 @lru_cache(maxsize=16)
 def _batched_sampler(config: Config):
-    """A jitted function: stacked PRNG keys -> dict of stacked draws (sites in DRAW_SITES)."""
+    """:func:`forward_sampler` of ``config`` with its parameters pinned (cached per configuration)."""
+    return forward_sampler(config)
+
+
+def forward_sampler(config: Config, priors=None):
+    """A jitted function: stacked PRNG keys -> dict of stacked forward draws (the sites of
+    ``DRAW_SITES``, ``ability`` and the parameters).  ``priors`` None pins the parameters
+    to ``config``; otherwise each dataset's parameters are drawn from ``priors``."""
+    import numpyro
 
     def one(key):
-        tr = handlers.trace(handlers.seed(class_size_experiment, key)).get_trace(config)
+        # a scale pinned to a concrete 0 is a Delta in the model; argument checks are
+        # off so that no distribution refuses a traced boundary value
+        with numpyro.validation_enabled(False):
+            tr = handlers.trace(handlers.seed(class_size_experiment, key)).get_trace(config, priors)
         return {k: tr[k]["value"] for k in DRAW_SITES + ("ability",) + PARAMETERS}
 
     return jax.jit(jax.vmap(one))
