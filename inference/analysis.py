@@ -26,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ import numpyro.distributions as dist
 
 from classsize.model import Config, Observed, class_size_experiment, default_priors
 from classsize.model.conditioned import NUTS_SETTINGS
-from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS
+from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS, sample_parameters
 from classsize.model.pilot import padded_alike, pilot_estimates, pinned
 
 from .data import DataError, LoadedData
@@ -69,6 +69,8 @@ class Problem:
     static: dict = field(default_factory=dict)
     #: what the compiled program depends on besides the arrays' shapes
     signature: tuple = ()
+    #: the dataset it was bound to (its ids label the InferenceData); None for studies
+    data: LoadedData | None = None
 
     @property
     def name(self) -> str:
@@ -143,7 +145,8 @@ class Analysis:
         config = self.fit_config(data)
         observed = data.observed(config, cohort=self.cohort)
         has_regular = bool(np.any(~np.asarray(observed.is_experimental)))
-        return self.bind(config, observed, ability, has_regular=has_regular, has_income=data.has_income)
+        problem = self.bind(config, observed, ability, has_regular=has_regular, has_income=data.has_income)
+        return dataclasses.replace(problem, data=data)
 
     def bind(self, config: Config, observed: Observed, ability: str = "uniform", *, has_regular: bool = True,
              has_income: bool = True) -> Problem:
@@ -175,6 +178,12 @@ class Analysis:
 
     def replicate(self, problem: Problem, draws: Mapping[str, np.ndarray], key) -> dict[str, np.ndarray]:
         """Replicated ``test_score`` and ``small_class`` for each draw, ``(draws, students)``."""
+        raise NotImplementedError
+
+    def prior_draws(self, problem: Problem, key, n: int) -> dict[str, np.ndarray]:
+        """``n`` draws of the model's parameters from its prior, each ``(n, ...)``, under
+        the names of the posterior's sites (so :meth:`replicate` turns them into the
+        prior predictive)."""
         raise NotImplementedError
 
     def study_quantities(self, config: Config, sbc: bool) -> tuple[str, ...]:
@@ -209,6 +218,9 @@ class ConditionedAnalysis(Analysis):
 
     #: pin the assignment rule (its cohort has no REGULAR students, or assignment is ignorable)
     pin_assignment: bool = False
+    #: the students' data its likelihood explains (a student's pointwise log likelihood
+    #: is their joint); the rest of the data is what it conditions on
+    modeled_data: ClassVar[tuple[str, ...]] = ("small_class", "test_score")
 
     def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict:
         priors = default_priors(config)
@@ -263,6 +275,21 @@ class ConditionedAnalysis(Analysis):
         back = np.argsort(order)
         return {"test_score": np.asarray(out["test_score"])[:, back].astype(np.float32),
                 "small_class": np.asarray(out["small_class"])[:, back].astype(np.int8)}
+
+    def prior_draws(self, problem: Problem, key, n: int) -> dict[str, np.ndarray]:
+        """The structural parameters and the school effects from the priors (the
+        forward model's first and last sample sites)."""
+        from numpyro.infer import Predictive
+
+        priors, n_schools = problem.priors, problem.config.n_schools
+
+        def parameters():
+            p = sample_parameters(priors)
+            with numpyro.plate("schools", n_schools):
+                numpyro.sample("school_effect", dist.Uniform(-p["school_effect_range"], p["school_effect_range"]))
+
+        out = Predictive(parameters, num_samples=n)(key)
+        return {k: np.asarray(v) for k, v in out.items()}
 
     def estimands(self, draws):
         direct = np.asarray(draws["small_class_direct_effect"])
@@ -332,6 +359,9 @@ def naive_regression(income_scaled, race, small_class, teacher_has_ma, school, n
 class RegressionAnalysis(Analysis):
     """:func:`naive_regression` on one cohort's data."""
 
+    #: the regression explains the scores; class sizes are its covariates
+    modeled_data: ClassVar[tuple[str, ...]] = ("test_score",)
+
     def bind(self, config, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
         o = observed
         inputs = dict(
@@ -365,6 +395,14 @@ class RegressionAnalysis(Analysis):
         score = np.asarray(forward(key, {n: jnp.asarray(draws[n]) for n in names}, inputs), dtype=np.float32)
         small = np.broadcast_to(np.asarray(problem.observed.small_class, np.int8), score.shape)
         return {"test_score": score, "small_class": small}
+
+    def prior_draws(self, problem: Problem, key, n: int) -> dict[str, np.ndarray]:
+        """The regression's coefficients from their priors."""
+        from numpyro.infer import Predictive
+
+        inputs = {**problem.inputs, "test_score": None}
+        out = Predictive(self.model_function(problem), num_samples=n)(key, **inputs)
+        return {k: np.asarray(v) for k, v in out.items() if k != "test_score"}
 
     def estimands(self, draws):
         return {name: np.asarray(draws[name]) for name in self.estimand_names}

@@ -103,6 +103,16 @@ class LoadedData:
             raise ValueError(f"the dataset in {self.source} has no students in cohort {cohort}")
         return st
 
+    def students_of(self, cohort: str | None = None) -> pd.DataFrame:
+        """The students of :meth:`observed` (``cohort``'s, or all), in its order."""
+        return self._cohort_students(cohort)
+
+    def classes_of(self, cohort: str | None = None) -> pd.DataFrame:
+        """The classes of :meth:`observed`: those of ``cohort``'s students, by class_id."""
+        st = self._cohort_students(cohort)
+        cl = self.classes if cohort is None else self.classes[self.classes["class_id"].isin(st["class_id"])]
+        return cl.sort_values("class_id", kind="stable")
+
     def observed(self, config: Config = Config(), cohort: str | None = None) -> Observed:
         """The data as arrays for :func:`classsize.model.class_size_experiment`.
 
@@ -121,10 +131,7 @@ class LoadedData:
         none).  Index arrays are int32, floats float64.
         """
         st = self._cohort_students(cohort)
-        cl = self.classes
-        if cohort is not None:
-            cl = cl[cl["class_id"].isin(st["class_id"])]
-        cl = cl.sort_values("class_id", kind="stable")
+        cl = self.classes_of(cohort)
         class_pos = pd.Index(cl["class_id"]).get_indexer(st["class_id"])
         school_pos = pd.Index(self.school_ids_in(cohort)).get_indexer(cl["school_id"])
         race_pos = pd.Index(self.race_coding(config)).get_indexer(st["race"])

@@ -1,8 +1,8 @@
 """Fitting an analysis with NUTS: ``fit(data, analysis="structural") -> FitResult``.
 
-A :class:`FitResult` holds the ArviZ InferenceData (posterior, sample_stats,
-observed_data, log_likelihood, posterior_predictive), the estimand summary, and the
-sampler's diagnostics.  Sampler trouble is reported, never hidden: divergences, an
+A :class:`FitResult` holds the ArviZ InferenceData (:mod:`.idata`: posterior,
+sample_stats, log_likelihood, prior, predictive, observed and constant data), the
+estimand summary, and the sampler's diagnostics.  Sampler trouble is reported, never hidden: divergences, an
 R-hat above 1.01 or a bulk ESS below 400 for an estimand each give a warning line,
 and ``strict`` turns them into a failure.
 
@@ -34,16 +34,8 @@ from .analysis import Problem, get_analysis
 from .data import LoadedData, load_dataset
 from .diagnostics import fit_diagnostics, sampler_warnings
 from .sampling import ChainRunner, Draws
+from .idata import inference_data
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
-#: At most this many draws go into the stored log_likelihood and posterior_predictive.
-STORED_DRAWS = 500
-#: ... and at most this many values per pointwise array (draws x students), which
-#: bounds their memory on large datasets.
-STORED_VALUES = 20_000_000
-#: The observed sites whose log densities add up to a student's pointwise log likelihood:
-#: the joint of her class size and score given the parameters (the naive regression
-#: models the score alone).
-POINTWISE_SITES = ("small_class", "test_score")
 
 
 @dataclass
@@ -166,10 +158,6 @@ def _estimand_summary(draws: np.ndarray, r_hat: float, ess_bulk: float) -> dict:
     }
 
 
-#: Name endings of the coordinates the conditioned model samples in (not its parameters).
-SAMPLER_COORDINATES = ("_std", "_position", "_excess")
-
-
 def fit(
     data: LoadedData | str | Path,
     analysis: str = "structural",
@@ -221,55 +209,11 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
         "min_ess_bulk": diag["min_ess_bulk"],
         "seconds": float(seconds),
     }
-    idata = inference_data(problem, sites, stats, estimands, posterior_predictive, seed)
+    idata = inference_data(problem, sites, stats, estimands, posterior_predictive=posterior_predictive,
+                           prior=posterior_predictive, seed=seed)
     result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem)
     result.estimand_summaries = summaries
     result.sampler = {"mean_steps": diag["mean_steps"], "tree_depth_hits": diag["tree_depth_hits"],
                       "compile_seconds": draws.compile_seconds, "sampling_seconds": draws.seconds}
     result.warnings = sampler_warnings(problem.name, diag)
     return result
-
-
-def inference_data(problem: Problem, sites, stats, estimands, posterior_predictive: bool, seed: int):
-    """ArviZ InferenceData of one fit: posterior (the model's parameters and the
-    estimands), unconstrained_posterior (the sampler's coordinates), sample_stats,
-    log_likelihood and posterior_predictive (at most :data:`STORED_DRAWS` draws, and at
-    most :data:`STORED_VALUES` values per array),
-    observed_data."""
-    import arviz as az
-    import jax
-    from numpyro.infer import log_likelihood
-
-    chains, draws = next(iter(sites.values())).shape[:2]
-    coordinates = {k: v for k, v in sites.items() if k.endswith(SAMPLER_COORDINATES)}
-    posterior = {k: v for k, v in sites.items() if k not in coordinates}
-    posterior.update(estimands)
-    keep = max(1, min(STORED_DRAWS, STORED_VALUES // max(problem.n_students, 1)))
-    step = max(1, (chains * draws) // keep)
-    flat = {k: v.reshape((chains * draws,) + v.shape[2:])[::step] for k, v in sites.items()}
-    def pointwise(draws, inputs):
-        sites = log_likelihood(problem.model, draws, **inputs)
-        return sum(sites[k] for k in POINTWISE_SITES if k in sites)
-
-    ll = {"class_size_and_score": np.asarray(jax.jit(pointwise)(flat, problem.inputs), dtype=np.float32)[None]}
-    sample_stats = dict(stats)
-    sample_stats["tree_depth"] = np.ceil(np.log2(np.asarray(stats["n_steps"]) + 1.0)).astype(np.int64)
-    observed = {"test_score": np.asarray(problem.observed.test_score),
-                "small_class": np.asarray(problem.observed.small_class),
-                "is_experimental": np.asarray(problem.observed.is_experimental)}
-    groups = dict(posterior=posterior, sample_stats=sample_stats, log_likelihood=ll, observed_data=observed)
-    if posterior_predictive:
-        reps = problem.analysis.replicate(problem, flat, jax.random.PRNGKey(seed + 1))
-        groups["posterior_predictive"] = {k: np.asarray(v)[None] for k, v in reps.items()}
-    idata = az.from_dict(
-        **groups,
-        dims={"test_score": ["student"], "small_class": ["student"], "is_experimental": ["student"],
-              "class_size_and_score": ["student"],
-              "school_effect": ["school"], "race_probs": ["race"],
-              "regular_small_race_shift": ["race"]},
-        attrs={"analysis": problem.name, "description": problem.analysis.description,
-               "thinned_groups": f"log_likelihood and posterior_predictive keep every {step}th draw"},
-    )
-    if coordinates:
-        idata.add_groups({"unconstrained_posterior": az.convert_to_dataset(coordinates)})
-    return idata
