@@ -19,12 +19,15 @@ def ppc_table(idata):
     """
     import pandas as pd
 
-    obs = idata.observed_data
-    y = np.asarray(obs["test_score"])
-    s = np.asarray(obs["small_class"])
-    exp = np.asarray(obs["is_experimental"]).astype(bool)
+    data = idata.observed_data.merge(idata.constant_data) if "constant_data" in idata.groups() else idata.observed_data
+    y = np.asarray(data["test_score"])
+    s = np.asarray(data["small_class"])
+    exp = np.asarray(data["is_experimental"]).astype(bool)
     rep_y = np.asarray(idata.posterior_predictive["test_score"]).reshape(-1, y.shape[0])
-    rep_s = np.asarray(idata.posterior_predictive["small_class"]).reshape(-1, y.shape[0])
+    if "small_class" in idata.posterior_predictive:
+        rep_s = np.asarray(idata.posterior_predictive["small_class"]).reshape(-1, y.shape[0])
+    else:  # class sizes are the analysis's covariates: the replicates keep them
+        rep_s = np.broadcast_to(s, rep_y.shape)
     rows = []
     for cohort, in_cohort in (("REGULAR", ~exp), ("EXPERIMENTAL", exp)):
         for size, flag in (("SMALL", 1), ("LARGE", 0)):
