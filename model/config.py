@@ -15,6 +15,7 @@ one line naming the field and the rule.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -174,7 +175,7 @@ class Config:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
-                raise ConfigError(f"{source}: unknown key '{key}' (known keys: see Config fields)")
+                raise ConfigError(f"{source}: {_unknown_key(key, known)}")
             kwargs[key] = _coerce(key, known[key].type, value, source)
         try:
             return cls(**kwargs)
@@ -196,6 +197,14 @@ class Config:
 
 
 # ---------------------------------------------------------------------- helpers
+def _unknown_key(key: str, known: Mapping[str, Any]) -> str:
+    """The message for an unknown key: the nearest known key, or all of them."""
+    nearest = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    if nearest:
+        return f"unknown key '{key}' (did you mean '{nearest[0]}'?)"
+    return f"unknown key '{key}' (known keys: {', '.join(known)})"
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -211,6 +220,8 @@ def _toml_value(v: Any) -> str:
 
 
 _INT_FIELDS = {"n_regular", "n_experimental", "income_min", "income_max", "n_schools"}
+#: The largest value of an integer field (the arrays of the model hold 32-bit integers).
+INT_FIELD_MAX = 2**31 - 1
 
 
 def _is_number(x: Any) -> bool:
@@ -260,6 +271,7 @@ def _validate(c: Config) -> None:
         v = getattr(c, f.name)
         if f.name in _INT_FIELDS:
             _check(isinstance(v, int) and not isinstance(v, bool), f.name, "must be an integer", v)
+            _check(v <= INT_FIELD_MAX, f.name, f"must be at most {INT_FIELD_MAX}", v)
         elif isinstance(v, (int, float)):
             _finite(f.name, v)
     _check(c.n_regular >= 0, "n_regular", "must be >= 0", c.n_regular)
@@ -283,8 +295,21 @@ def _validate(c: Config) -> None:
     for name in ("experimental_p_small", "p_ma_small", "p_ma_large"):
         v = getattr(c, name)
         _check(0.0 <= v <= 1.0, name, "must be a probability in [0, 1]", v)
-    _check(c.small_class_size > 0, "small_class_size", "must be > 0", c.small_class_size)
-    _check(c.large_class_size > 0, "large_class_size", "must be > 0", c.large_class_size)
+    for name in ("small_class_size", "large_class_size"):
+        _check(getattr(c, name) >= 1, name, "must be >= 1 (a class holds at least one student)", getattr(c, name))
+        _at_most_students(c, name)
     _check(c.n_schools > 0, "n_schools", "must be > 0", c.n_schools)
+    _at_most_students(c, "n_schools")
     _check(c.school_effect_range >= 0, "school_effect_range", "must be >= 0", c.school_effect_range)
     _check(c.score_noise_sd >= 0, "score_noise_sd", "must be >= 0", c.score_noise_sd)
+
+
+def _at_most_students(c: Config, name: str) -> None:
+    """A class size or a number of schools above the number of students means nothing
+    (one class holds them all; schools stay empty): refused beyond that number, or
+    beyond the field's default (the notebook's number) for designs smaller than it."""
+    default = Config.__dataclass_fields__[name].default
+    value = getattr(c, name)
+    _check(value <= max(c.n_students, default), name,
+           f"must be at most the number of students (n_regular + n_experimental = {c.n_students}) "
+           f"or the notebook's {default:g}, whichever is larger", value)

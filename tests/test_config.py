@@ -46,10 +46,16 @@ def test_toml_round_trip(tmp_path):
 BAD = [
     ("race_probs = [0.5, 0.5, 0.5, 0.5]", "race_probs", "sum to 1"),
     ("n_regular = -3", "n_regular", ">= 0"),
-    ("small_class_size = 0", "small_class_size", "> 0"),
+    ("small_class_size = 0", "small_class_size", ">= 1"),
+    ("n_regular = 10\nn_experimental = 0\nsmall_class_size = 1e9", "small_class_size", "at most the number of students"),
+    ("large_class_size = 0.5", "large_class_size", "at least one student"),
+    ("n_schools = 1e20", "n_schools", "at most 2147483647"),
+    ("n_schools = 7000", "n_schools", "at most the number of students"),
+    ("n_regular = 3e12", "n_regular", "at most 2147483647"),
+    ("n_school = 3", "n_school", "did you mean 'n_schools'"),
     ('race_codes = ["WHITE", "PURPLE", "HISPANIC", "ASIAN"]', "race_codes", "unknown race code"),
     ("income_min = 200000", "income_max", "> income_min"),
-    ("colour = 3", "colour", "unknown key"),
+    ("colour = 3", "colour", "known keys: n_regular, n_experimental"),
     ('teacher_ma_effect = "ten"', "teacher_ma_effect", "must be a number"),
     ("p_ma_small = 1.5", "p_ma_small", "probability"),
     ("regular_small_race_shift = { MARTIAN = 0.1 }", "regular_small_race_shift", "race code"),
@@ -82,3 +88,14 @@ def test_config_not_toml(tmp_path, capsys):
 def test_missing_config_file(tmp_path, capsys):
     assert main(["simulate", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml" in capsys.readouterr().err
+
+
+def test_small_designs_keep_the_notebooks_sizes():
+    """Below the notebook's sizes the defaults stay valid; above the students they do not."""
+    tiny = Config(n_regular=10, n_experimental=0)
+    assert (tiny.small_class_size, tiny.large_class_size, tiny.n_schools) == (15.0, 30.0, 20)
+    assert Config(n_regular=100, n_experimental=0, small_class_size=100.0).small_class_size == 100.0
+    with pytest.raises(ConfigError, match="small_class_size.*n_regular \\+ n_experimental = 100"):
+        Config(n_regular=100, n_experimental=0, small_class_size=101.0)
+    with pytest.raises(ConfigError, match="n_schools"):
+        Config(n_regular=10, n_experimental=0, n_schools=21)
