@@ -85,6 +85,13 @@ class FitResult:
             )
         return pd.DataFrame(rows).set_index("estimand")
 
+    def parameter_summary(self, **kwargs):
+        """``az.summary`` of the posterior: every parameter and estimand (mean, sd, HDI,
+        MCSE, ESS, R-hat); keyword arguments go to ``az.summary``."""
+        import arviz as az
+
+        return az.summary(self.idata, **kwargs)
+
     def effect_summary(self) -> str:
         """Plain sentences: each effect, its 90% interval, and what it means."""
         meaning = {
@@ -137,6 +144,13 @@ class FitResult:
         from .plots import forest
 
         return forest({self.model: self}, ax=ax, units=self.units)
+
+    def do(self, cohort: str | None = None, draws: int = 500, seed: int = 0, **intervention):
+        """Posterior predictive scores under an intervention, e.g. ``do(small_class=1)``,
+        and its average effect (:func:`~.counterfactual.intervene`)."""
+        from .counterfactual import intervene
+
+        return intervene(self, intervention, cohort=cohort, draws=draws, seed=seed)
 
     # ------------------------------------------------------------------ files
     def write(self, run_dir: str | Path) -> None:
