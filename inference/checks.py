@@ -205,16 +205,15 @@ def read_csv(path: Path) -> Table:
                 except StopIteration:
                     break
                 except csv.Error as e:
-                    raise DataError(
-                        path, f"not a valid CSV record ({e}; the record starts on this line)",
-                        line=end_of_previous + 1,
-                    ) from None
+                    raise DataError(path, _record_problem(path, end_of_previous + 1, str(e)),
+                                    line=end_of_previous + 1) from None
                 start, end_of_previous = end_of_previous + 1, reader.line_num
                 if not record or (len(record) == 1 and not record[0].strip()):
                     continue  # a blank line
                 cells = [c.strip() for c in record]
                 if header is None:
                     header, header_line = cells, start
+                    _check_delimiter(path, header, start)
                     continue
                 if len(cells) != len(header):
                     raise DataError(
@@ -240,6 +239,34 @@ def read_csv(path: Path) -> Table:
         raise DataError(path, "the table is empty (a header but no data rows)")
     frame = pd.DataFrame(rows, columns=header, index=pd.Index(lines, dtype=np.int64), dtype=str)
     return Table(path, frame)
+
+
+#: Separators a CSV file may have been written with instead of commas, and their names.
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
+
+
+def _check_delimiter(path: Path, header: list[str], line: int) -> None:
+    """A header read as one field that another separator splits: the file is not comma-separated."""
+    if len(header) != 1:
+        return
+    for sep, name in OTHER_DELIMITERS.items():
+        if len(header[0].split(sep)) > 1:
+            raise DataError(path, f"the header is separated by {name}s ({sep!r}), not commas: "
+                                  "write the file comma-separated", line=line)
+
+
+def _record_problem(path: Path, line: int, reason: str) -> str:
+    """Why the record starting on ``line`` is not valid CSV, named as a quoting problem
+    where the line shows one."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        text = next((t for k, t in enumerate(fh, 1) if k == line), "")
+    if text.count('"') % 2 == 1:
+        return ("unterminated quote: a field opened with a double quote on this line is never closed, "
+                f"so the rest of the file reads as one field (csv: {reason})")
+    if "expected after" in reason:
+        return ("misplaced quote: a double quote inside a field must be doubled (\"\") and a quoted "
+                f"field must end at a comma (csv: {reason})")
+    return f"not a valid CSV record ({reason}; the record starts on this line)"
 
 
 def require_columns(table: Table, names: Iterable[str], why: str = "") -> None:

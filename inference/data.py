@@ -18,7 +18,8 @@ and, optionally,
     required (real data may have none); every listed covariate must be a column of
     ``students.csv`` holding finite numbers or booleans (True/False read as 1/0).
 ``truth.json``
-    the simulation's truth (any JSON object), kept as it is.
+    the simulation's truth (any JSON object), kept as it is; its ``estimands``, when
+    present, must map each estimand to a finite number (or null).
 
 :func:`load_dataset` reads a folder and checks it completely before returning a
 :class:`LoadedData`; reading never writes anything.  Every problem raises
@@ -58,6 +59,7 @@ The cell rules, the reading of a CSV file and the pandera checks are in
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -133,6 +135,22 @@ def _read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e.msg}, character {e.colno})", line=e.lineno) from None
+
+
+def _check_truth(path: Path, truth: Any) -> None:
+    """A truth.json is a JSON object; its ``estimands``, when present, an object whose
+    values are finite numbers (or null), since fits compare them with their intervals."""
+    if not isinstance(truth, dict):
+        raise DataError(path, f"must be a JSON object (got {type(truth).__name__})")
+    if "estimands" not in truth:
+        return
+    estimands = truth["estimands"]
+    if not isinstance(estimands, dict):
+        raise DataError(path, f"must be an object of estimand = number (got {estimands!r})", key="estimands")
+    for name, value in estimands.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value)):
+            raise DataError(path, f"must be a finite number or null (got {value!r})", key=f"estimands.{name}")
 
 
 def _string_list(path: Path, key: str, value: Any, nonempty: bool) -> list[str]:
@@ -323,8 +341,7 @@ def load_dataset(folder: str | Path, replicate: int | None = None) -> LoadedData
     truth_path = folder / TRUTH_FILE
     if truth_path.exists():
         truth = _read_json(truth_path)
-        if not isinstance(truth, dict):
-            raise DataError(truth_path, f"must be a JSON object (got {type(truth).__name__})")
+        _check_truth(truth_path, truth)
 
     return LoadedData(
         students=students.reset_index(drop=True),
@@ -432,8 +449,7 @@ def _replicate_truth(folder: Path, replicate: int) -> dict | None:
     if not path.exists():
         return None
     truth = _read_json(path)
-    if not isinstance(truth, dict):
-        raise DataError(path, f"must be a JSON object (got {type(truth).__name__})")
+    _check_truth(path, truth)
     reps = truth.get("replicates")
     if not isinstance(reps, list):
         return truth
