@@ -1,5 +1,11 @@
-"""Plots: forest plot of estimands across analyses, posterior predictive check, and the
-figures of the recovery studies (:data:`STUDY_PLOTS`, one set per kind of study)."""
+"""Plots: forest plot of estimands across analyses, posterior predictive check,
+counterfactual scores under an intervention, and the figures of the recovery studies
+(:data:`STUDY_PLOTS`, one set per kind of study).
+
+Figures are made with ``matplotlib.pyplot`` under whatever backend the user has chosen
+(or matplotlib's own default, which is Agg where there is no display): nothing here
+switches it, so ``result.plot()`` followed by ``plt.show()`` shows the figure.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +19,15 @@ LABELS = {
     "teacher_ma_effect": "teacher's MA",
 }
 COLOURS = {"structural": "#1b7837", "randomized": "#2166ac", "naive": "#b2182b"}
+#: Colours of the two class sizes.
+SIZE_COLOURS = {"SMALL": "#1b7837", "LARGE": "#b2182b"}
 
 
 def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg",) and not _interactive():
-        matplotlib.use("Agg")
+    """``matplotlib.pyplot``, its backend left as it is."""
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _interactive() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:
-        return False
 
 
 def forest(results: Mapping[str, object], ax=None, units: str = "test-score points"):
@@ -72,24 +68,105 @@ def forest(results: Mapping[str, object], ax=None, units: str = "test-score poin
     return ax
 
 
-def ppc_plot(idata, ax=None, units: str = "test-score points"):
-    """Observed score means by cohort x class size against their replicated distribution."""
-    from .ppc import ppc_table
+def ppc_plot(idata, axes=None, units: str = "points"):
+    """The posterior predictive check as pictures: for each cohort, the observed score
+    distribution of SMALL and of LARGE classes (thick lines) against the 90% band of the
+    same histogram over the replicated datasets (class sizes replicated too, where the
+    analysis models them), and the share of students in a SMALL class by cohort,
+    observed against its replicated 50% and 90% ranges.  Returns the figure (``axes``:
+    one per cohort, then one for the shares)."""
+    from .ppc import ppc_arrays, small_rate_table
 
-    plt = _pyplot()
-    t = ppc_table(idata)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 3.2))
-    for i, row in t.iterrows():
-        ax.plot([row.replicated_mean_q05, row.replicated_mean_q95], [i, i], color="0.5", lw=6,
-                label="replicated mean, 90%" if i == 0 else None)
-        ax.plot([row.observed_mean], [i], "o", color="k", label="observed mean" if i == 0 else None)
-    ax.set_yticks(range(len(t)))
-    ax.set_yticklabels([f"{r.cohort} {r.class_size} (n={r.n})" for r in t.itertuples()], fontsize=8)
-    ax.set_xlabel(f"mean test score ({units})")
-    ax.set_title("Posterior predictive check")
-    ax.legend(fontsize=8)
-    return ax
+    a = ppc_arrays(idata)
+    cohorts = [c for c in ("REGULAR", "EXPERIMENTAL") if np.any(a["cohort"] == c)]
+    if axes is None:
+        fig, axes = _pyplot().subplots(1, len(cohorts) + 1, figsize=(4.2 * len(cohorts) + 3.6, 3.4),
+                                       gridspec_kw={"width_ratios": [4] * len(cohorts) + [3]})
+    axes = list(np.ravel(axes))
+    fig = axes[0].figure
+    for ax, cohort in zip(axes, cohorts):
+        in_cohort = a["cohort"] == cohort
+        y = a["test_score"][in_cohort]
+        n_bins = int(np.clip(np.sqrt(y.size), 10, 40))
+        bins = np.linspace(y.min() - 0.05 * np.ptp(y), y.max() + 0.05 * np.ptp(y), n_bins + 1)
+        rep_y, rep_s = a["replicated_score"][:, in_cohort], a["replicated_small"][:, in_cohort]
+        for size, flag in (("SMALL", 1), ("LARGE", 0)):
+            colour = SIZE_COLOURS[size]
+            dens = np.array([np.histogram(r[s == flag], bins, density=True)[0]
+                             for r, s in zip(rep_y, rep_s) if np.any(s == flag)])
+            if len(dens):
+                lo, hi = np.quantile(dens, [0.05, 0.95], axis=0)
+                ax.fill_between(bins, np.append(lo, lo[-1]), np.append(hi, hi[-1]), step="post", color=colour,
+                                alpha=0.25, lw=0, label=f"replicated {size}, 90% band")
+            g = y[a["small_class"][in_cohort] == flag]
+            if g.size:
+                ax.stairs(np.histogram(g, bins, density=True)[0], bins, color=colour, lw=2,
+                          label=f"observed {size} (n={g.size}, mean {g.mean():.1f})")
+        _label(ax, f"{cohort}: scores by class size", f"test score ({units})", "density")
+        ax.legend(fontsize=6, loc="upper left")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend
+    ax = axes[len(cohorts)]
+    rates = small_rate_table(idata)
+    for i, r in enumerate(rates.itertuples()):
+        ax.plot([100 * r.replicated_q05, 100 * r.replicated_q95], [i, i], color="0.75", lw=8,
+                label="replicated, 90%" if i == 0 else None, solid_capstyle="butt")
+        ax.plot([100 * r.replicated_q25, 100 * r.replicated_q75], [i, i], color="0.45", lw=8,
+                label="replicated, 50%" if i == 0 else None, solid_capstyle="butt")
+        ax.plot([100 * r.observed_rate], [i], "o", color="k", label="observed" if i == 0 else None)
+        if not r.replicated:
+            ax.annotate("class sizes taken as given", (100 * r.observed_rate, i), xytext=(0, 9),
+                        textcoords="offset points", ha="center", fontsize=6)
+    ax.set_yticks(range(len(rates)), [f"{r.cohort}\n(n={r.n})" for r in rates.itertuples()], fontsize=7)
+    ax.set_ylim(-0.7, len(rates) - 0.3)
+    _label(ax, "Students in a SMALL class", "share of the cohort (%)", "")
+    ax.legend(fontsize=6, loc="best")
+    fig.suptitle("Posterior predictive check: the data (thick, dots) against data replicated from the posterior",
+                 fontsize=9)
+    return fig
+
+
+def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
+    """The students' scores under the intervention and under its baseline (pooled over
+    posterior draws) beside their observed scores, and the posterior of the average
+    effect with its 90% interval and the truth.  Returns the figure."""
+    cf = counterfactual
+    units = units or cf.units
+    if axes is None:
+        fig, axes = _pyplot().subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    ax1, ax2 = np.ravel(axes)[:2]
+    rng = np.random.default_rng(0)
+    pooled = {}
+    for label, x in (("do(" + ", ".join(f"{k}={v}" for k, v in cf.intervention.items()) + ")", cf.scores),
+                     ("do(" + ", ".join(f"{k}={v}" for k, v in cf.baseline.items()) + ")", cf.baseline_scores)):
+        flat = x.ravel()
+        pooled[label] = flat[rng.choice(flat.size, min(flat.size, 200_000), replace=False)]
+    everything = np.concatenate([*pooled.values(), cf.observed_scores])
+    bins = np.linspace(*np.quantile(everything, [0.001, 0.999]), 50)
+    for (label, x), colour in zip(pooled.items(), ("#1b7837", "#b2182b")):
+        ax1.hist(x, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=colour,
+                 label=f"{label}: mean {x.mean():.1f}")
+    ax1.hist(cf.observed_scores, bins=bins, density=True, histtype="step", color="k", lw=1.2,
+             label=f"observed: mean {cf.observed_scores.mean():.1f}")
+    _label(ax1, f"{cf.analysis}: scores of {cf.students} ({cf.scores.shape[1]}) in both worlds",
+           f"test score ({units})", "density")
+    ax1.legend(fontsize=7)
+    effect = cf.effect
+    lo, hi = cf.interval()
+    ax2.hist(effect, bins=40, density=True, color="0.55")
+    ax2.axvspan(lo, hi, color="#2166ac", alpha=0.15, label=f"90% interval [{lo:.2f}, {hi:.2f}]")
+    ax2.axvline(effect.mean(), color="#2166ac", lw=2, label=f"mean {effect.mean():.2f}")
+    if cf.truth is not None:
+        ax2.axvline(cf.truth, color="k", ls="--", label=f"truth {cf.truth:g}")
+    _label(ax2, "Average effect, one value per posterior draw", f"mean score difference ({units})",
+           "posterior density")
+    ax2.legend(fontsize=7)
+    return ax1.figure
+
+
+def _figure_of(fig_or_ax):
+    from matplotlib.figure import Figure
+
+    return fig_or_ax if isinstance(fig_or_ax, Figure) else fig_or_ax.figure
 
 
 def save_figure(fig, path, dpi: int = 120) -> None:
@@ -99,11 +176,11 @@ def save_figure(fig, path, dpi: int = 120) -> None:
     _pyplot().close(fig)
 
 
-def save(ax, path) -> None:
-    """Write the figure of ``ax`` to ``path`` as PNG, atomically."""
+def save(fig_or_ax, path) -> None:
+    """Write the figure (or the figure of the axes) to ``path`` as PNG, atomically."""
     from classsize.model.files import atomic_write
 
-    atomic_write(path, lambda p: save_figure(ax.figure, p))
+    atomic_write(path, lambda p: save_figure(_figure_of(fig_or_ax), p))
 
 
 # ============================================================================ recovery studies
