@@ -1,9 +1,13 @@
 """The ``classsize`` command line: every command and its parser.
 
 Every command turns bad input into one line on standard error naming the file, row,
-column or field, and exit status 2; nothing is written in that case.  The commands import
-the rest of the package when they run, so that ``classsize --help`` builds the
-parser without the analyses, the sampler or the plots.  JAX is set up by importing
+column or field, and exit status 2; nothing is written in that case (the parser's own
+refusals are one line too).  Before long work a command says on standard error what
+is about to run (analysis, chains x iterations, cores), then shows its progress there:
+a bar on a terminal, a plain line per tenth of the work otherwise; ``--quiet`` (before
+or after the command's name) silences both.  The commands import the rest of the
+package when they run, so that ``classsize --help`` and ``--version`` build the parser
+without JAX, the analyses, the sampler or the plots.  JAX is set up by importing
 :mod:`classsize.inference` (every core a device, the compilation cache on;
 :mod:`.runtime`).
 """
@@ -14,8 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .outputs import UsageError, load_config, prepare_out_dir
+from .outputs import Progress, UsageError, announce, load_config, prepare_out_dir, run_plan
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+
+#: Seeds run from 0 to this (a study adds 2**32 to its simulation seeds for its fits).
+SEED_MAX = 2**62
 
 # the names cmd_simulate calls
 _load_config = load_config
@@ -30,6 +37,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     if args.replicates < 1:
         raise UsageError(f"--replicates must be >= 1, got {args.replicates}")
+    if args.seed + args.replicates - 1 > SEED_MAX:
+        raise UsageError(f"--seed + --replicates - 1 must be at most 2**62, got {args.seed + args.replicates - 1}")
     if args.format == "parquet" and args.engine == "notebook":
         raise UsageError("--format parquet is written by the model engine only (use --format csv with --engine notebook)")
     out = _prepare_out_dir(args.out, args.force, [])
@@ -37,6 +46,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     enable_compilation_cache()
     last = args.seed + args.replicates - 1
+    if args.replicates > 1:
+        announce(f"simulating {args.replicates} datasets of {config.n_students} students "
+                 f"(seeds {args.seed}..{last}, {args.engine} engine) into {out}", args.quiet)
     if args.format == "parquet":
         from classsize.model.simulate import write_replicates
 
@@ -73,6 +85,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = prepare_out_dir(args.out, args.force)
     data_dir = out / "data"
+    announce(f"demo: simulating the notebook's experiment (seed {args.seed}), then fitting the three analyses",
+             args.quiet)
     ds = simulate(Config(), args.seed)
     ds.write(data_dir)
     print(f"Simulated the notebook's experiment (seed {args.seed}) into {data_dir}:")
@@ -80,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .compare import compare_models
 
     print()
-    return compare_models(data_dir, out / "compare", quick=args.quick)
+    return compare_models(data_dir, out / "compare", quick=args.quick, quiet=args.quiet)
 
 
 def _check_sampler_args(args: argparse.Namespace) -> None:
@@ -91,14 +105,24 @@ def _check_sampler_args(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from .analysis import get_analysis
     from .data import load_dataset
     from .fit import fit
+    from .sampling import ChainRunner
 
     _check_sampler_args(args)
     loaded = load_dataset(args.data_dir)
+    analysis = get_analysis(args.model)
+    analysis.check(loaded)  # a cohort the data lack: refused before anything runs
     out = prepare_out_dir(args.out, args.force)
+    runner = ChainRunner(args.chains, args.warmup, args.samples,
+                         progress=Progress(f"fit {args.model}", quiet=args.quiet))
+    students = loaded.students if analysis.cohort is None else loaded.students[
+        loaded.students["cohort"] == analysis.cohort]
+    announce(f"fitting the {args.model} analysis to {len(students)} students: "
+             f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
     result = fit(loaded, args.model, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                 seed=args.seed, ability=args.ability)
+                 seed=args.seed, ability=args.ability, runner=runner)
     result.write(out)
     print(result.table())
     for w in result.warnings:
@@ -115,7 +139,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     load_dataset(args.data_dir)  # bad input fails before anything is written
     out = prepare_out_dir(args.out, args.force)
     return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                          seed=args.seed, ability=args.ability, strict=args.strict)
+                          seed=args.seed, ability=args.ability, strict=args.strict, quiet=args.quiet)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -160,6 +184,49 @@ def cmd_star(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parsers
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, unless it is None or False or the help
+    already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("(default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose refusals are one line (``classsize fit: error: ...``), exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seed(text: str) -> int:
+    """An argument that is a seed: a whole number from 0 to :data:`SEED_MAX`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**62, got {text!r}")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("classsize")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _analysis_name(name: str) -> str:
     """An argument naming an analysis of :data:`~.analysis.ANALYSES` (checked when given)."""
     from .analysis import ANALYSES
@@ -171,14 +238,15 @@ def _analysis_name(name: str) -> str:
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=_analysis_name, default="structural", metavar="NAME",
-                   help="the analysis: structural (default), randomized or naive")
+                   help="the analysis: structural, randomized or naive")
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
     p.add_argument("--chains", type=int, default=DEFAULT_CHAINS, help="chains, run side by side on the cores")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up (adaptation) iterations per chain")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="kept draws per chain")
-    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--seed", type=_seed, default=0,
+                   help=seed_help or "seed of the chains (chain c starts from key c of PRNGKey(SEED) split)")
 
 
 def _add_fit_args(p: argparse.ArgumentParser) -> None:
@@ -192,15 +260,19 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
 
 def _add_fit_parsers(sub) -> None:
     p = sub.add_parser("fit", help="fit an analysis model to a data folder")
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", help="data folder (students.csv, classes.csv), or FOLDER#K for replicate K "
+                                    "of a Parquet folder")
     _add_model_arg(p)
     p.add_argument("--out", required=True, help="run folder for posterior.nc and summary.json")
     _add_fit_args(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("compare", help="fit structural, randomized and naive side by side")
-    p.add_argument("data_dir")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("compare", help="fit structural, randomized and naive side by side",
+                       description="Fit every analysis the data can support (one the data cannot, such as naive "
+                                   "without REGULAR students, is skipped with the reason) and write a run folder "
+                                   "for each, comparison.csv and forest.png.")
+    p.add_argument("data_dir", help="data folder (students.csv, classes.csv), or FOLDER#K")
+    p.add_argument("--out", required=True, help="folder for the run folders, comparison.csv and the plots")
     _add_fit_args(p)
     p.set_defaults(func=cmd_compare)
 
@@ -247,15 +319,19 @@ def _add_star_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="classsize",
         description="The class-size experiment as one NumPyro model: simulate, fit, teach.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"classsize {_version()}",
+                   help="print the package version and exit")
+    p.add_argument("--quiet", "-q", dest="quiet_all", action="store_true",
+                   help="say nothing on standard error about long work (no announcement, no progress)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="sample the model forward into students.csv and classes.csv")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the first dataset (dataset k: SEED+k)")
     s.add_argument("--config", help="TOML configuration (defaults: the notebook's numbers)")
     s.add_argument("--replicates", type=int, default=1, help="datasets to write (seeds SEED..SEED+K-1)")
     s.add_argument("--engine", choices=["model", "notebook"], default="model",
@@ -267,15 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="simulate the notebook's dataset and fit the three analyses")
-    d.add_argument("--out", default="out/demo")
-    d.add_argument("--seed", type=int, default=100)
-    d.add_argument("--quick", action="store_true", help="short chains")
-    d.add_argument("--force", action="store_true")
+    d.add_argument("--out", default="out/demo", help="output folder (data/ and compare/ inside)")
+    d.add_argument("--seed", type=_seed, default=100, help="seed of the simulation (the notebook's is 100)")
+    d.add_argument("--quick", action="store_true", help="short chains (at most 300 warm-up and 300 draws)")
+    d.add_argument("--force", action="store_true", help="write into a non-empty folder")
     d.set_defaults(func=cmd_demo)
 
     _add_fit_parsers(sub)
     _add_recover_parser(sub)
     _add_star_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument("--quiet", "-q", action="store_true",
+                             help="say nothing on standard error about long work (no announcement, no progress)")
     return p
 
 
@@ -290,6 +369,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.quiet = args.quiet or args.quiet_all
     try:
         return int(args.func(args) or 0)
     except _known_errors() as e:

@@ -1,5 +1,6 @@
-"""What every command shares before and after its work: bad input, the configuration,
-the output folder.
+"""What every command shares before, during and after its work: bad input, the
+configuration, the output folder, and what it says on standard error about long work
+(:func:`announce`, :class:`Progress`).
 
 A leaf module (the standard library only; the model is imported when a function
 needs it), so that the command line, the data reader and the study can all use it.
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, TextIO
 
 
 class UsageError(Exception):
@@ -72,3 +75,65 @@ def write_together(folder: str | Path, writers: Mapping[str, Callable[[Path], No
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in writers]
+
+
+# ---------------------------------------------------------------- standard error
+def announce(line: str, quiet: bool = False, stream: TextIO | None = None) -> None:
+    """Say on standard error what is about to run (nothing when ``quiet``)."""
+    if not quiet:
+        print(line, file=stream or sys.stderr, flush=True)
+
+
+class Progress:
+    """The progress of one long piece of work, on standard error.
+
+    Called as ``progress(done, total)`` (the hook :class:`~.sampling.ChainRunner`
+    takes).  On a terminal it draws a tqdm bar; otherwise it writes a plain line when
+    the work starts and each time another tenth of it is done, with the seconds since
+    the reporter was made (so the first line also tells how long compiling took).
+    With ``quiet`` it says nothing.
+    """
+
+    def __init__(self, label: str, unit: str = "iterations per chain", *, quiet: bool = False,
+                 stream: TextIO | None = None, terminal: bool | None = None):
+        self.label, self.unit, self.quiet = label, unit, quiet
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.began = time.perf_counter()
+        self._bar = None
+        self._tenths = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.terminal:
+            self._draw(done, total)
+            return
+        tenths = 10 * done // max(total, 1)
+        if tenths > self._tenths:
+            self._tenths = tenths
+            seconds = time.perf_counter() - self.began
+            print(f"{self.label}: {done}/{total} {self.unit} ({10 * tenths}%), {seconds:.0f} s",
+                  file=self.stream, flush=True)
+
+    def _draw(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.label, unit="it", file=self.stream, leave=True)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def run_plan(chains: int, warmup: int, samples: int, devices) -> str:
+    """``4 chains x (500 warm-up + 1000 draws) iterations on 2 CPU cores``: what a fit runs."""
+    platforms = {getattr(d, "platform", "cpu") for d in devices}
+    where = (f"{len(devices)} CPU core{'s' * (len(devices) != 1)}" if platforms == {"cpu"}
+             else f"{len(devices)} {'/'.join(sorted(p.upper() for p in platforms))} device{'s' * (len(devices) != 1)}")
+    return f"{chains} chain{'s' * (chains != 1)} x ({warmup} warm-up + {samples} draws) iterations on {where}"

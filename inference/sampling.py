@@ -12,16 +12,23 @@ chains)[c]`` (``PRNGKey(s)`` for one chain), the keys ``numpyro.infer.MCMC`` giv
 its chains, whatever the number of devices; a lane's computation does not depend on
 which device runs it, so the draws do not either.
 
-The program is compiled once per shape (and loaded from JAX's persistent
-compilation cache when an earlier process compiled it: see
-:mod:`classsize.model.jaxcache`).
+The iterations run in about :data:`CALLS_PER_RUN` calls of one compiled program,
+each carrying every lane's NUTS state and draws on to the next, so that between
+calls the host can report progress (``ChainRunner(progress=...)``).  A callback
+inside the program would do the same, but JAX does not keep a program with host
+callbacks in its persistent compilation cache.  The calls are made alike whether
+progress is reported or not, so the draws are the same either way.
+
+The programs (one starting the lanes, one continuing them) are compiled once per
+shape (and loaded from JAX's persistent compilation cache when an earlier process
+compiled them: see :mod:`classsize.model.jaxcache`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +41,10 @@ from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")
+#: The iterations of a run are split into about this many calls of the compiled program.
+CALLS_PER_RUN = 20
+#: ``progress(done, total)``: iterations per chain done so far, of ``total``.
+ProgressHook = Callable[[int, int], None]
 
 
 @dataclass
@@ -63,18 +74,21 @@ def chain_keys(seed: int, chains: int) -> np.ndarray:
 class ChainRunner:
     """NUTS for a problem's datasets: ``chains x (warmup + samples)`` each.
 
-    One runner compiles one program per batch shape and reuses it; studies of one
-    design keep one runner for all their batches.
+    One runner compiles its programs once per batch shape and reuses them; studies of
+    one design keep one runner for all their batches.  ``progress``, when given, is
+    called as ``progress(done, total)`` (iterations per chain) once the programs are
+    ready and after each call of the program.
     """
 
     def __init__(self, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP, samples: int = DEFAULT_SAMPLES,
                  *, devices=None,
-                 vectorize: str = "map"):
+                 vectorize: str = "map", progress: ProgressHook | None = None):
         if vectorize not in ("map", "vmap"):
             raise ValueError(f"vectorize must be 'map' or 'vmap', got {vectorize!r}")
         self.chains, self.warmup, self.samples = int(chains), int(warmup), int(samples)
         self.devices = list(jax.devices() if devices is None else devices)
         self.vectorize = vectorize
+        self.progress = progress
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
 
@@ -82,16 +96,33 @@ class ChainRunner:
     def n_devices(self) -> int:
         return len(self.devices)
 
+    @property
+    def iterations(self) -> int:
+        """Iterations per chain: warm-up and kept draws."""
+        return self.warmup + self.samples
+
+    @property
+    def iterations_per_call(self) -> int:
+        return max(1, -(-self.iterations // CALLS_PER_RUN))
+
     # ----------------------------------------------------------------- one lane
-    def _lane(self, problem: Problem, key, inputs, active):
+    def _lane_start(self, kernel, key, inputs):
+        """A lane's NUTS state before its first iteration, and empty buffers."""
+        state = kernel.init(key, self.warmup, None, (), inputs)
+        proto = jax.eval_shape(kernel.postprocess_fn((), inputs), state.z)
+        values = {k: jnp.zeros((self.samples,) + v.shape, v.dtype) for k, v in proto.items()}
+        stats = {k: jnp.zeros((self.samples,), bool if k == "diverging" else jnp.result_type(float)) for k in STATS}
+        steps = jnp.zeros((self.iterations,), jnp.int32)
+        return state, (values, stats), steps
+
+    def _lane(self, problem: Problem, key, inputs, active, carry, first):
+        """Iterations ``first .. first + iterations_per_call - 1`` of a lane, from its
+        start when ``first`` is 0 (``carry`` is then ignored); those past the end do
+        nothing."""
         kernel = problem.kernel()
-        warmup, samples = self.warmup, self.samples
-        state = kernel.init(key, warmup, None, (), inputs)
+        carry = lax.cond(first == 0, lambda _: self._lane_start(kernel, key, inputs), lambda c: c, carry)
         post = kernel.postprocess_fn((), inputs)
-        proto = jax.eval_shape(post, state.z)
-        values = {k: jnp.zeros((samples,) + v.shape, v.dtype) for k, v in proto.items()}
-        stats = {k: jnp.zeros((samples,), bool if k == "diverging" else jnp.result_type(float)) for k in STATS}
-        steps = jnp.zeros((warmup + samples,), jnp.int32)
+        warmup, total = self.warmup, self.iterations
 
         def record(s, bufs, j):
             vals, st = bufs
@@ -104,27 +135,41 @@ class ChainRunner:
 
         def body(carry, i):
             s, bufs, steps = carry
-            # a padding lane (inactive) skips its iterations
-            s = lax.cond(active, lambda t: kernel.sample(t, (), inputs), lambda t: t, s)
-            steps = lax.dynamic_update_index_in_dim(steps, jnp.asarray(s.num_steps, jnp.int32), i, 0)
-            bufs = lax.cond(i >= warmup, lambda b: record(s, b, jnp.maximum(i - warmup, 0)), lambda b: b, bufs)
+            live = i < total
+            # a padding lane (inactive) and the iterations past the end do nothing
+            s = lax.cond(active & live, lambda t: kernel.sample(t, (), inputs), lambda t: t, s)
+            steps = lax.cond(live, lambda b: lax.dynamic_update_index_in_dim(
+                b, jnp.asarray(s.num_steps, jnp.int32), i, 0), lambda b: b, steps)
+            bufs = lax.cond(live & (i >= warmup), lambda b: record(s, b, jnp.maximum(i - warmup, 0)),
+                            lambda b: b, bufs)
             return (s, bufs, steps), None
 
-        (_, (values, stats), steps), _ = lax.scan(body, (state, (values, stats), steps),
-                                                 jnp.arange(warmup + samples))
-        return values, stats, steps
+        carry, _ = lax.scan(body, carry, first + jnp.arange(self.iterations_per_call))
+        return carry
+
+    def _carry_shape(self, problem: Problem, keys, inputs):
+        """The shapes of the lanes' carry (state, buffers, steps)."""
+        one = lambda k, x: self._lane_start(problem.kernel(), k, x)  # noqa: E731
+        return jax.eval_shape(jax.vmap(one), keys, inputs)
 
     def _program(self, problem: Problem):
+        """The program over the lanes, sharded over the devices."""
         mesh = Mesh(np.array(self.devices), ("lanes",))
 
-        def local(keys, inputs, active):
-            one = lambda k, x, a: self._lane(problem, k, x, a)  # noqa: E731
+        def local(keys, inputs, active, carry, first):
+            one = lambda k, x, a, c: self._lane(problem, k, x, a, c, first)  # noqa: E731
             if self.vectorize == "vmap":
-                return jax.vmap(one)(keys, inputs, active)
-            return lax.map(lambda kxa: one(*kxa), (keys, inputs, active))
+                carry = jax.vmap(one)(keys, inputs, active, carry)
+            else:
+                carry = lax.map(lambda a: one(*a), (keys, inputs, active, carry))
+            # a small output to wait on (each lane's iteration count); the carry is
+            # handed on to the next call
+            return carry, carry[0].i
 
-        specs = dict(mesh=mesh, in_specs=(P("lanes"), P("lanes"), P("lanes")), out_specs=P("lanes"))
-        return jax.jit(jax.shard_map(local, check_vma=False, **specs)), mesh
+        lanes = P("lanes")
+        program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P()),
+                                out_specs=(lanes, lanes), check_vma=False)
+        return jax.jit(program, donate_argnums=3), mesh
 
     # ------------------------------------------------------------------ a batch
     def run(self, problem: Problem, seeds: Sequence[int], batch_size: int | None = None) -> Draws:
@@ -152,21 +197,37 @@ class ChainRunner:
             active = np.concatenate([active, np.zeros(padded - n_lanes, bool)])
         lane_inputs = jax.tree.map(lambda a: np.asarray(a)[lane_dataset], problem.inputs)
         program, mesh = self._program(problem)
-        sharding = NamedSharding(mesh, P("lanes"))
-        args = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
-                jax.tree.map(lambda a: jax.device_put(a, sharding), lane_inputs),
-                jax.device_put(jnp.asarray(active), sharding))
-        signature = (problem.signature, jax.tree.structure(args), tuple(np.shape(a) for a in jax.tree.leaves(args)))
+        sharding, replicated = NamedSharding(mesh, P("lanes")), NamedSharding(mesh, P())
+        keys, inputs, active = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
+                                jax.tree.map(lambda a: jax.device_put(a, sharding), lane_inputs),
+                                jax.device_put(jnp.asarray(active), sharding))
+        carry_shape = self._carry_shape(problem, keys, inputs)
+        signature = (problem.signature, jax.tree.structure((keys, inputs)),
+                     tuple(np.shape(a) for a in jax.tree.leaves((keys, inputs))))
         compile_seconds = 0.0
         if signature not in self._compiled:
-            start = time.perf_counter()
-            self._compiled[signature] = program.lower(*args).compile()
-            compile_seconds = time.perf_counter() - start
+            begin = time.perf_counter()
+            spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), carry_shape)
+            self._compiled[signature] = program.lower(
+                keys, inputs, active, spec, jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)).compile()
+            compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
-        start = time.perf_counter()
-        out = jax.block_until_ready(self._compiled[signature](*args))
-        seconds = time.perf_counter() - start
-        values, stats, steps = jax.tree.map(lambda a: np.asarray(a)[:n_lanes], out)
+        compiled = self._compiled[signature]
+        total, per_call = self.iterations, self.iterations_per_call
+        if self.progress is not None:
+            self.progress(0, total)
+        begin = time.perf_counter()
+        carry = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype), sharding), carry_shape)
+        calls = []
+        for at in range(0, max(total, 1), per_call):  # every call is dispatched before the first ends
+            carry, marker = compiled(keys, inputs, active, carry, jax.device_put(np.int32(at), replicated))
+            calls.append((min(at + per_call, total), marker))
+        for done, marker in calls:
+            marker.block_until_ready()
+            if self.progress is not None:
+                self.progress(done, total)
+        (values, stats), steps = jax.tree.map(lambda a: np.asarray(a)[:n_lanes], carry[1:])
+        seconds = time.perf_counter() - begin
 
         def per_dataset(a):  # (c * full, samples, ...) -> (b, c, samples, ...)
             return np.swapaxes(a.reshape((c, full) + a.shape[1:])[:, :b], 0, 1)

@@ -134,3 +134,171 @@ def test_bad_configurations_through_simulate_and_recover(tmp_path, capsys, text,
     refused(capsys, ["recover", "--from-prior", "--config", str(cfg), "--datasets", "2",
                      "--out", str(tmp_path / "rec")], str(cfg), *words)
     assert not (tmp_path / "sim").exists() and not (tmp_path / "rec").exists()
+
+
+# ---------------------------------------------------------------- arguments
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999", "ten"])
+def test_seed_out_of_range_is_one_line(tmp_path, capsys, seed):
+    refused_by_parser(capsys, ["simulate", "--out", str(tmp_path / "sim"), "--seed", seed], "--seed", "2**62")
+    assert not (tmp_path / "sim").exists()
+
+
+def test_last_replicate_seed_out_of_range_is_one_line(tmp_path, capsys):
+    refused(capsys, ["simulate", "--out", str(tmp_path / "sim"), "--seed", str(2**62), "--replicates", "2"],
+            "--seed", "2**62")
+
+
+def test_parser_errors_are_one_line(capsys):
+    refused_by_parser(capsys, ["fit", "somewhere"], "--out", "required")
+    refused_by_parser(capsys, ["fit", "d", "--out", "o", "--model", "bayes"], "unknown analysis 'bayes'")
+    refused_by_parser(capsys, ["frobnicate"], "invalid choice")
+
+
+# ---------------------------------------------------------------- help and version
+def test_help_and_version_load_no_jax():
+    """``--help`` (of the program and of each command) and ``--version`` build the parser
+    without importing JAX (what makes them answer at once)."""
+    code = (
+        "import sys\n"
+        "from classsize.inference.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['fit', '--help'], ['recover', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (argv, e.code)\n"
+        "heavy = [m for m in ('jax', 'numpyro', 'arviz', 'matplotlib', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: classsize" in done.stdout
+
+
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"classsize {version('classsize')}"
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from classsize.inference.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    assert set(commands.choices) >= {"simulate", "demo", "fit", "compare", "recover", "star"}
+    for name, command in [("classsize", parser), *commands.choices.items()]:
+        for action in command._actions:
+            if action is commands:
+                continue
+            assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help"
+        text = command.format_help()
+        if name in ("fit", "compare", "recover"):
+            for default in ("(default: 4)", "(default: 500)", "(default: 1000)"):
+                assert default in " ".join(text.split()), (name, default)
+    fit_help = " ".join(commands.choices["fit"].format_help().split())
+    assert "(default: structural)" in fit_help and "(default: 0)" in fit_help
+    assert "(default: None)" not in fit_help and "(default: False)" not in fit_help
+
+
+# ---------------------------------------------------------------- announcing and progress
+def test_progress_prints_a_plain_line_per_tenth_when_not_a_terminal():
+    import io
+
+    from classsize.inference.outputs import Progress
+
+    stream = io.StringIO()
+    progress = Progress("fit x", stream=stream, terminal=False)
+    for done in range(0, 101, 5):
+        progress(done, 100)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(":")[1].split()[0] for line in lines] == [f"{k}/100" for k in range(0, 101, 10)]
+    assert lines[-1].startswith("fit x: 100/100 iterations per chain (100%)")
+    quiet = io.StringIO()
+    progress = Progress("fit x", stream=quiet, terminal=False, quiet=True)
+    progress(0, 10), progress(10, 10)
+    assert quiet.getvalue() == ""
+
+
+def test_progress_draws_a_bar_on_a_terminal():
+    import io
+
+    from classsize.inference.outputs import Progress
+
+    stream = io.StringIO()
+    progress = Progress("fit x", stream=stream, terminal=True)
+    for done in (0, 50, 100):
+        progress(done, 100)
+    assert "fit x" in stream.getvalue() and "100/100" in stream.getvalue()
+
+
+def test_runner_reports_progress_and_its_draws_do_not_depend_on_it():
+    """The hook sees every call of the program (0 .. total, increasing); the draws with
+    and without it are identical (exact check)."""
+    import numpy as np
+
+    from classsize.inference.analysis import get_analysis
+    from classsize.inference.sampling import ChainRunner
+    from classsize.model.simulate import draw_many
+    from classsize.model.tables import observed_from_draw
+
+    analysis = get_analysis("naive")
+    problem = analysis.bind_many(REGULAR_ONLY, observed_from_draw(draw_many(REGULAR_ONLY, [3]), REGULAR_ONLY,
+                                                                  analysis.cohort))
+    seen = []
+    with_hook = ChainRunner(2, 30, 25, progress=lambda done, total: seen.append((done, total))).run(problem, [4])
+    without = ChainRunner(2, 30, 25).run(problem, [4])
+    done = [d for d, _ in seen]
+    assert done[0] == 0 and done[-1] == 55 and done == sorted(done) and len(done) > 10
+    assert {t for _, t in seen} == {55}
+    assert np.unique(without.sites["small_class_direct_effect"]).size > 20  # real draws
+    for name in without.sites:
+        np.testing.assert_array_equal(with_hook.sites[name], without.sites[name], err_msg=name)
+    np.testing.assert_array_equal(with_hook.warmup_steps, without.warmup_steps)
+
+
+def test_fit_announces_and_shows_progress_on_stderr_unless_quiet(folders, tmp_path, capsys):
+    argv = ["fit", str(folders / "regular"), "--model", "naive", "--chains", "1", "--warmup", "20",
+            "--samples", "20"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) in (0, 1)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0].startswith("fitting the naive analysis to 60 students: 1 chain x (20 warm-up + 20 draws) "
+                               "iterations on "), err
+    progress = [line for line in lines if line.startswith("fit naive: ")]
+    assert progress[0].startswith("fit naive: 0/40 ") and progress[-1].startswith("fit naive: 40/40 "), err
+    assert "model: naive" in out and "model: naive" not in err
+    assert main(argv + ["--out", str(tmp_path / "b"), "--quiet"]) in (0, 1)
+    assert not [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+    assert main(["-q"] + argv + ["--out", str(tmp_path / "c")]) in (0, 1)
+    assert not [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+
+
+# ---------------------------------------------------------------- compare
+def test_compare_skips_an_analysis_the_data_cannot_support(folders, tmp_path, capsys):
+    """On REGULAR-only data the randomized analysis is skipped with its reason; the
+    table and the forest plot are still written."""
+    import pandas as pd
+
+    from classsize.inference.compare import compare_models
+
+    code = compare_models(folders / "regular", tmp_path / "cmp", chains=1, warmup=20, samples=20,
+                          models=("randomized", "naive"), quiet=True)
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "randomized: skipped" in out and "needs EXPERIMENTAL students" in out
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert set(table["model"]) == {"naive"}
+    assert (tmp_path / "cmp" / "forest.png").stat().st_size > 0
+    assert (tmp_path / "cmp" / "naive" / "posterior.nc").exists() and not (tmp_path / "cmp" / "randomized").exists()
+
+
+def test_compare_with_no_analysis_the_data_support_is_refused(folders, tmp_path, capsys):
+    from classsize.inference.compare import compare_models
+    from classsize.inference.data import DataError
+
+    with pytest.raises(DataError, match="no analysis can use these data"):
+        compare_models(folders / "experimental", tmp_path / "cmp", models=("naive",), quiet=True)
+    assert not (tmp_path / "cmp").exists()
