@@ -37,6 +37,11 @@ classes table has 322.
 The score is the STAR-literature percentile metric (Krueger 1999): each subject's
 scaled score becomes its percentile rank among the kindergarten students of the
 regular and regular-with-aide classes, and the two percentiles are averaged.
+Krueger's Table V (kindergarten; reprinted as Table 2.2.2 of Angrist and Pischke 2009,
+*Mostly Harmless Econometrics*) reports the class-type effects on this scale.  His
+sample is the STAR records as they were supplied to him, not these public files, and
+his regular-with-aide classes have a coefficient of their own, where here they are
+LARGE; ``notebooks/04_real_data`` and the README compare the two point by point.
 """
 
 from __future__ import annotations
