@@ -118,8 +118,30 @@ def _edge_labels(config: Config) -> dict[tuple[str, str], str]:
         ("class size", "score"): f"{config.small_class_direct_effect:+g} if SMALL",
         ("MA", "score"): f"{config.teacher_ma_effect:+g}",
         ("class size", "MA"): f"P(MA) {config.p_ma_small:g} if SMALL,\n{config.p_ma_large:g} if LARGE",
-        ("cohort", "class size"): "which rule",
     }
+
+
+def _box(text: str) -> tuple[float, float]:
+    """Width and height, in the graph's units, of a node's box (sized for its label at
+    8.5 points in :func:`teaching_figure`'s panels)."""
+    lines = text.split("\n")
+    return 0.09 * max(len(line) for line in lines) + 0.22, 0.19 * len(lines) + 0.2
+
+
+def _edge_ends(a, b, box_a, box_b, gap: float = 0.05):
+    """Where an arrow from the centre ``a`` to the centre ``b`` leaves box ``a`` and
+    enters box ``b``."""
+    import numpy as np
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = b - a
+    length = float(np.hypot(*d))
+
+    def exit_fraction(box):
+        half_w, half_h = box[0] / 2, box[1] / 2
+        return min(half_w / abs(d[0]) if d[0] else np.inf, half_h / abs(d[1]) if d[1] else np.inf)
+
+    return a + (exit_fraction(box_a) + gap / length) * d, b - (exit_fraction(box_b) + gap / length) * d
 
 
 def draw_teaching_graph(ax, intervened: bool = False, config: Config = Config()):
@@ -132,24 +154,22 @@ def draw_teaching_graph(ax, intervened: bool = False, config: Config = Config())
     for name, (label, (x, y), observed, _) in TEACHING_NODES.items():
         set_here = intervened and name == "class size"
         text = "do(class size)\nSMALL or LARGE" if set_here else label
-        box = ax.text(x, y, text, ha="center", va="center", fontsize=8.5, zorder=3,
-                      bbox=dict(boxstyle="round,pad=0.45", lw=2.2 if set_here else 1.0,
-                                fc="#d9e7f5" if observed else "white", ec="#b2182b" if set_here else "k",
-                                ls="-" if observed else "--"))
-        boxes[name] = box
+        w, h = boxes[name] = _box(text)
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0,rounding_size=0.08",
+                                    lw=2.2 if set_here else 1.0, fc="#d9e7f5" if observed else "white",
+                                    ec="#b2182b" if set_here else "k", ls="-" if observed else "--", zorder=3))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5, zorder=4)
     for a, b in TEACHING_EDGES:
         cut = intervened and b == "class size"
-        arrow = FancyArrowPatch(TEACHING_NODES[a][1], TEACHING_NODES[b][1], arrowstyle="-|>", mutation_scale=13,
-                                lw=1.0 if cut else 1.4, color="0.75" if cut else "k", ls=":" if cut else "-",
-                                patchA=boxes[a].get_bbox_patch(), patchB=boxes[b].get_bbox_patch(),
-                                shrinkA=3, shrinkB=3, zorder=2)
-        ax.add_patch(arrow)
-        (xa, ya), (xb, yb) = TEACHING_NODES[a][1], TEACHING_NODES[b][1]
-        xm, ym = 0.45 * xa + 0.55 * xb, 0.45 * ya + 0.55 * yb
+        start, end = _edge_ends(TEACHING_NODES[a][1], TEACHING_NODES[b][1], boxes[a], boxes[b])
+        ax.add_patch(FancyArrowPatch(tuple(start), tuple(end), arrowstyle="-|>", mutation_scale=13,
+                                     lw=1.0 if cut else 1.4, color="0.75" if cut else "k", ls=":" if cut else "-",
+                                     shrinkA=0, shrinkB=0, zorder=2))
+        xm, ym = 0.45 * start + 0.55 * end
         if cut:
-            ax.plot([xm], [ym], marker="x", color="#b2182b", ms=10, mew=2.5, zorder=4)
+            ax.plot([xm], [ym], marker="x", color="#b2182b", ms=10, mew=2.5, zorder=5)
         elif (a, b) in labels:
-            ax.text(xm, ym, labels[(a, b)], fontsize=7, color="0.25", ha="center", va="center", zorder=4,
+            ax.text(xm, ym, labels[(a, b)], fontsize=7, color="0.25", ha="center", va="center", zorder=5,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
     ax.text(2.4, -0.85, "shaded: in students.csv or classes.csv; dashed: never observed", fontsize=7,
             color="0.35", ha="center", va="center")
@@ -175,7 +195,7 @@ def teaching_figure(config: Config = Config(), figure=None):
         import matplotlib.pyplot as plt
 
         figure = plt.figure(figsize=(11.5, 5.2))
-    left, right = figure.subplots(1, 2)
+    left, right = figure.subplots(1, 2, gridspec_kw=dict(left=0.01, right=0.99, bottom=0.01, top=0.88, wspace=0.04))
     draw_teaching_graph(left, False, config)
     draw_teaching_graph(right, True, config)
     return figure
