@@ -36,7 +36,7 @@ import numpyro.distributions as dist
 
 from classsize.model import Config, Observed, class_size_experiment, default_priors
 from classsize.model.conditioned import NUTS_SETTINGS
-from classsize.model.experiment import PARAMETERS, SCALAR_PARAMETERS, sample_parameters
+from classsize.model.experiment import PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, sample_parameters
 from classsize.model.pilot import padded_alike, pilot_estimates, pinned
 
 from .data import DataError, LoadedData
@@ -187,13 +187,22 @@ class Analysis:
         raise NotImplementedError
 
     def study_quantities(self, config: Config, sbc: bool) -> tuple[str, ...]:
-        """What a recovery study checks: the estimands, and for SBC every scalar
-        structural parameter the analysis samples."""
+        """What a recovery study checks: the estimands, and for SBC every structural
+        parameter the analysis samples, a vector one element by element: each scalar
+        parameter, then ``race_probs[i]`` and ``regular_small_race_shift[i]`` for race
+        ``config.race_codes[i]``, and ``school_effect[k]`` for school ``k`` (see
+        :func:`quantity_draws`)."""
         if not sbc:
             return self.estimand_names
         priors = self.priors(config) or {}
-        extra = [p for p in SCALAR_PARAMETERS if p in priors and not pinned(priors[p])
-                 and p not in self.estimand_names]
+
+        def sampled(name):
+            return name in priors and not pinned(priors[name])
+
+        extra = [p for p in SCALAR_PARAMETERS if sampled(p) and p not in self.estimand_names]
+        extra += [f"{p}[{i}]" for p in RACE_PARAMETERS if sampled(p) for i in range(len(config.race_codes))]
+        if "school_effect_range" in priors:  # the model draws an effect per school
+            extra += [f"school_effect[{k}]" for k in range(config.n_schools)]
         return self.estimand_names + tuple(extra)
 
     def prior_variances(self, config: Config, names) -> dict[str, float]:
@@ -208,8 +217,29 @@ def _pin(priors: dict, names, value: float = 0.0) -> dict:
     return out
 
 
-def _moments(d) -> tuple[float, float]:
-    return float(np.asarray(d.mean)), float(np.asarray(d.variance))
+def _moments(d, index: int | None = None) -> tuple[float, float]:
+    """Mean and variance of a prior, or of its element ``index`` (a vector prior)."""
+    mean, var = np.asarray(d.mean), np.asarray(d.variance)
+    if index is not None:
+        mean, var = mean[..., index], var[..., index]
+    return float(mean), float(var)
+
+
+def element_of(name: str) -> tuple[str, int | None]:
+    """``("race_probs", 2)`` for the quantity ``"race_probs[2]"``; ``(name, None)`` for a
+    quantity that is not an element of a vector site."""
+    if name.endswith("]") and "[" in name:
+        site, index = name[:-1].split("[", 1)
+        return site, int(index)
+    return name, None
+
+
+def quantity_draws(draws: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """The draws of a site, or of element ``i`` (its last axis) of a vector site for a
+    quantity named ``site[i]``."""
+    site, index = element_of(name)
+    v = np.asarray(draws[site])
+    return v if index is None else v[..., index]
 
 
 @dataclass(frozen=True)
@@ -303,10 +333,19 @@ class ConditionedAnalysis(Analysis):
 
     def prior_variances(self, config: Config, names) -> dict[str, float]:
         """Prior variance of each quantity (exact: the parameters are independent a priori,
-        and ``total = direct + ma * (p_ma_small - p_ma_large)``)."""
+        ``total = direct + ma * (p_ma_small - p_ma_large)``, and a school effect is
+        uniform on ``[-R, R]`` given the range ``R``, so its variance is ``E[R^2] / 3``)."""
         priors = self.priors(config)
         out = {}
         for name in names:
+            site, index = element_of(name)
+            if site == "school_effect":
+                mean_r, var_r = _moments(priors["school_effect_range"])
+                out[name] = (var_r + mean_r**2) / 3.0
+                continue
+            if index is not None:
+                out[name] = _moments(priors[site], index)[1]
+                continue
             if name == "small_class_total_effect":
                 _, var_d = _moments(priors["small_class_direct_effect"])
                 mean_m, var_m = _moments(priors["teacher_ma_effect"])

@@ -69,7 +69,7 @@ from classsize.model import Config
 from classsize.model.experiment import PARAMETERS
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
-from .analysis import Analysis, get_analysis
+from .analysis import Analysis, get_analysis, quantity_draws
 from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
 from .outputs import write_together
@@ -120,9 +120,10 @@ def empty_school_counts(observed, n_schools: int) -> np.ndarray:
 
 
 def quantities_of(analysis: Analysis, sites: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named quantities (estimands or parameters) of posterior or prior draws of the sites."""
+    """The named quantities (estimands, parameters, or elements ``site[i]`` of vector
+    sites: :func:`~.analysis.quantity_draws`) of posterior or prior draws of the sites."""
     est = analysis.estimands(sites)
-    return {n: np.asarray(est[n] if n in est else sites[n], dtype=float) for n in names}
+    return {n: np.asarray(est[n] if n in est else quantity_draws(sites, n), dtype=float) for n in names}
 
 
 # ================================================================================== study
@@ -252,7 +253,7 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
     empty = (empty_school_counts(observed, config.n_schools) if analysis.needs_every_school
              else np.zeros(n_datasets, int))
     if from_prior:
-        truths = quantities_of(analysis, {p: draws[p] for p in PARAMETERS}, names)
+        truths = quantities_of(analysis, {p: draws[p] for p in (*PARAMETERS, "school_effect")}, names)
     else:
         fixed = config.estimands()
         truths = {n: np.full(n_datasets, fixed[n]) for n in names}
@@ -322,14 +323,18 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
 
 def _summarise_fit(q, truth, prior_var, diag, rank_draws, rng, qdiag) -> dict:
     """One fit's row values per quantity (mean, sd, intervals, coverage, rank, z-score,
-    contraction, R-hat, ESS) and its diagnostics."""
+    contraction, R-hat, ESS) and its diagnostics.
+
+    A fit with draws that are not all finite (any site: ``diag["finite"]`` false) counts
+    against calibration, not out of it: each of its quantities gets intervals that miss
+    the truth and the top rank (the truth above every rank draw), and no moments."""
     quantities = {}
     for n, v in q.items():
         x = np.asarray(v, dtype=float).ravel()
         t = float(truth[n])
         row: dict[str, Any] = {"truth": t}
-        if not np.all(np.isfinite(x)):
-            row.update(_empty_fit_columns())
+        if not diag["finite"] or not np.all(np.isfinite(x)):
+            row.update(_failed_fit_columns(min(int(rank_draws), x.size)))
             quantities[n] = row
             continue
         mean, sd = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
@@ -347,6 +352,15 @@ def _summarise_fit(q, truth, prior_var, diag, rank_draws, rng, qdiag) -> dict:
         row["r_hat"], row["ess_bulk"] = qdiag[n]
         quantities[n] = row
     return {"quantities": quantities, "diag": diag}
+
+
+def _failed_fit_columns(n_rank_draws: int) -> dict:
+    """The row values of a quantity of a fit with non-finite draws: no moments or
+    interval bounds, every interval missing the truth, the top rank."""
+    cols = {c: v for c, v in _empty_fit_columns().items() if c not in DIAGNOSTIC_COLUMNS}
+    cols.update({f"covered_{int(100 * lv)}": False for lv in LEVELS})
+    cols.update({"rank": n_rank_draws, "rank_draws": n_rank_draws})
+    return cols
 
 
 def _empty_fit_columns() -> dict:

@@ -14,8 +14,12 @@ confidence ``1 - 0.05 / (levels x estimands)`` (Bonferroni: family false-alarm r
 posterior mean, mean posterior sd, mean z-score and mean contraction are reported.
 
 Both count flagged fits (divergences, R-hat above 1.01, bulk ESS below 400) and keep
-them in the statistics (dropping them would select on the data); unfittable datasets
-and fits with non-finite draws are left out and counted.
+them in the statistics (dropping them would select on the fits' outcome).  A fit with
+non-finite draws counts against the verdict: each of its quantities has the top rank
+and intervals that miss the truth (:mod:`.study`), and the verdict lists it.
+Unfittable datasets (a school without students) are left out and counted: that is
+decided by the data alone, before any fit, and conditioning on the data leaves the
+posterior, hence the calibration, unchanged.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from .calibration import (
     chi_square_uniformity,
     clopper_pearson,
     combined_p,
-    ecdf_band,
     ecdf_test,
     holm,
+    verdict_band,
 )
 from .analysis import get_analysis
 from .diagnostics import ESS_MIN, R_HAT_MAX
@@ -54,8 +58,8 @@ def _fit_lines(table, settings) -> list[str]:
         lines.append(f"  {len(unfittable)} dataset(s) unfittable (a school without students): "
                      f"datasets {_list(unfittable['dataset'])}; not in the statistics")
     if len(failed):
-        lines.append(f"  {len(failed)} fit(s) gave non-finite draws: datasets {_list(failed['dataset'])}; "
-                     "not in the statistics")
+        lines.append(f"  {len(failed)} fit(s) gave non-finite draws: datasets {_list(failed['dataset'], most=50)}; "
+                     "counted against the verdict (intervals that miss the truth, the top rank)")
     if len(fitted):
         div = int((fitted["divergences"] > 0).sum())
         rh = int((fitted["max_r_hat"] > R_HAT_MAX).sum())
@@ -73,18 +77,31 @@ def _list(values, most: int = 8) -> str:
     return ", ".join(v[:most]) + (f" and {len(v) - most} more" if len(v) > most else "")
 
 
+def _in_statistics(table):
+    """The rows the statistics use: every fit, those with non-finite draws included."""
+    return table[table["status"].isin(["fitted", "failed"])]
+
+
+def _element_legend(names, settings) -> list[str]:
+    """A line naming the race of each index of the ``race_...[i]`` quantities."""
+    codes = settings.get("config", {}).get("race_codes")
+    if not codes or not any(q.startswith("race_probs[") or q.startswith("regular_small_race_shift[") for q in names):
+        return []
+    return ["  races: " + ", ".join(f"[{i}] {c}" for i, c in enumerate(codes)) + "; school_effect[k]: school k"]
+
+
 def sbc_verdict(table, names, settings):
     """``(summary, verdict text, passed, band, ranks)`` of an SBC study's table."""
     import pandas as pd
 
-    used = table[table["status"] == "fitted"]
+    used = _in_statistics(table)
     n_values = int(used["rank_draws"].max()) + 1 if len(used) else settings["rank_draws"] + 1
     ranks = {q: used.loc[used["quantity"] == q, "rank"].to_numpy(np.int64) for q in names}
     n = len(ranks[names[0]])
     rows = []
     # the printed and plotted band is simultaneous at 1 - alpha / (2m): an ECDF that leaves
     # it has p < alpha / (2m), hence a combined p < alpha / m and a Holm-adjusted p < alpha
-    band = ecdf_band(n, n_values, FAMILY_ALPHA / (2 * len(names))) if n > 0 else None
+    band = verdict_band(n, n_values, len(names)) if n > 0 else None
     for q in names:
         r = ranks[q]
         if n == 0:
@@ -109,6 +126,7 @@ def sbc_verdict(table, names, settings):
         f"on {int(summary['bins'].max()) if n else 0} bins, ECDF simultaneous band",
         f"  a quantity's p = 2 x the smaller p; Holm over {len(names)} quantities: family false-alarm rate "
         f"{FAMILY_ALPHA:.0%}; band: simultaneous at {1 - FAMILY_ALPHA / (2 * len(names)):.2%} (OUT implies FAIL)",
+        *_element_legend(names, settings),
         f"{'quantity':<27} {'chi2 p':>7} {'ECDF p':>7} {'band':>6} {'Holm p':>7}  verdict",
     ]
     for _, r in summary.iterrows():
@@ -116,7 +134,7 @@ def sbc_verdict(table, names, settings):
                      f"{('in' if r['inside_band'] else 'OUT'):>6} {_fmt_p(r['p_holm'])}  "
                      f"{'pass' if r['pass'] else 'FAIL'}")
     if n < 10:
-        lines.append(f"note: only {n} fitted datasets: the tests have little power (use 100 or more)")
+        lines.append(f"note: only {n} datasets: the tests have little power (use 100 or more)")
     low_ess = used[used["ess_bulk"] < n_values - 1] if "ess_bulk" in used else used.iloc[:0]
     if len(low_ess):
         lines.append(f"note: {len(low_ess)} (dataset, quantity) pairs have a bulk ESS below the {n_values - 1} rank "
@@ -137,7 +155,7 @@ def coverage_verdict(table, names, settings):
     """``(summary, verdict text, passed)`` of a coverage study's table."""
     import pandas as pd
 
-    used = table[table["status"] == "fitted"]
+    used = _in_statistics(table)
     n_checks = len(LEVELS) * len(names)
     confidence = 1.0 - FAMILY_ALPHA / n_checks
     rows = []
@@ -154,7 +172,7 @@ def coverage_verdict(table, names, settings):
     summary = pd.DataFrame(rows)
     stats_rows = {}
     for q in names:
-        u = used[used["quantity"] == q]
+        u = used[(used["quantity"] == q) & (used["status"] == "fitted")]  # moments: fits with finite draws
         err = u["mean"] - u["truth"]
         stats_rows[q] = {"bias": float(err.mean()) if len(u) else np.nan,
                          "rmse": float(np.sqrt(np.mean(err**2))) if len(u) else np.nan,
