@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,dask]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,7 +29,7 @@ test-all: $(STAMP)
 	CLASSSIZE_SLOW=1 $(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,bench]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,dask,bench]'
 	$(BIN)/python bench/simulate_bench.py
 	$(BIN)/python bench/fit_bench.py
 

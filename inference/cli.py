@@ -143,9 +143,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    """Exit status 0 when the study's verdict passes, 1 when it fails, 2 on bad input."""
+    """Exit status 0 when the study's verdict passes, 1 when it fails, 2 on bad input,
+    3 when batches failed (the finished ones are kept for --resume)."""
     _check_sampler_args(args)
-    for name in ("datasets", "batch_size", "rank_draws"):
+    for name in ("datasets", "batch_size", "rank_draws", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -161,12 +162,30 @@ def cmd_recover(args: argparse.Namespace) -> int:
         get_analysis(args.model).check_design(config, sbc=args.from_prior)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = prepare_out_dir(args.out, args.force)
-    from .study import run_study
+    if args.resume and args.force:
+        raise UsageError("--resume and --force exclude each other")
+    from .distributed import check_runner_args, open_runner
 
-    result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior, seed=args.seed,
-                       chains=args.chains, warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
-                       rank_draws=args.rank_draws)
+    check_runner_args(args.scheduler, args.workers)
+    if args.resume:
+        from .batches import StudyPlan, check_resume
+
+        check_resume(args.out, StudyPlan(args.model, args.datasets, config, args.from_prior, args.seed, args.chains,
+                                         args.warmup, args.samples, args.batch_size or 1, args.rank_draws),
+                     batch_size_given=args.batch_size is not None)
+    out = prepare_out_dir(args.out, args.force or args.resume)
+    from .study import StudyIncomplete, run_study
+
+    try:
+        with open_runner(args.scheduler, args.workers) as runner:
+            result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior,
+                               seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                               batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
+                               resume=args.resume, runner=runner)
+    except StudyIncomplete as e:
+        print(f"classsize recover: {e}; the finished batches are in {out / 'batches'} (rerun with --resume)",
+              file=sys.stderr)
+        return 3
     print(result.verdict, flush=True)
     paths = result.write(out)
     print(f"wrote {', '.join(p.name for p in paths)} in {out}")
@@ -295,6 +314,11 @@ def _add_recover_parser(sub) -> None:
                    help="datasets fitted in one compiled call (default: 4 per device)")
     p.add_argument("--rank-draws", type=int, default=RANK_DRAWS,
                    help=f"posterior draws (thinned evenly) the SBC rank is taken among (default: {RANK_DRAWS})")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="fit the batches on the Dask cluster of this scheduler (e.g. tcp://host:8786)")
+    p.add_argument("--workers", type=int, metavar="N", help="fit the batches on N local Dask worker processes")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study in --out: fit only the batches not written there yet")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
     p.set_defaults(func=cmd_recover)
 

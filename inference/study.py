@@ -27,17 +27,27 @@ fitted here as well; its regression ignores the unobserved ability that drives t
 REGULAR cohort's assignment, so at the default truth it is expected to fail, and the
 verdict says so.
 
-**Fits.**  Datasets are drawn in one vectorised call and encoded straight from the
-draws (:func:`classsize.model.tables.observed_from_draw`, padded class slots with
-``class_used`` masks), so all datasets share array shapes, and fitted in batches by
-one :class:`~.sampling.ChainRunner` (each chain of each dataset a lane of one
-compiled NUTS program, the program of ``classsize fit``; see :mod:`.sampling`).
-Every batch has ``batch_size`` datasets' lanes (a short last batch is padded), so a
-study compiles one program, and studies with the same design and chains share it
+**Fits.**  The datasets are cut into batches of ``batch_size`` consecutive ones
+(:class:`~.batches.StudyPlan`); :func:`fit_batch` draws a batch's datasets in one
+vectorised call, encodes them straight from the draws
+(:func:`classsize.model.tables.observed_from_draw`, padded class slots with
+``class_used`` masks), so all datasets share array shapes, and fits them with one
+:class:`~.sampling.ChainRunner` (each chain of each dataset a lane of one compiled
+NUTS program, the program of ``classsize fit``; see :mod:`.sampling`).  Every batch
+has ``batch_size`` datasets' lanes (a short last batch is padded), so a study
+compiles one program, and studies with the same design and chains share it
 (:func:`chain_runner`).  Dataset ``k`` is simulated under the key ``PRNGKey(S + k)``
 (at a fixed truth, exactly ``classsize simulate --seed S+k``'s dataset) and fitted
 with ``PRNGKey(S + k + 2**32)``, the key of ``classsize fit --seed S+k+4294967296``
-on that dataset.  A dataset with a school that has no students (of the fitted
+on that dataset; a tie of the truth with a rank draw is broken by a generator seeded
+with ``(S, k)``.  A dataset's numbers therefore depend on nothing but ``S`` and
+``k``: not on its batch, nor on the process or machine that fits it.  The batches
+are fitted one after another in this process, or by a runner given to
+:func:`run_study` (:class:`classsize.inference.distributed.DaskRunner` spreads them
+over a Dask cluster); with an output folder each finished batch is written there
+at once (:mod:`.batches`), and a resumed study fits only the batches not there yet.
+The tables, plots and verdict are assembled from the batches' records.
+A dataset with a school that has no students (of the fitted
 cohort) cannot be fitted by the uniform-ability model (its per-school minimum and
 maximum do not exist): it is counted as unfittable and reported.  A fit is flagged
 when it has divergent transitions, an R-hat above 1.01 or a bulk ESS below 400 (the
@@ -50,7 +60,8 @@ quantity, with the fit's diagnostics), ``summary.csv`` (one row per quantity, or
 estimand and level), ``recovery.nc`` (the same as an xarray Dataset),
 ``verdict.txt``, ``study.json`` (settings), ``config.toml`` and the plots
 (``sbc_ecdf_diff.png`` and ``sbc_ranks.png``, or ``coverage.png`` and
-``z_contraction.png``; :mod:`.plots`), written all together or not at all.
+``z_contraction.png``; :mod:`.plots`), written all together or not at all, beside
+the folder ``batches`` (:mod:`.batches`).
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +81,8 @@ from classsize.model.experiment import PARAMETERS
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
 from .analysis import Analysis, get_analysis, quantity_draws
+from .batches import (StudyPlan, batch_folder, finished_batches, plain, read_manifest, software_versions,
+                      start_batches, write_batch)
 from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
 from .outputs import write_together
@@ -220,78 +233,178 @@ def chain_runner(chains: int, warmup: int, samples: int) -> ChainRunner:
     return ChainRunner(chains, warmup, samples)
 
 
+class InProcess:
+    """Fits a study's batches one after another in this process (the default runner)."""
+
+    description = "in-process"
+
+    def devices_per_worker(self) -> int:
+        import jax
+
+        return len(jax.devices())
+
+    def run(self, plan: StudyPlan, batches: Sequence[int]) -> Iterator[dict]:
+        for b in batches:
+            yield fit_batch(plan, b)
+
+
+class StudyIncomplete(Exception):
+    """Some batches of a study were not fitted (the finished ones are kept)."""
+
+
 def run_study(model: str = "structural", n_datasets: int = 100, *, config: Config = Config(),
               from_prior: bool = False, seed: int = 0, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP,
               samples: int = DEFAULT_SAMPLES,
               batch_size: int | None = None, rank_draws: int = RANK_DRAWS,
-              progress: bool | None = None) -> StudyResult:
+              progress: bool | None = None, out: str | Path | None = None, resume: bool = False,
+              runner=None) -> StudyResult:
     """Simulate ``n_datasets`` datasets, fit each with the analysis ``model`` and check
-    calibration: SBC when ``from_prior``, coverage at the fixed truth ``config`` otherwise."""
-    import jax
-    import pandas as pd
+    calibration: SBC when ``from_prior``, coverage at the fixed truth ``config`` otherwise.
+
+    ``out``: write each finished batch into ``out/batches`` as it completes; with
+    ``resume``, take the batches an earlier run of the same plan left there (another
+    plan's are refused, :func:`~.batches.check_manifest`) and fit only the others.
+    ``runner`` fits the batches (default :class:`InProcess`; its ``run(plan, batches)``
+    yields one record of :func:`fit_batch` per batch, in any order).  ``batch_size``
+    defaults to the resumed study's, else 4 per device of a worker.
+    """
     from tqdm.auto import tqdm
 
     analysis = get_analysis(model)
     analysis.check_design(config, sbc=from_prior)
     if n_datasets < 1:
         raise ValueError("the study needs at least one dataset")
-    cohort = analysis.cohort
-    mode = "sbc" if from_prior else "fixed"
-    names = analysis.study_quantities(config, sbc=from_prior)
-    fitter = chain_runner(int(chains), int(warmup), int(samples))
-    compile_before = fitter.compile_seconds
+    runner = InProcess() if runner is None else runner
     if batch_size is None:
-        batch_size = 4 * fitter.n_devices
-    sim_seeds = [seed + k for k in range(n_datasets)]
-    fit_seeds = [s + FIT_SEED_OFFSET for s in sim_seeds]
+        earlier = read_manifest(out) if (out is not None and resume) else None
+        batch_size = int(earlier["batch_size"]) if earlier else 4 * runner.devices_per_worker()
+    plan = StudyPlan(model, int(n_datasets), config, bool(from_prior), int(seed), int(chains), int(warmup),
+                     int(samples), int(batch_size), int(rank_draws))
 
     start_all = time.perf_counter()
-    draws = simulate_study(model, config, sim_seeds, from_prior)
-    simulate_seconds = time.perf_counter() - start_all
-    observed = jax.jit(lambda d: observed_from_draw(d, config, cohort))({k: draws[k] for k in DRAW_SITES})
+    records: dict[int, dict] = {}
+    if out is not None:
+        start_batches(out, plan, resume)
+        if resume:
+            records = {r["batch"]: r for r in finished_batches(out, plan)}
+            if records:
+                print(f"resuming: {len(records)} of {plan.n_batches} batches already fitted in "
+                      f"{batch_folder(out)}", file=sys.stderr)
+    resumed = len(records)
+    todo = [b for b in range(plan.n_batches) if b not in records]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=n_datasets, initial=sum(len(r["records"]) for r in records.values()),
+               desc=f"recover {model}", unit="dataset", disable=not progress)
+    versions = plan.manifest["versions"]
+    for record in runner.run(plan, todo):
+        if record["versions"] != versions:
+            raise StudyIncomplete(f"batch {record['batch']} was fitted by {record['host']} with "
+                                  f"{record['versions']}, not {versions}: every worker must run the same versions")
+        if out is not None:
+            write_batch(out, record)
+        records[int(record["batch"])] = record
+        bar.update(len(record["records"]))
+    bar.close()
+    missing = [b for b in range(plan.n_batches) if b not in records]
+    if missing:
+        raise StudyIncomplete(f"{len(missing)} batch(es) not fitted: {', '.join(map(str, missing[:10]))}")
+    run = {"executor": getattr(runner, "description", type(runner).__name__), "resumed_batches": resumed,
+           "wall_seconds": round(time.perf_counter() - start_all, 2)}
+    return assemble(plan, [records[b] for b in range(plan.n_batches)], run)
+
+
+@lru_cache(maxsize=8)
+def _encoder(config: Config, cohort: str | None):
+    """The jitted encoding of stacked draws into stacked :class:`Observed` arrays."""
+    import jax
+
+    return jax.jit(lambda d: observed_from_draw(d, config, cohort))
+
+
+def fit_batch(plan: StudyPlan, batch: int) -> dict:
+    """Simulate and fit batch ``batch`` of the study ``plan``: its record, in plain
+    JSON values (:func:`~.batches.plain`): the batch's timings, where it ran and
+    the software versions, and per dataset the number of empty schools, the truths
+    and the summary of the fit (None for an unfittable dataset)."""
+    import os
+    import socket
+
+    import jax
+
+    analysis = get_analysis(plan.model)
+    config, names = plan.config, analysis.study_quantities(plan.config, sbc=plan.from_prior)
+    ks = list(plan.datasets_of(batch))
+    sim_seeds = [plan.seed + k for k in ks]
+    start = time.perf_counter()
+    # padded to the batch size: every batch runs one compiled sampler
+    padded = sim_seeds + [sim_seeds[-1]] * (plan.batch_size - len(ks))
+    draws = {k: v[:len(ks)] for k, v in simulate_study(plan.model, config, padded, plan.from_prior).items()}
+    observed = _encoder(config, analysis.cohort)({k: draws[k] for k in DRAW_SITES})
     observed = type(observed)(*[None if a is None else np.asarray(a) for a in observed])
     empty = (empty_school_counts(observed, config.n_schools) if analysis.needs_every_school
-             else np.zeros(n_datasets, int))
-    if from_prior:
+             else np.zeros(len(ks), int))
+    if plan.from_prior:
         truths = quantities_of(analysis, {p: draws[p] for p in (*PARAMETERS, "school_effect")}, names)
     else:
         fixed = config.estimands()
-        truths = {n: np.full(n_datasets, fixed[n]) for n in names}
-    prior_var = analysis.prior_variances(config, tuple(names))
+        truths = {n: np.full(len(ks), fixed[n]) for n in names}
+    simulate_seconds = time.perf_counter() - start
 
+    fitter = chain_runner(plan.chains, plan.warmup, plan.samples)
     fittable = np.flatnonzero(empty == 0)
-    per_dataset: dict[int, dict] = {}
-    rng = np.random.default_rng(seed)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=n_datasets, desc=f"recover {model}", unit="dataset", disable=not progress)
-    bar.update(n_datasets - fittable.size)
-    for lo in range(0, fittable.size, batch_size):
-        idx = fittable[lo:lo + batch_size]
-        batch = type(observed)(*[None if a is None else a[idx] for a in observed])
-        out = fitter.run(analysis.bind_many(config, batch), [fit_seeds[i] for i in idx], batch_size=batch_size)
-        for j, k in enumerate(idx):
+    fits: dict[int, dict] = {}
+    seconds = compile_seconds = 0.0
+    if fittable.size:
+        prior_var = analysis.prior_variances(config, tuple(names))
+        batch_obs = type(observed)(*[None if a is None else a[fittable] for a in observed])
+        out = fitter.run(analysis.bind_many(config, batch_obs), [sim_seeds[i] + FIT_SEED_OFFSET for i in fittable],
+                         batch_size=plan.batch_size)
+        seconds, compile_seconds = out.seconds, out.compile_seconds
+        for j, i in enumerate(fittable):
             sites = {s: v[j] for s, v in out.sites.items()}
             q = quantities_of(analysis, sites, names)
             diag = fit_diagnostics(sites, q, out.stats["diverging"][j], out.stats["n_steps"][j],
                                    analysis.kernel_settings.get("max_tree_depth", 10))
-            diag["seconds"] = out.seconds / len(idx)
-            per_dataset[int(k)] = _summarise_fit(q, {n: truths[n][k] for n in names}, prior_var, diag,
-                                                 rank_draws, rng, diag.pop("per_quantity"))
-        bar.update(len(idx))
-    bar.close()
-    wall = time.perf_counter() - start_all
+            diag["seconds"] = out.seconds / len(fittable)
+            rng = np.random.default_rng([plan.seed, ks[i]])
+            fits[int(i)] = _summarise_fit(q, {n: truths[n][i] for n in names}, prior_var, diag, plan.rank_draws,
+                                          rng, diag.pop("per_quantity"))
+    records = [{"dataset": k, "empty_schools": int(empty[i]), "truth": {n: float(truths[n][i]) for n in names},
+                "fit": fits.get(i)} for i, k in enumerate(ks)]
+    return plain({"batch": batch, "plan_hash": plan.plan_hash, "records": records,
+                  "simulate_seconds": simulate_seconds, "fit_seconds": seconds, "compile_seconds": compile_seconds,
+                  "host": socket.gethostname(), "pid": os.getpid(), "vectorize": fitter.vectorize,
+                  "devices": [str(d) for d in jax.devices()], "versions": software_versions()})
 
+
+def assemble(plan: StudyPlan, batches: Sequence[dict], run: Mapping[str, Any]) -> StudyResult:
+    """The study's table, summary and verdict from the records of all its batches
+    (in order); ``run`` adds the settings of the run that finished it."""
+    import os
+    import socket
+    import pandas as pd
+
+    analysis = get_analysis(plan.model)
+    names = analysis.study_quantities(plan.config, sbc=plan.from_prior)
+    model, mode, cohort = plan.model, plan.mode, analysis.cohort
+    here = (socket.gethostname(), os.getpid())
+    devices = []
+    for b in batches:
+        where = "" if (b["host"], b["pid"]) == here else f"{b['host']}:{b['pid']}/"
+        devices += [where + d for d in b["devices"] if where + d not in devices]
     rows = []
-    for k in range(n_datasets):
-        base = {"study": mode, "model": model, "dataset": k, "sim_seed": sim_seeds[k], "fit_seed": fit_seeds[k]}
-        if k not in per_dataset:
-            reason = f"unfittable: {int(empty[k])} school(s) without {cohort or ''} students".replace("  ", " ")
+    for rec in (r for b in batches for r in b["records"]):
+        k = rec["dataset"]
+        base = {"study": mode, "model": model, "dataset": k, "sim_seed": plan.seed + k,
+                "fit_seed": plan.seed + k + FIT_SEED_OFFSET}
+        res = rec["fit"]
+        if res is None:
+            reason = f"unfittable: {rec['empty_schools']} school(s) without {cohort or ''} students".replace("  ", " ")
             for n in names:
                 rows.append({**base, "status": "unfittable", "fit_ok": False, "problems": reason, "quantity": n,
-                             "truth": float(truths[n][k]), **_empty_fit_columns()})
+                             "truth": rec["truth"][n], **_empty_fit_columns()})
             continue
-        res = per_dataset[k]
         status = "fitted" if res["diag"]["finite"] else "failed"
         problems = fit_problems(res["diag"])
         diag_columns = {c: res["diag"][c] for c in DIAGNOSTIC_COLUMNS}
@@ -300,25 +413,30 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
                          "quantity": n, **res["quantities"][n], **diag_columns})
     table = pd.DataFrame(rows)
 
+    n, seed = plan.n_datasets, plan.seed
     settings = {
-        "model": model, "mode": mode, "datasets": n_datasets, "seed": seed,
-        "sim_seeds": f"{sim_seeds[0]}..{sim_seeds[-1]}",
-        "fit_seeds": f"{fit_seeds[0]}..{fit_seeds[-1]} (seed + k + 2**32)",
-        "chains": chains, "warmup": warmup, "samples": samples, "batch_size": batch_size,
-        "vectorize": fitter.vectorize, "devices": [str(d) for d in fitter.devices],
-        "rank_draws": rank_draws if mode == "sbc" else None, "levels": list(LEVELS),
+        "model": model, "mode": mode, "datasets": n, "seed": seed,
+        "sim_seeds": f"{seed}..{seed + n - 1}",
+        "fit_seeds": f"{seed + FIT_SEED_OFFSET}..{seed + n - 1 + FIT_SEED_OFFSET} (seed + k + 2**32)",
+        "chains": plan.chains, "warmup": plan.warmup, "samples": plan.samples, "batch_size": plan.batch_size,
+        "vectorize": batches[0]["vectorize"], "devices": devices,
+        "rank_draws": plan.rank_draws if mode == "sbc" else None, "levels": list(LEVELS),
         "family_alpha": FAMILY_ALPHA, "band_simulations": BAND_SIMULATIONS, "band_seed": BAND_SEED,
         "r_hat_max": R_HAT_MAX, "ess_min": ESS_MIN, "quantities": list(names),
-        "simulate_seconds": round(simulate_seconds, 2),
-        "compile_seconds": round(fitter.compile_seconds - compile_before, 2), "wall_seconds": round(wall, 2),
-        "fit_seconds_total": round(float(sum(r["diag"]["seconds"] for r in per_dataset.values())), 2),
-        "config": config.to_dict(),
+        "simulate_seconds": round(sum(b["simulate_seconds"] for b in batches), 2),
+        "compile_seconds": round(sum(b["compile_seconds"] for b in batches), 2),
+        "wall_seconds": run["wall_seconds"],
+        "fit_seconds_total": round(sum(b["fit_seconds"] for b in batches), 2),
+        "executor": run["executor"], "workers": len({(b["host"], b["pid"]) for b in batches}),
+        "resumed_batches": run["resumed_batches"], "plan_hash": plan.plan_hash,
+        "versions": plan.manifest["versions"],
+        "config": plan.config.to_dict(),
     }
     if mode == "sbc":
         summary, verdict, passed, band, ranks = sbc_verdict(table, names, settings)
-        return StudyResult(model, mode, config, settings, table, summary, verdict, passed, band, ranks)
+        return StudyResult(model, mode, plan.config, settings, table, summary, verdict, passed, band, ranks)
     summary, verdict, passed = coverage_verdict(table, names, settings)
-    return StudyResult(model, mode, config, settings, table, summary, verdict, passed)
+    return StudyResult(model, mode, plan.config, settings, table, summary, verdict, passed)
 
 
 def _summarise_fit(q, truth, prior_var, diag, rank_draws, rng, qdiag) -> dict:

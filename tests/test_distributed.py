@@ -1,0 +1,276 @@
+"""Recovery studies in batches: on Dask workers, resumed after an interruption, and
+surviving a killed worker, all giving the numbers of the study run in one process.
+
+Every study here is the same small SBC (randomized analysis, 300 + 300 students,
+5 schools, 6 datasets in 2 batches of 3, 2 chains of 60 + 60 iterations: the design
+and chains of ``tests/test_recover.py``'s SBC, so the in-process fits reuse its
+compiled program).  The comparisons are exact: a dataset's numbers depend only on
+the study seed and its index, not on the process, device count or batch that fits
+it.  The cluster is one ``LocalCluster`` of 2 single-device workers shared by the
+tests (started once: a worker process takes seconds to load JAX and the program).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classsize.inference import batches as bt
+from classsize.inference import study as st
+from classsize.inference.cli import main
+from classsize.model import Config
+
+pytest.importorskip("distributed")
+
+SMALL = Config(n_regular=300, n_experimental=300, n_schools=5)
+STUDY = ["recover", "--model", "randomized", "--from-prior", "--datasets", "6", "--batch-size", "3",
+         "--chains", "2", "--warmup", "60", "--samples", "60", "--seed", "3"]
+#: Columns of recovery.csv that are timings (the rest must be equal).
+TIMING = ["seconds"]
+
+
+def study_args(tmp_path: Path, out: Path, *extra: str) -> list[str]:
+    config = tmp_path / "small.toml"
+    if not config.exists():
+        config.write_text(SMALL.to_toml())
+    return [*STUDY, "--config", str(config), "--out", str(out), *extra]
+
+
+def assert_same_study(out: Path, reference: Path) -> None:
+    """The tables, summary and verdict (but its timing lines) of two study folders are equal."""
+    mine, theirs = pd.read_csv(out / "recovery.csv"), pd.read_csv(reference / "recovery.csv")
+    assert len(mine) == len(theirs) and mine["dataset"].value_counts().nunique() == 1  # each dataset once
+    pd.testing.assert_frame_equal(mine.drop(columns=TIMING), theirs.drop(columns=TIMING), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), pd.read_csv(reference / "summary.csv"),
+                                  check_exact=True)
+
+    def verdict(folder):  # without the lines about time and devices
+        return [line for line in (folder / "verdict.txt").read_text().splitlines()
+                if not line.startswith(("fits:", "  (+"))]
+
+    assert verdict(out) == verdict(reference)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The study in this process, its batch files written as they finish."""
+    base = tmp_path_factory.mktemp("reference")
+    assert main(study_args(base, base / "out")) in (0, 1)
+    return base / "out"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from classsize.inference.distributed import DaskRunner
+
+    with DaskRunner(workers=2) as runner:
+        yield runner
+
+
+# ======================================================================== batch files
+def test_batch_files_and_manifest(reference):
+    manifest = json.loads((reference / "batches" / "manifest.json").read_text())
+    assert manifest["datasets"] == 6 and manifest["batch_size"] == 3 and manifest["seed"] == 3
+    assert manifest["versions"]["jax"] and len(manifest["plan_hash"]) == 16
+    files = sorted(p.name for p in (reference / "batches").glob("batch-*.json"))
+    assert files == ["batch-000000.json", "batch-000001.json"]
+    record = json.loads((reference / "batches" / "batch-000001.json").read_text())
+    assert [r["dataset"] for r in record["records"]] == [3, 4, 5] and record["plan_hash"] == manifest["plan_hash"]
+    settings = json.loads((reference / "study.json").read_text())
+    assert settings["executor"] == "in-process" and settings["workers"] == 1 and settings["resumed_batches"] == 0
+
+
+def test_plan_pickles_and_differences_are_named():
+    import pickle
+
+    plan = bt.StudyPlan("randomized", 6, SMALL, True, 3, 2, 60, 60, 3, 99)
+    again = pickle.loads(pickle.dumps(plan))
+    assert again == plan and again.plan_hash == plan.plan_hash
+    assert [list(plan.datasets_of(b)) for b in range(plan.n_batches)] == [[0, 1, 2], [3, 4, 5]]
+    other = bt.StudyPlan("randomized", 6, SMALL.replace(n_schools=6), True, 4, 2, 60, 60, 3, 99)
+    diff = bt.manifest_differences(plan.manifest, other.manifest)
+    assert diff == ["--seed 3 there, 4 here", "--config another design or truth there, this one here"]
+    assert other.plan_hash != plan.plan_hash
+    assert bt.plain({"a": np.float32(0.5), "b": (np.int64(2), np.bool_(True)), 3: np.arange(2)}) == \
+        {"a": 0.5, "b": [2, True], "3": [0, 1]}
+
+
+# ============================================================================ resuming
+def test_interrupted_study_resumes_with_only_the_missing_batch(tmp_path, reference, monkeypatch, capsys):
+    out = tmp_path / "out"
+    real, fitted = st.fit_batch, []
+
+    def interrupted(plan, batch):
+        if batch == 1:
+            raise KeyboardInterrupt  # as if the machine went down during batch 1
+        fitted.append(batch)
+        return real(plan, batch)
+
+    monkeypatch.setattr(st, "fit_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(study_args(tmp_path, out))
+    assert fitted == [0]
+    assert sorted(p.name for p in (out / "batches").iterdir()) == ["batch-000000.json", "manifest.json"]
+    assert not (out / "recovery.csv").exists()
+    capsys.readouterr()
+    # without --resume (or --force) the folder is refused, as any non-empty one
+    assert main(study_args(tmp_path, out)) == 2 and "not empty" in capsys.readouterr().err
+
+    def counted(plan, batch):
+        fitted.append(batch)
+        return real(plan, batch)
+
+    monkeypatch.setattr(st, "fit_batch", counted)
+    fitted.clear()
+    assert main(study_args(tmp_path, out, "--resume")) in (0, 1)
+    assert fitted == [1]
+    assert "resuming: 1 of 2 batches already fitted" in capsys.readouterr().err
+    assert json.loads((out / "study.json").read_text())["resumed_batches"] == 1
+    assert_same_study(out, reference)
+    # a finished study resumed fits nothing and writes the same tables again
+    fitted.clear()
+    assert main(study_args(tmp_path, out, "--resume")) in (0, 1)
+    assert fitted == []
+    assert_same_study(out, reference)
+
+
+def test_resume_refuses_another_study(tmp_path, reference, capsys):
+    before = {p.name: p.read_bytes() for p in (reference / "batches").iterdir()}
+    cases = [
+        (["--resume", "--seed", "4"], "--seed 3 there, 4 here"),
+        (["--resume", "--samples", "70"], "--samples 60 there, 70 here"),
+        (["--resume", "--batch-size", "2"], "--batch-size 3 there, 2 here"),
+        (["--resume", "--force"], "--resume and --force exclude each other"),
+    ]
+    for extra, message in cases:
+        code = main([*study_args(tmp_path, reference), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    # a design of another config file
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL.replace(n_schools=6).to_toml())
+    code = main([*study_args(tmp_path, reference), "--resume", "--config", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--config another design" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (reference / "batches").iterdir()} == before
+    # a non-empty folder without a study
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    code = main(study_args(tmp_path, stray, "--resume"))
+    err = capsys.readouterr().err
+    assert code == 2 and "nothing to resume" in err and len(err.strip().splitlines()) == 1
+    # a batch file of another plan is not used: fitted again
+    plan = bt.StudyPlan("randomized", 6, SMALL, True, 3, 2, 60, 60, 3, 99)
+    assert len(list(bt.finished_batches(reference, plan))) == 2
+    foreign = tmp_path / "foreign"
+    (foreign / "batches").mkdir(parents=True)
+    record = json.loads((reference / "batches" / "batch-000000.json").read_text())
+    (foreign / "batches" / "batch-000000.json").write_text(json.dumps({**record, "plan_hash": "0" * 16}))
+    (foreign / "batches" / "batch-000001.json").write_text("{not json")
+    assert list(bt.finished_batches(foreign, plan)) == []
+    assert capsys.readouterr().err.count("fitting it again") == 2
+
+
+# ========================================================================== on Dask
+def test_dask_missing_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed raises ImportError
+    for flags in (["--workers", "2"], ["--scheduler", "tcp://127.0.0.1:8786"]):
+        code = main(study_args(tmp_path, tmp_path / "never", *flags))
+        err = capsys.readouterr().err
+        assert code == 2 and "pip install 'classsize[dask]'" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "never").exists()
+    monkeypatch.undo()
+    for flags, message in ((["--workers", "0"], "--workers must be >= 1"),
+                           (["--workers", str(os.cpu_count() + 1)], "core(s) of this machine"),
+                           (["--workers", "1", "--scheduler", "tcp://x:1"], "exclude each other")):
+        code = main(study_args(tmp_path, tmp_path / "never", *flags))
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "never").exists()
+
+
+def test_local_workers_have_their_share_of_the_cores(cluster):
+    from classsize.inference.distributed import machine_cores, worker_devices
+
+    devices = cluster.client.run(worker_devices)
+    assert len(devices) == 2 and set(devices.values()) == {max(1, machine_cores() // 2)}
+    assert set(cluster.client.nthreads().values()) == {1}
+
+
+def test_workers_give_the_in_process_study(tmp_path, reference, cluster, monkeypatch, capsys):
+    """Through the command line with --scheduler ADDRESS (the fixture's cluster is what
+    --workers 2 starts); --workers N is routed to a local cluster of N workers."""
+    from classsize.inference import distributed
+
+    out = tmp_path / "scheduler"
+    assert main(study_args(tmp_path, out, "--scheduler", cluster.address)) in (0, 1)
+    assert_same_study(out, reference)
+    settings = json.loads((out / "study.json").read_text())
+    assert settings["executor"] == f"dask: scheduler {cluster.address}"
+    worker_pids = set(cluster.client.run(os.getpid).values())
+    fitted_by = {json.loads(p.read_text())["pid"] for p in (out / "batches").glob("batch-*.json")}
+    assert fitted_by <= worker_pids and os.getpid() not in fitted_by
+    assert all(d.split("/")[0].split(":")[1] in map(str, worker_pids) for d in settings["devices"])
+
+    class Routed(Exception):
+        pass
+
+    def local_cluster(address=None, workers=None):
+        raise Routed(address, workers)
+
+    monkeypatch.setattr(distributed, "DaskRunner", local_cluster)
+    with pytest.raises(Routed) as routed:
+        main(study_args(tmp_path, tmp_path / "workers", "--workers", "2"))
+    assert routed.value.args == (None, 2)
+
+
+def killing_task(plan, batch, flag):
+    """The batch task, but batch 1's first attempt kills its worker process (once: the
+    flag file is claimed by whoever deletes it)."""
+    import os
+    from pathlib import Path
+
+    from classsize.inference.distributed import fit_batch_task
+
+    if batch == 1:
+        try:
+            Path(flag).unlink()
+        except FileNotFoundError:
+            pass
+        else:
+            Path(flag).with_suffix(".pid").write_text(str(os.getpid()))
+            os._exit(1)
+    return fit_batch_task(plan, batch)
+
+
+def test_a_killed_worker_costs_only_its_batch(tmp_path, reference, cluster, monkeypatch):
+    import cloudpickle
+
+    from classsize.inference.distributed import DaskRunner
+
+    flag = tmp_path / "kill.flag"
+    flag.write_text("")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        runner = DaskRunner.__new__(DaskRunner)
+        runner.client, runner.cluster = cluster.client, None
+        runner.task, runner.description = partial(killing_task, flag=str(flag)), "dask: killing batch 1 once"
+        out = tmp_path / "out"
+        result = st.run_study("randomized", 6, config=SMALL, from_prior=True, seed=3, chains=2, warmup=60,
+                              samples=60, batch_size=3, out=out, runner=runner)
+        result.write(out)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not flag.exists(), "no worker was killed"
+    killed = int(flag.with_suffix(".pid").read_text())
+    record = json.loads((out / "batches" / "batch-000001.json").read_text())
+    assert record["pid"] != killed  # fitted again, by another process
+    assert_same_study(out, reference)
