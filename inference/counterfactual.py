@@ -88,6 +88,10 @@ class Counterfactual:
     def students(self) -> str:
         return "every student" if self.cohort is None else f"every {self.cohort} student"
 
+    def worlds(self) -> list[tuple[str, np.ndarray]]:
+        """``[("do(...)", scores), ("do(...)", baseline scores)]``."""
+        return [(_world(self.intervention), self.scores), (_world(self.baseline), self.baseline_scores)]
+
     def interval(self, level: float = LEVEL) -> tuple[float, float]:
         lo, hi = np.quantile(self.effect, [(1 - level) / 2, (1 + level) / 2])
         return float(lo), float(hi)
@@ -98,9 +102,7 @@ class Counterfactual:
         import pandas as pd
 
         rows = {}
-        for label, x in ((_world(self.intervention), self.scores.mean(axis=1)),
-                         (_world(self.baseline), self.baseline_scores.mean(axis=1)),
-                         ("average effect", self.effect)):
+        for label, x in [(label, x.mean(axis=1)) for label, x in self.worlds()] + [("average effect", self.effect)]:
             lo, hi = np.quantile(x, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
             rows[label] = {"mean": float(x.mean()), "sd": float(x.std(ddof=1)), "q05": float(lo), "q95": float(hi),
                            "truth": None}

@@ -136,8 +136,7 @@ def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
     ax1, ax2 = np.ravel(axes)[:2]
     rng = np.random.default_rng(0)
     pooled = {}
-    for label, x in (("do(" + ", ".join(f"{k}={v}" for k, v in cf.intervention.items()) + ")", cf.scores),
-                     ("do(" + ", ".join(f"{k}={v}" for k, v in cf.baseline.items()) + ")", cf.baseline_scores)):
+    for label, x in cf.worlds():
         flat = x.ravel()
         pooled[label] = flat[rng.choice(flat.size, min(flat.size, 200_000), replace=False)]
     everything = np.concatenate([*pooled.values(), cf.observed_scores])
