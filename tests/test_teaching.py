@@ -37,10 +37,15 @@ DESIGN = Config(n_regular=300, n_experimental=200, n_schools=4, p_ma_small=0.8, 
 
 
 @pytest.fixture(scope="module")
-def structural(tmp_path_factory):
+def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
     simulate(DESIGN, 3).write(d)
-    return fit(d, "structural", chains=2, warmup=300, samples=300, seed=1, progress=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def structural(data_dir):
+    return fit(data_dir, "structural", chains=2, warmup=300, samples=300, seed=1, progress=False)
 
 
 @pytest.fixture
@@ -195,6 +200,23 @@ def test_do_small_class_lets_the_ma_follow_and_gives_the_total_effect(structural
     assert opposite.truth == -total
     summary = cf.summary()
     assert list(summary.index) == ["do(small_class=1)", "do(small_class=0)", "average effect"]
+
+
+def test_do_on_the_naive_regression_is_its_coefficient_and_misses_the_truth(data_dir):
+    """The regression sets the class size in its equation, the MA held as observed: each
+    draw's effect is its small-class coefficient, a direct effect, biased upwards by
+    the unobserved ability (the REGULAR cohort's assignment uses it)."""
+    from classsize.inference.counterfactual import posterior_draws
+
+    naive = fit(data_dir, "naive", chains=2, warmup=300, samples=300, seed=1, progress=False,
+                posterior_predictive=False)
+    cf = naive.do(small_class=1)
+    coefficient = posterior_draws(naive.idata, 500, ["small_class_direct_effect"])["small_class_direct_effect"]
+    np.testing.assert_allclose(cf.effect, coefficient, atol=1e-6)
+    assert cf.cohort == "REGULAR" and cf.truth == DESIGN.small_class_direct_effect
+    assert cf.interval()[0] > cf.truth and "OUTSIDE" in cf.statement()
+    with pytest.raises(ValueError, match="no EXPERIMENTAL students"):
+        naive.do(small_class=1, cohort="EXPERIMENTAL")
 
 
 @pytest.mark.parametrize("bad", [{"class_size": 1}, {"small_class": 2}, {}])
