@@ -178,10 +178,14 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
     try:
         with open_runner(args.scheduler, args.workers) as runner:
+            announce(f"recover {args.model}: {args.datasets} datasets, each {args.chains} chain(s) x "
+                     f"({args.warmup} warm-up + {args.samples} draws), "
+                     f"{getattr(runner, 'description', 'in this process')}", args.quiet)
             result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior,
                                seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
                                batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
-                               resume=args.resume, runner=runner)
+                               resume=args.resume, runner=runner,
+                               progress=Progress(f"recover {args.model}", "datasets", quiet=args.quiet))
     except StudyIncomplete as e:
         print(f"classsize recover: {e}; the finished batches are in {out / 'batches'} (rerun with --resume)",
               file=sys.stderr)

@@ -85,7 +85,7 @@ from .batches import (StudyPlan, batch_folder, finished_batches, plain, read_man
                       start_batches, write_batch)
 from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
-from .outputs import write_together
+from .outputs import Progress, write_together
 from .sampling import ChainRunner
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from .verdicts import coverage_verdict, sbc_verdict
@@ -256,7 +256,7 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
               from_prior: bool = False, seed: int = 0, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP,
               samples: int = DEFAULT_SAMPLES,
               batch_size: int | None = None, rank_draws: int = RANK_DRAWS,
-              progress: bool | None = None, out: str | Path | None = None, resume: bool = False,
+              progress=None, out: str | Path | None = None, resume: bool = False,
               runner=None) -> StudyResult:
     """Simulate ``n_datasets`` datasets, fit each with the analysis ``model`` and check
     calibration: SBC when ``from_prior``, coverage at the fixed truth ``config`` otherwise.
@@ -266,10 +266,11 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
     plan's are refused, :func:`~.batches.check_manifest`) and fit only the others.
     ``runner`` fits the batches (default :class:`InProcess`; its ``run(plan, batches)``
     yields one record of :func:`fit_batch` per batch, in any order).  ``batch_size``
-    defaults to the resumed study's, else 4 per device of a worker.
+    defaults to the resumed study's, else 4 per device of a worker.  ``progress``:
+    a hook called as ``progress(datasets done, total)`` after each batch (such as
+    :class:`~.outputs.Progress`), or True / False for a tqdm bar or none (default:
+    a bar when standard error is a terminal).
     """
-    from tqdm.auto import tqdm
-
     analysis = get_analysis(model)
     analysis.check_design(config, sbc=from_prior)
     if n_datasets < 1:
@@ -287,15 +288,14 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
         start_batches(out, plan, resume)
         if resume:
             records = {r["batch"]: r for r in finished_batches(out, plan)}
-            if records:
+            if records and progress is not False and not getattr(progress, "quiet", False):
                 print(f"resuming: {len(records)} of {plan.n_batches} batches already fitted in "
                       f"{batch_folder(out)}", file=sys.stderr)
     resumed = len(records)
     todo = [b for b in range(plan.n_batches) if b not in records]
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=n_datasets, initial=sum(len(r["records"]) for r in records.values()),
-               desc=f"recover {model}", unit="dataset", disable=not progress)
+    report = _progress_hook(progress, f"recover {model}")
+    done = sum(len(r["records"]) for r in records.values())
+    report(done, n_datasets)
     versions = plan.manifest["versions"]
     for record in runner.run(plan, todo):
         if record["versions"] != versions:
@@ -304,14 +304,22 @@ def run_study(model: str = "structural", n_datasets: int = 100, *, config: Confi
         if out is not None:
             write_batch(out, record)
         records[int(record["batch"])] = record
-        bar.update(len(record["records"]))
-    bar.close()
+        done += len(record["records"])
+        report(done, n_datasets)
     missing = [b for b in range(plan.n_batches) if b not in records]
     if missing:
         raise StudyIncomplete(f"{len(missing)} batch(es) not fitted: {', '.join(map(str, missing[:10]))}")
     run = {"executor": getattr(runner, "description", type(runner).__name__), "resumed_batches": resumed,
            "wall_seconds": round(time.perf_counter() - start_all, 2)}
     return assemble(plan, [records[b] for b in range(plan.n_batches)], run)
+
+
+def _progress_hook(progress, label: str):
+    """``progress`` of :func:`run_study` as a ``hook(done, total)``."""
+    if callable(progress):
+        return progress
+    quiet = not (sys.stderr.isatty() if progress is None else progress)
+    return Progress(label, "datasets", quiet=quiet)
 
 
 @lru_cache(maxsize=8)

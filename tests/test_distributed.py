@@ -28,6 +28,7 @@ from classsize.inference.cli import main
 from classsize.model import Config
 
 pytest.importorskip("distributed")
+from distributed import WorkerPlugin  # noqa: E402
 
 SMALL = Config(n_regular=300, n_experimental=300, n_schools=5)
 STUDY = ["recover", "--model", "randomized", "--from-prior", "--datasets", "6", "--batch-size", "3",
@@ -205,19 +206,101 @@ def test_local_workers_have_their_share_of_the_cores(cluster):
     assert set(cluster.client.nthreads().values()) == {1}
 
 
-def test_workers_give_the_in_process_study(tmp_path, reference, cluster, monkeypatch, capsys):
+def on_cluster(cluster, task):
+    """A runner on the fixture's cluster whose batches run ``task`` (defined here and
+    pickled by value: the workers need not import this file)."""
+    from classsize.inference.distributed import DaskRunner
+
+    runner = DaskRunner.__new__(DaskRunner)
+    runner.client, runner.cluster, runner.task, runner.description = cluster.client, None, task, "dask: test"
+    return runner
+
+
+@pytest.fixture
+def by_value():
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def small_study(out: Path, runner) -> st.StudyResult:
+    """The study of ``STUDY`` through the Python API."""
+    return st.run_study("randomized", 6, config=SMALL, from_prior=True, seed=3, chains=2, warmup=60, samples=60,
+                        batch_size=3, out=out, runner=runner, progress=False)
+
+
+def failing_task(plan, batch, attempts):
+    """The batch task, but batch 1 raises on every attempt (each noted in ``attempts``)."""
+    from pathlib import Path
+
+    from classsize.inference.distributed import fit_batch_task
+
+    if batch == 1:
+        with Path(attempts).open("a") as f:
+            f.write("attempt\n")
+        raise RuntimeError("no luck")
+    return fit_batch_task(plan, batch)
+
+
+def test_a_failing_batch_is_retried_then_reported_and_the_others_kept(tmp_path, cluster, by_value):
+    from classsize.inference.distributed import RETRIES
+
+    attempts = tmp_path / "attempts.txt"
+    out = tmp_path / "out"
+    with pytest.raises(st.StudyIncomplete, match="1 batch\\(es\\) failed on every attempt \\(1\\); batch 1: "
+                                                 "RuntimeError: no luck"):
+        small_study(out, on_cluster(cluster, partial(failing_task, attempts=str(attempts))))
+    assert attempts.read_text().count("attempt") == 1 + RETRIES
+    assert sorted(p.name for p in (out / "batches").iterdir()) == ["batch-000000.json", "manifest.json"]
+
+
+class KillOnce(WorkerPlugin):
+    """Kills the worker process that starts batch 1, half a second into the batch
+    (once: the flag file is claimed by whoever deletes it)."""
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def transition(self, key, start, finish, **kwargs):
+        import os
+        import threading
+        from pathlib import Path
+
+        if finish != "executing" or not str(key).startswith("classsize-batch-") or str(key).split("-")[3] != "1":
+            return
+        try:
+            Path(self.flag).unlink()
+        except FileNotFoundError:
+            return
+        Path(self.flag).with_suffix(".pid").write_text(str(os.getpid()))
+        threading.Timer(0.5, os._exit, (1,)).start()
+
+
+def test_workers_give_the_in_process_study_though_one_is_killed(tmp_path, reference, cluster, by_value, monkeypatch):
     """Through the command line with --scheduler ADDRESS (the fixture's cluster is what
-    --workers 2 starts); --workers N is routed to a local cluster of N workers."""
+    --workers 2 starts), a worker killed in the middle of batch 1: the batch is fitted
+    again by another worker, and the study is the in-process one.  --workers N is
+    routed to a local cluster of N workers."""
     from classsize.inference import distributed
 
-    out = tmp_path / "scheduler"
-    assert main(study_args(tmp_path, out, "--scheduler", cluster.address)) in (0, 1)
+    flag = tmp_path / "kill.flag"
+    flag.write_text("")
+    cluster.client.register_plugin(KillOnce(str(flag)), name="kill-once")
+    try:
+        out = tmp_path / "scheduler"
+        assert main(study_args(tmp_path, out, "--scheduler", cluster.address)) in (0, 1)
+    finally:
+        cluster.client.unregister_worker_plugin("kill-once")
+    assert not flag.exists(), "no worker was killed"
+    killed = int(flag.with_suffix(".pid").read_text())
     assert_same_study(out, reference)
     settings = json.loads((out / "study.json").read_text())
     assert settings["executor"] == f"dask: scheduler {cluster.address}"
     worker_pids = set(cluster.client.run(os.getpid).values())
     fitted_by = {json.loads(p.read_text())["pid"] for p in (out / "batches").glob("batch-*.json")}
-    assert fitted_by <= worker_pids and os.getpid() not in fitted_by
+    assert fitted_by <= worker_pids and killed not in worker_pids | fitted_by and os.getpid() not in fitted_by
     assert all(d.split("/")[0].split(":")[1] in map(str, worker_pids) for d in settings["devices"])
 
     class Routed(Exception):
@@ -230,47 +313,3 @@ def test_workers_give_the_in_process_study(tmp_path, reference, cluster, monkeyp
     with pytest.raises(Routed) as routed:
         main(study_args(tmp_path, tmp_path / "workers", "--workers", "2"))
     assert routed.value.args == (None, 2)
-
-
-def killing_task(plan, batch, flag):
-    """The batch task, but batch 1's first attempt kills its worker process (once: the
-    flag file is claimed by whoever deletes it)."""
-    import os
-    from pathlib import Path
-
-    from classsize.inference.distributed import fit_batch_task
-
-    if batch == 1:
-        try:
-            Path(flag).unlink()
-        except FileNotFoundError:
-            pass
-        else:
-            Path(flag).with_suffix(".pid").write_text(str(os.getpid()))
-            os._exit(1)
-    return fit_batch_task(plan, batch)
-
-
-def test_a_killed_worker_costs_only_its_batch(tmp_path, reference, cluster, monkeypatch):
-    import cloudpickle
-
-    from classsize.inference.distributed import DaskRunner
-
-    flag = tmp_path / "kill.flag"
-    flag.write_text("")
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        runner = DaskRunner.__new__(DaskRunner)
-        runner.client, runner.cluster = cluster.client, None
-        runner.task, runner.description = partial(killing_task, flag=str(flag)), "dask: killing batch 1 once"
-        out = tmp_path / "out"
-        result = st.run_study("randomized", 6, config=SMALL, from_prior=True, seed=3, chains=2, warmup=60,
-                              samples=60, batch_size=3, out=out, runner=runner)
-        result.write(out)
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert not flag.exists(), "no worker was killed"
-    killed = int(flag.with_suffix(".pid").read_text())
-    record = json.loads((out / "batches" / "batch-000001.json").read_text())
-    assert record["pid"] != killed  # fitted again, by another process
-    assert_same_study(out, reference)
