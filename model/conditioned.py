@@ -13,9 +13,9 @@ when it is given data.  It reads as a short sequence of named steps:
 5. :func:`_assignment_rule`: the REGULAR cohort's assignment intercepts and slopes;
 6. :func:`_observations`: the observed sites (race, class size, score, MA, school).
 
-**Likelihood.**  The scores carry no noise beyond ability (``score_noise_sd`` is
-pinned to 0), so given the parameters each student's unobserved ability part is a
-deterministic function of her score,
+**Likelihood.**  When the scores carry no noise beyond ability (``score_noise_sd``
+pinned to 0, the notebook's process), given the parameters each student's unobserved
+ability part is a deterministic function of her score,
 
 .. math:: U_i = r_i - b_{k(i)},\qquad
           r_i = (y_i - \delta S_i - \gamma M_i)/\beta_A - w s_i - x_i^\top \eta,\qquad
@@ -81,6 +81,31 @@ changes.  Those kinks belong to the posterior itself (the marginal density of th
 score effects is pyramid-shaped, roughly :math:`\exp(-n \max_k \rho_k/W)`); in
 standardised coordinates NUTS crosses them.
 
+**Measurement noise.**  When ``score_noise_sd`` is pinned above 0 or sampled, a
+score is :math:`\beta_A U_i` plus the rest of the score equation plus
+:math:`\mathcal N(0, \sigma)` noise, so :math:`\tilde U_i = r_i - b_{k(i)}` above is
+only the score's noise-free reading.  Ability is still marginalised exactly, in
+closed form: the score's density is the uniform convolved with the noise,
+
+.. math:: p(y_i \mid \ldots) = \big[\Phi(\tilde U_i/\tau) - \Phi((\tilde U_i - W)/\tau)\big]
+          / (\beta_A W),\qquad \tau = \sigma/\beta_A,
+
+(:class:`_NoisyUniformScore`, in log space), and given the score :math:`U_i` is
+:math:`\mathcal N(\tilde U_i, \tau)` truncated to [0, W], over which the REGULAR
+rule is averaged: :math:`P(S_i{=}1 \mid y_i) = E[\mathrm{clip}(\alpha_{g(i)} + \beta
+s_i + \lambda U_i, 0, 1) \mid y_i]`.  The clipped rule is piecewise linear in
+:math:`U_i`, so this expectation is exact in closed form
+(:func:`expected_clipped_rule`; no quadrature).  Every score is then possible, so
+:math:`W` and the levels :math:`b_k` lose their windows: :math:`W` is a standardised
+coordinate and :math:`b_k = \hat b_k + \hat\sigma_k z_k` (pilot centres and scales,
+as for normal ability); :math:`(t, s) \to (R, c)` is unchanged.  The race
+intercepts keep their windows, relaxed to what the noise allows: a SMALL student's
+rule must be positive somewhere in [0, W] (:math:`\lambda U_i` replaced by
+:math:`\max(\lambda W, 0)` in :math:`\ell_g`) and a LARGE student's below 1 somewhere
+(:math:`\min(\lambda W, 0)` in :math:`\omega_g`).  The density is exact wherever each
+student's probability of her class size exceeds :data:`P_FLOOR`.  Noise needs
+uniform ability.
+
 **Normal ability.**  With ``ability="normal"`` the unobserved part of ability is
 :math:`\mathcal N(W/2, W/\sqrt{12})` (the uniform's mean and sd), the score model is a
 normal regression, :math:`b_k = \hat b_k + \hat\sigma_k z_k` and :math:`W` is a
@@ -90,10 +115,12 @@ standardised coordinate; the maps of :math:`(t, s)` to :math:`(R, c)` and of
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import Distribution
@@ -102,6 +129,8 @@ from .config import Config
 from .pieces import (
     PARAMETERS,
     Observed,
+    noise_free,
+    regular_small_probability,
     sample_parameters,
     small_probability,
     teacher_ma_probability,
@@ -112,7 +141,8 @@ from .pilot import SCORE_EFFECTS, Pilot, group_extreme, group_extremes, pilot_es
 SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")
 
 #: P(SMALL) is clipped to [P_FLOOR, 1 - P_FLOOR] in the likelihood only, so that an
-#: assignment the rule makes impossible is a finite (about -28 nats) penalty, not -inf.
+#: assignment the rule makes impossible (or, with noisy scores, all but impossible) is a
+#: finite (about -28 nats) penalty, not -inf.
 P_FLOOR = 1e-12
 
 #: NUTS settings for the conditioned model.  Every sampled coordinate is standardised by
@@ -131,6 +161,10 @@ def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: 
     """
     if ability not in ("uniform", "normal"):
         raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
+    noisy = not noise_free(priors["score_noise_sd"])
+    if noisy and ability != "uniform":
+        raise ValueError("scores with measurement noise (score_noise_sd not pinned to 0) are conditioned on "
+                         "with ability='uniform' only")
     if pilot is None:
         with jax.ensure_compile_time_eval():
             pilot = pilot_estimates(config, priors, data, ability)
@@ -141,15 +175,18 @@ def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: 
     beta_a, beta_s = weights["score_ability_weight"], weights["score_school_weight"]
     p = _count_parameters(priors, pilot)
     residual = _score_effects(priors, pilot, data, beta_a)
-    width, base, log_jacobian = _width_and_levels(config, priors, pilot, residual, beta_a, uniform)
+    width, base, log_jacobian = _width_and_levels(config, priors, pilot, residual, beta_a, uniform and not noisy)
     _intercept_and_range(config, priors, pilot, beta_a * base, beta_s, log_jacobian)
 
     def ability_uniform(who=slice(None)):
         return residual(who) - base[pilot.student_school[who]]
 
-    p.update(_assignment_rule(config, priors, pilot, data, ability_uniform))
+    p.update(_assignment_rule(config, priors, pilot, data, ability_uniform, width if noisy else None))
     ability_uniform = ability_uniform()
-    _observations(config, p, data, ability_uniform, beta_a, width, uniform)
+    noise_sd = weights["score_noise_sd"] if noisy else None
+    _observations(config, p, data, ability_uniform, beta_a, width, uniform, noise_sd,
+                  rule_has_ability=not (pinned(priors["regular_small_ability"])
+                                        and bool(np.all(np.asarray(priors["regular_small_ability"].v) == 0))))
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -235,12 +272,13 @@ def _score_effects(priors, pilot: Pilot, data: Observed, beta_a):
     return residual
 
 
-def _width_and_levels(config: Config, priors, pilot: Pilot, residual, beta_a, uniform: bool):
+def _width_and_levels(config: Config, priors, pilot: Pilot, residual, beta_a, windowed: bool):
     """Step 3: the width :math:`W` and the school levels :math:`b_k` (ability units),
-    with the log-Jacobian of their maps (and, for uniform ability, the prior of W)."""
+    with the log-Jacobian of their maps (and, in the windows of noise-free uniform
+    ability, the prior of W)."""
     with numpyro.plate("schools", config.n_schools):
         z = _standard("school_position")
-    if uniform:
+    if windowed:
         r = residual()
         lo, hi = group_extremes(r, pilot.schools, evaluate=residual)
         spread = hi - lo
@@ -281,10 +319,15 @@ def _intercept_and_range(config: Config, priors, pilot: Pilot, level, beta_s, lo
     numpyro.factor("reparameterisation", log_jacobian + log_prior)
 
 
-def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, ability_uniform) -> dict:
-    """Step 5: the REGULAR cohort's assignment slopes, intercept and race shifts, each
+def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, ability_uniform, noisy_width=None) -> dict:
+    r"""Step 5: the REGULAR cohort's assignment slopes, intercept and race shifts, each
     race's intercept mapped into the window its SMALL and LARGE students allow
-    (``ability_uniform(who)``: the implied :math:`U_i` of the students ``who``)."""
+    (``ability_uniform(who)``: the implied :math:`U_i` of the students ``who``).
+
+    With measurement noise (``noisy_width`` :math:`W`) a student's ability may lie
+    anywhere in [0, W], so the window asks only that her rule be positive (SMALL) or
+    below 1 (LARGE) somewhere there: :math:`\lambda U_i` is replaced by
+    :math:`\max(\lambda W, 0)` for SMALL students and :math:`\min(\lambda W, 0)` for LARGE."""
     n_races = len(config.race_codes)
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     coef, coef_scale = pilot.assignment
@@ -301,12 +344,20 @@ def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, abili
                      jnp.where(alpha_sd > 0, alpha_sd, 1.0) / jnp.sqrt(n_races + 1.0))
     xi = _standard("regular_small_race_position", (n_races,))
 
-    def linear(who=slice(None)):
-        return income * data.income_scaled[who] + slope * ability_uniform(who)
+    if noisy_width is None:
+        def linear(who=slice(None)):
+            return income * data.income_scaled[who] + slope * ability_uniform(who)
 
-    values = linear()
-    lowest = group_extreme(values, pilot.small_by_race, largest=False, evaluate=linear)
-    highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=linear)
+        values = linear()
+        lowest = group_extreme(values, pilot.small_by_race, largest=False, evaluate=linear)
+        highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=linear)
+    else:
+        def reach(who=slice(None), sign=1.0):
+            return income * data.income_scaled[who] + sign * jnp.maximum(sign * slope * noisy_width, 0.0)
+
+        values = income * data.income_scaled
+        lowest = group_extreme(values, pilot.small_by_race, largest=False, evaluate=reach)
+        highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=partial(reach, sign=-1.0))
     has_constraint, has_cap = pilot.has_constraint, pilot.has_cap
     two_sided = has_constraint & has_cap
     floor = -jnp.where(has_constraint, lowest, 0.0)
@@ -328,16 +379,23 @@ def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, abili
     return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
 
 
-def _observations(config: Config, p: Mapping, data: Observed, ability_uniform, beta_a, width, uniform: bool) -> None:
-    """Step 6: the observed sites, given the implied ability parts :math:`U_i`."""
+def _observations(config: Config, p: Mapping, data: Observed, ability_uniform, beta_a, width, uniform: bool,
+                  noise_sd=None, rule_has_ability: bool = True) -> None:
+    """Step 6: the observed sites, given the implied ability parts :math:`U_i` (with
+    measurement noise of sd ``noise_sd``: the noise-free reading of each score)."""
     location = data.test_score - beta_a * ability_uniform
-    if uniform:
+    if noise_sd is not None:
+        score = _NoisyUniformScore(location, beta_a * width, noise_sd)
+    elif uniform:
         score = _UniformScore(location, beta_a * width)
     else:
         score = dist.Normal(location + beta_a * width / 2.0, beta_a * width / jnp.sqrt(12.0))
     with numpyro.plate("students", data.test_score.shape[-1]):
         numpyro.sample("race", _Categorical(p["race_probs"]), obs=data.race)
-        p_small = small_probability(p, data.income_scaled, data.race, ability_uniform, data.is_experimental)
+        if noise_sd is None:
+            p_small = small_probability(p, data.income_scaled, data.race, ability_uniform, data.is_experimental)
+        else:
+            p_small = _noisy_small_probability(p, data, ability_uniform, score, beta_a, noise_sd, rule_has_ability)
         numpyro.sample("small_class", _Bernoulli(jnp.clip(p_small, P_FLOOR, 1.0 - P_FLOOR)),
                        obs=data.small_class)
         numpyro.sample("test_score", score, obs=data.test_score)
@@ -346,3 +404,96 @@ def _observations(config: Config, p: Mapping, data: Observed, ability_uniform, b
                        obs=data.teacher_has_ma)
         numpyro.sample("school", dist.Categorical(probs=jnp.ones(config.n_schools) / config.n_schools),
                        obs=data.school_of_class)
+
+
+# ------------------------------------------------------------------ measurement noise
+class _NoisyUniformScore(dist.Distribution):
+    r"""``Uniform(low, low + width)`` plus :math:`\mathcal N(0, \sigma)` noise: density
+    :math:`[\Phi((y - \mathrm{low})/\sigma) - \Phi((y - \mathrm{low} - \mathrm{width})/\sigma)]
+    / \mathrm{width}`, evaluated in log space in both tails."""
+
+    support = dist.constraints.real
+
+    def __init__(self, low, width, noise_sd):
+        self.low, self.width, self.noise_sd = low, width, noise_sd
+        super().__init__(batch_shape=jnp.shape(low))
+
+    def bounds(self, value):
+        """The support of the uniform part, standardised around ``value``: ``(A, B)``."""
+        return (self.low - value) / self.noise_sd, (self.low + self.width - value) / self.noise_sd
+
+    def log_prob(self, value):
+        return _log_diff_ndtr(*self.bounds(value)) - jnp.log(self.width)
+
+    def sample(self, key, sample_shape=()):
+        k1, k2, shape = *jax.random.split(key), sample_shape + self.batch_shape
+        return self.low + self.width * jax.random.uniform(k1, shape) + self.noise_sd * jax.random.normal(k2, shape)
+
+
+def _log1mexp(x):
+    r""":math:`\log(1 - e^x)` for :math:`x < 0`, accurate near 0 and far from it."""
+    near = x > -0.6931471805599453
+    return jnp.where(near, jnp.log(-jnp.expm1(jnp.where(near, x, -1.0))),
+                     jnp.log1p(-jnp.exp(jnp.where(near, -1.0, x))))
+
+
+def _log_diff_ndtr(a, b):
+    r""":math:`\log(\Phi(b) - \Phi(a))` for :math:`a < b`, from the tail away from the
+    interval (relative accuracy near machine precision wherever the result is a
+    normal number)."""
+    flip = a > 0  # both in the upper tail: Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
+    log_hi = jax.scipy.special.log_ndtr(hi)
+    return log_hi + _log1mexp(jax.scipy.special.log_ndtr(lo) - log_hi)
+
+
+def _truncated_mass(lo, hi, log_mass):
+    r""":math:`(\Phi(hi) - \Phi(lo)) / e^{\mathrm{log\_mass}}`, 0 where ``hi <= lo``."""
+    nonempty = hi > lo
+    return jnp.where(nonempty, jnp.exp(_log_diff_ndtr(lo, jnp.where(nonempty, hi, lo + 1.0)) - log_mass), 0.0)
+
+
+def expected_clipped_rule(intercept, slope, lower, upper):
+    r""":math:`E[\mathrm{clip}(a + \lambda X, 0, 1)]` for :math:`X` standard normal
+    truncated to [``lower``, ``upper``] (``intercept`` :math:`a`, ``slope`` :math:`\lambda`).
+
+    The clipped rule is linear between :math:`x_0 = -a/\lambda` and :math:`x_1 = (1 -
+    a)/\lambda` and constant outside, so the expectation is exact in closed form:
+    with :math:`[L, R]` the linear part within the bounds, :math:`[L_1, R_1]` the part
+    where the rule is 1 and :math:`Z = \Phi(\mathrm{upper}) - \Phi(\mathrm{lower})`,
+
+    .. math:: \big[a(\Phi(R) - \Phi(L)) + \lambda(\varphi(L) - \varphi(R))
+              + \Phi(R_1) - \Phi(L_1)\big] / Z,
+
+    each ratio to :math:`Z` taken in log space (:func:`_log_diff_ndtr`), so the result
+    is accurate to a few units of :math:`10^{-16}` absolute (rounding in the sum of
+    the three terms) even where the bounds lie far in a tail.  ``slope = 0`` gives
+    :math:`\mathrm{clip}(a, 0, 1)`.
+    """
+    log_mass = _log_diff_ndtr(lower, upper)
+    flat = slope == 0
+    safe = jnp.where(flat, 1.0, slope)
+    x0, x1 = -intercept / safe, (1.0 - intercept) / safe
+    lo = jnp.clip(jnp.minimum(x0, x1), lower, upper)
+    hi = jnp.clip(jnp.maximum(x0, x1), lower, upper)
+    log_pdf = -0.5 * jnp.log(2.0 * jnp.pi)
+    pdf_lo = jnp.exp(log_pdf - 0.5 * lo * lo - log_mass)
+    pdf_hi = jnp.exp(log_pdf - 0.5 * hi * hi - log_mass)
+    linear = intercept * _truncated_mass(lo, hi, log_mass) + safe * (pdf_lo - pdf_hi)
+    one = jnp.clip(x1, lower, upper)
+    top = jnp.where(safe > 0, _truncated_mass(one, upper, log_mass), _truncated_mass(lower, one, log_mass))
+    return jnp.where(flat, jnp.clip(intercept, 0.0, 1.0), linear + top)
+
+
+def _noisy_small_probability(p: Mapping, data: Observed, ability_uniform, score: _NoisyUniformScore, beta_a,
+                             noise_sd, rule_has_ability: bool):
+    r"""P(SMALL) given the score: the REGULAR rule averaged over ability's distribution
+    given the score, :math:`U_i \sim \mathcal N(\tilde U_i, \sigma/\beta_A)` truncated
+    to [0, W] (:math:`\tilde U_i` the score's noise-free reading), by
+    :func:`expected_clipped_rule`; the EXPERIMENTAL coin as it is."""
+    rule = regular_small_probability(p, data.income_scaled, data.race, 0.0)
+    if rule_has_ability:
+        lower, upper = score.bounds(data.test_score)  # U's bounds 0 and W, standardised
+        slope = p["regular_small_ability"]
+        rule = expected_clipped_rule(rule + slope * ability_uniform, slope * noise_sd / beta_a, lower, upper)
+    return jnp.clip(jnp.where(data.is_experimental, p["experimental_p_small"], rule), 0.0, 1.0)

@@ -36,15 +36,18 @@ when fewer students than one class's target size land in a size; here such a siz
 gets one class.)
 
 **Conditioning.**  With data, ability is marginalised exactly
-(:mod:`classsize.model.conditioned`): the scores carry no noise beyond ability, so
-given the parameters each student's ability is a deterministic function of her score.
+(:mod:`classsize.model.conditioned`): with noise-free scores (``score_noise_sd``
+pinned to 0) each student's ability is, given the parameters, a deterministic
+function of her score; with measurement noise (``score_noise_sd`` pinned above 0 or
+sampled) the uniform ability convolved with the normal noise gives the score's
+density in closed form, and the assignment rule is averaged over ability given the
+score.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -58,6 +61,8 @@ from .pieces import (  # noqa: F401  (the model's pieces, importable from here t
     PARAMETERS,
     fixed_parameters,
     default_priors,
+    free_noise_prior,
+    noise_free,
     sample_parameters,
     scaled_log_income,
     regular_small_probability,
@@ -148,16 +153,6 @@ def _simulate(config: Config, priors: Mapping[str, Distribution], ability_kind: 
         has_ma, school, school_effect = jnp.asarray(has_ma), jnp.asarray(school), jnp.asarray(school_effect)
         mean = score_without_ability(p, small, has_ma[slot], school_effect[school[slot]])
         mean = mean + p["score_ability_weight"] * ability
-        if _pinned_to_zero(priors["score_noise_sd"]):
+        if noise_free(priors["score_noise_sd"]):
             return numpyro.sample("test_score", dist.Delta(mean))
         return numpyro.sample("test_score", dist.Normal(mean, p["score_noise_sd"]))
-
-
-def _pinned_to_zero(d: Distribution) -> bool:
-    """Whether ``d`` is a Delta at a known 0 (the notebook's noise-free scores)."""
-    if not isinstance(d, dist.Delta):
-        return False
-    try:
-        return bool(jnp.all(jnp.asarray(d.v) == 0))
-    except jax.errors.ConcretizationTypeError:
-        return False

@@ -11,6 +11,7 @@ from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import Distribution
@@ -61,8 +62,10 @@ def default_priors(config: Config = Config()) -> dict[str, Distribution]:
     data cannot tell them apart from other parameters: ``score_ability_weight = 1``
     (ability is measured in score points: only the product of the weight with the
     ability's income weight and width is identified) and ``score_school_weight = 1``
-    (likewise with ``school_effect_range``).  ``score_noise_sd = 0``: the notebook's
-    scores carry no noise beyond ability.
+    (likewise with ``school_effect_range``).  ``score_noise_sd`` is pinned to the
+    configuration's value: 0 (the notebook's scores carry no noise beyond ability)
+    unless the configuration says otherwise; :func:`free_noise_prior` is the prior
+    that samples it instead.
     """
     k = len(config.race_codes)
     return {
@@ -81,9 +84,30 @@ def default_priors(config: Config = Config()) -> dict[str, Distribution]:
         "small_class_direct_effect": dist.Normal(0.0, 10.0),
         "teacher_ma_effect": dist.Normal(0.0, 10.0),
         "score_school_weight": dist.Delta(1.0),
-        "score_noise_sd": dist.Delta(0.0),
+        "score_noise_sd": dist.Delta(jnp.asarray(config.score_noise_sd, dtype=jnp.result_type(float))),
         "regular_small_race_shift": dist.Normal(jnp.zeros(k), 0.3).to_event(1),
     }
+
+
+#: Scale (score points) of :func:`free_noise_prior`.
+NOISE_PRIOR_SCALE = 5.0
+
+
+def free_noise_prior() -> Distribution:
+    r"""The prior of ``score_noise_sd`` when it is sampled: :math:`\mathrm{HalfNormal}(5)`
+    points, positive down to 0, so noise-free scores can pull it there."""
+    return dist.HalfNormal(NOISE_PRIOR_SCALE)
+
+
+def noise_free(prior: Distribution) -> bool:
+    """Whether a ``score_noise_sd`` prior pins the noise to a known 0 (the notebook's
+    noise-free scores)."""
+    if not isinstance(prior, dist.Delta):
+        return False
+    try:
+        return bool(np.all(np.asarray(prior.v) == 0))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return False
 
 
 def sample_parameters(

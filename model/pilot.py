@@ -3,9 +3,10 @@ the conditioned model (:mod:`classsize.model.conditioned`) samples.
 
 :func:`pilot_estimates` computes them once per dataset, before sampling:
 
-* the score effects by within-school least squares, refined for uniform ability by
-  Newton steps on the soft (log-sum-exp) sum of the schools' spreads
-  (:func:`_score_pilot`), and the width :math:`\hat W` of ability's uniform part;
+* the score effects by within-school least squares, refined for uniform ability and
+  noise-free scores by Newton steps on the soft (log-sum-exp) sum of the schools'
+  spreads (:func:`_score_pilot`), and the width :math:`\hat W` of ability's uniform
+  part (with measurement noise, from the residual variance less the noise's);
 * the assignment rule's coefficients by a ridge linear-probability regression of
   SMALL on race, income and the pilot :math:`U_i` (REGULAR cohort);
 * the race, MA and EXPERIMENTAL probabilities from their counts;
@@ -33,6 +34,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .config import Config
+from .pieces import noise_free
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
 SCORE_EFFECTS = ("small_class_direct_effect", "teacher_ma_effect", "ability_income_weight")
@@ -126,7 +128,7 @@ class Pilot(NamedTuple):
     level_scales: jax.Array  # sd of b_k, normal ability
     range_unit: jax.Array  # scale of R - half range of the levels
     assignment: tuple  # (race intercepts, income, ability) and their scales
-    p_min: jax.Array  # per race: smallest P(SMALL) of a constrained student
+    p_min: jax.Array  # per race: distance of the race intercept from its floor (see conditioned.py)
     log_p_min_scale: jax.Array
     race_probs: tuple
     experimental_p_small: tuple
@@ -236,6 +238,8 @@ def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ab
     def pinned_value(d, shape=()):
         return jnp.asarray(d.v if pinned(d) else jnp.zeros(shape), dtype=float)
 
+    noise_prior = priors["score_noise_sd"]
+    noisy = ability == "uniform" and not noise_free(noise_prior)
     numbers = _pilot_estimates(
         data,
         jnp.stack([pinned_value(d) for d in effect_priors]),
@@ -247,7 +251,8 @@ def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ab
             jnp.reshape(prior_variance(slope_priors[0]), (1,)),
             jnp.reshape(prior_variance(slope_priors[1]), (1,)),
         ]),
-        n_schools=config.n_schools, n_races=n_races, uniform=ability == "uniform",
+        jnp.asarray(noise_prior.v if pinned(noise_prior) else 0.0, dtype=float),
+        n_schools=config.n_schools, n_races=n_races, uniform=ability == "uniform", noisy=noisy,
         free=tuple(j for j, d in enumerate(effect_priors) if not pinned(d)),
         assignment_pins=(pinned(alpha_prior) and pinned(shift_prior),) + tuple(pinned(d) for d in slope_priors),
     )
@@ -276,10 +281,15 @@ def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
     return [p._replace(**{name: pad(getattr(p, name), widths[name]) for name in LAYOUTS}) for p in pilots]
 
 
-@partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "free", "assignment_pins"))
-def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pins, assignment_prior_variance, *,
-                     n_schools, n_races, uniform, free, assignment_pins) -> dict:
-    """Every numeric pilot quantity in one compiled function of the data."""
+@partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "noisy", "free", "assignment_pins"))
+def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pins, assignment_prior_variance,
+                     noise_sd, *, n_schools, n_races, uniform, noisy, free, assignment_pins) -> dict:
+    """Every numeric pilot quantity in one compiled function of the data.
+
+    With ``noisy`` (uniform ability, scores with measurement noise of sd ``noise_sd``,
+    0 when the noise is sampled) the scores have no hard edges: the score effects are
+    the least-squares ones, the levels and ability parts come from school means, and
+    the width from the residual variance less the noise's."""
     n = data.test_score.shape[-1]
     student_ma = data.teacher_has_ma[data.class_of_student]
     student_school = data.school_of_class[data.class_of_student]
@@ -288,10 +298,12 @@ def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pi
     y = data.test_score - sum(effect_pins[j] * columns[j] for j in range(3) if j not in free)
     extra = [] if data.extra_covariates is None else [ability_weight * c for c in data.extra_covariates.T]
     X = jnp.stack([columns[j] for j in free] + extra, axis=-1) if free or extra else jnp.zeros((n, 0))
-    effects, effect_scales, width = _score_pilot(y, X, student_school, n_schools, uniform)
+    effects, effect_scales, width = _score_pilot(y, X, student_school, n_schools, uniform and not noisy)
+    if noisy:  # the residual variance is W^2 / 12 + noise variance (score units)
+        width = jnp.sqrt(jnp.maximum(width**2 - 12.0 * noise_sd**2, 0.25 * width**2))
     width = width / ability_weight
     r = (y - X @ effects) / ability_weight
-    if uniform:
+    if uniform and not noisy:
         u = r - jax.ops.segment_min(r, student_school, num_segments=n_schools)[student_school]
     else:
         u = r - _segment_mean(r, student_school, n_schools)[student_school] + width / 2.0
@@ -315,8 +327,11 @@ def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pi
     constrained = regular & (data.small_class == 1)
     has_constraint = jax.ops.segment_max(constrained.astype(jnp.int32), data.race, num_segments=n_races) > 0
     slopes = [slope_pins[j] if assignment_pins[1 + j] else coef[n_races + j] for j in range(2)]
+    # the floor of a race's intercept: its SMALL REGULAR students' rule must be positive
+    # at their implied ability (noise-free) or somewhere in [0, W] (noisy)
+    reach = jnp.maximum(slopes[1] * width, 0.0) if noisy else slopes[1] * u
     lowest = jax.ops.segment_min(
-        jnp.where(constrained, slopes[0] * data.income_scaled + slopes[1] * u, jnp.inf), data.race, num_segments=n_races
+        jnp.where(constrained, slopes[0] * data.income_scaled + reach, jnp.inf), data.race, num_segments=n_races
     )
     p_min = jnp.clip(coef[:n_races] + jnp.where(has_constraint, lowest, 0.0), *_PILOT_P_MIN_RANGE)
     log_p_min_scale = jnp.clip(coef_scale[:n_races] / p_min, *_PILOT_LOG_P_MIN_SCALE_RANGE)
