@@ -42,10 +42,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .settings import RANK_DRAWS
+
 #: Central interval levels of the coverage study.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
-#: Posterior draws kept (evenly thinned) for the rank of the truth: ranks run over 0..RANK_DRAWS.
-RANK_DRAWS = 99
 #: Family-wise false-alarm rate of each study's verdict.
 FAMILY_ALPHA = 0.05
 #: Uniform rank sets simulated to set the ECDF band's pointwise level (fixed seed).

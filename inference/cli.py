@@ -301,7 +301,7 @@ def _add_fit_parsers(sub) -> None:
 
 
 def _add_recover_parser(sub) -> None:
-    from .calibration import RANK_DRAWS
+    from .settings import RANK_DRAWS
 
     p = sub.add_parser("recover", help="parameter recovery: SBC from the prior, or coverage at a fixed truth",
                        description="Simulate N datasets, fit each and check calibration (classsize.inference.study); "

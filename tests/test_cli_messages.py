@@ -157,7 +157,7 @@ def test_parser_errors_are_one_line(capsys):
 # ---------------------------------------------------------------- help and version
 def test_help_and_version_load_no_jax():
     """``--help`` (of the program and of each command) and ``--version`` build the parser
-    without importing JAX (what makes them answer at once)."""
+    without importing NumPy or JAX (what makes them answer at once)."""
     code = (
         "import sys\n"
         "from classsize.inference.cli import main\n"
@@ -166,7 +166,7 @@ def test_help_and_version_load_no_jax():
         "        main(argv)\n"
         "    except SystemExit as e:\n"
         "        assert e.code == 0, (argv, e.code)\n"
-        "heavy = [m for m in ('jax', 'numpyro', 'arviz', 'matplotlib', 'pandas') if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'jax', 'numpyro', 'arviz', 'matplotlib', 'pandas') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
