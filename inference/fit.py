@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .data import LoadedData, load_dataset
 from .diagnostics import fit_diagnostics, sampler_warnings
 from .sampling import ChainRunner, Draws
 from .idata import inference_data
+from .outputs import Progress
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 
@@ -192,14 +194,19 @@ def fit(
     simulation's, or ``"normal"``) defaults to the folder's ``dataset.json`` key
     ``ability`` when it has one, else ``"uniform"``.  The chains run as lanes of one
     compiled program over every JAX device (:class:`~.sampling.ChainRunner`); pass a
-    ``runner`` to reuse its compiled programs across fits.
+    ``runner`` to reuse its compiled programs across fits.  ``progress`` (default: when
+    standard error is a terminal) reports the iterations done on standard error.
     """
     spec = get_analysis(analysis)
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
     problem = spec.problem(loaded, ability=ability)
-    runner = runner or ChainRunner(chains, warmup, samples)
+    if runner is None:
+        if progress is None:
+            progress = sys.stderr.isatty()
+        hook = Progress(f"fit {spec.name}") if progress else None
+        runner = ChainRunner(chains, warmup, samples, progress=hook)
     start = time.perf_counter()
     draws = runner.run(spec.stack([problem]), [seed])
     result = result_from_draws(problem, draws, time.perf_counter() - start, truth=loaded.truth,
