@@ -382,6 +382,7 @@ def fit_batch(plan: StudyPlan, batch: int) -> dict:
                 "fit": fits.get(i)} for i, k in enumerate(ks)]
     return plain({"batch": batch, "plan_hash": plan.plan_hash, "records": records,
                   "simulate_seconds": simulate_seconds, "fit_seconds": seconds, "compile_seconds": compile_seconds,
+                  "batch_seconds": time.perf_counter() - start,
                   "host": socket.gethostname(), "pid": os.getpid(), "vectorize": fitter.vectorize,
                   "devices": [str(d) for d in jax.devices()], "versions": software_versions()})
 

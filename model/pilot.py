@@ -270,9 +270,20 @@ def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ab
 LAYOUTS = ("schools", "small_by_race", "large_by_race")
 
 
+def _bucket(width: int) -> int:
+    """``width`` rounded up to a multiple of a quarter of the power of two at or below
+    it (at most 25% more), so that stacks of different datasets share few shapes."""
+    step = max(1, 2 ** (int(width).bit_length() - 3))
+    return -(-int(width) // step) * step
+
+
 def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
-    """The pilots with their group layouts padded to common row widths, so they stack."""
-    widths = {name: max(int(getattr(p, name).members.shape[-1]) for p in pilots) for name in LAYOUTS}
+    """The pilots with their group layouts padded to common row widths, so they stack.
+
+    The widths are rounded up (:func:`_bucket`): the batches of a study then have one
+    of a few shapes, and each shape is compiled once.  Padding does not change the
+    group extremes (padded members are not valid)."""
+    widths = {name: _bucket(max(int(getattr(p, name).members.shape[-1]) for p in pilots)) for name in LAYOUTS}
 
     def pad(groups: Groups, width: int) -> Groups:
         extra = width - int(groups.members.shape[-1])
