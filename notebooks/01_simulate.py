@@ -91,7 +91,6 @@ print(f"fast setting: {FAST}; {config.n_regular} REGULAR and {config.n_experimen
 from classsize.model.graph import teaching_figure
 
 fig = teaching_figure(config)
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -1,14 +1,16 @@
 """The teaching notebooks: each runs top to bottom, and each is stored twice, in sync.
 
 ``notebooks/NN_name.py`` (jupytext percent format) is the source of truth;
-``notebooks/NN_name.ipynb`` is its twin with every output stripped.  The notebooks are
-executed in memory (from the ``.py`` file) with nbclient and the fast setting
-``CLASSSIZE_FAST=1``, in a kernel that runs this interpreter, so the outputs never
-touch the repository.
+``notebooks/NN_name.ipynb`` is its twin with the same cells and the outputs of one
+full run (``CLASSSIZE_FAST`` unset), so that a reader who opens it on the web sees
+every table and figure.  The first cell of each notebook states the settings of the
+stored outputs.  The test suite executes the notebooks in memory (from the ``.py``
+file) with nbclient and the fast setting ``CLASSSIZE_FAST=1``, in a kernel that runs
+this interpreter, so its outputs never touch the repository.
 
-To refresh a twin after editing a ``.py`` file::
+To refresh a twin after editing a ``.py`` file (this runs the notebook at full size)::
 
-    jupytext --to ipynb notebooks/NN_name.py
+    python notebooks/execute.py notebooks/NN_name.py
 """
 
 from __future__ import annotations
@@ -42,17 +44,34 @@ def _cells(nb) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_ipynb_twin_is_in_sync_and_stripped(source: Path):
+def test_ipynb_twin_has_the_same_cells(source: Path):
     twin = source.with_suffix(".ipynb")
-    assert twin.exists(), f"{twin.name} is missing: run `jupytext --to ipynb {source}`"
-    stored = nbformat.read(twin, as_version=4)
-    for i, cell in enumerate(stored.cells):
-        if cell.cell_type == "code":
-            assert cell.outputs == [], f"{twin.name}: cell {i} has outputs (strip them)"
-            assert cell.execution_count is None, f"{twin.name}: cell {i} has an execution count"
-    assert _cells(stored) == _cells(jupytext.read(source)), (
-        f"{twin.name} does not match {source.name}: run `jupytext --to ipynb {source}`"
+    assert twin.exists(), f"{twin.name} is missing: run `python notebooks/execute.py {source}`"
+    assert _cells(nbformat.read(twin, as_version=4)) == _cells(jupytext.read(source)), (
+        f"{twin.name} does not match {source.name}: run `python notebooks/execute.py {source}`"
     )
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_ipynb_twin_carries_the_outputs_of_one_full_run(source: Path):
+    """Every code cell ran, in order, in one session, without an error; the first code
+    cell printed the full setting; there is at least one figure."""
+    stored = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    code = [c for c in stored.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), (
+        f"{source.stem}: the stored outputs are not from one top-to-bottom run")
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"], f"{source.stem}: a cell failed"
+    first = "".join(o.get("text", "") for o in code[0].outputs)
+    assert "fast setting: False" in first, f"{source.stem}: the stored outputs are not from a full run"
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{source.stem}: no figure"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_first_cell_states_the_settings_of_the_stored_outputs(source: Path):
+    first = jupytext.read(source).cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "outputs stored with this notebook come from a full run" in " ".join(first.source.split())
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
