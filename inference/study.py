@@ -11,7 +11,7 @@ REGULAR cohort's assignment parameters pinned to 0) and the data simulated from 
 by the same model; the design (cohort sizes, schools, races, income range, class
 sizes) is that of ``config``, whose parameter values are then unused.  For each
 quantity (:meth:`~.analysis.Analysis.study_quantities`: the three estimands and every
-scalar structural parameter the analysis samples) the rank of the true value among
+structural parameter the analysis samples, vectors element by element) the rank of the true value among
 :data:`~.calibration.RANK_DRAWS` = 99 draws thinned evenly from the pooled chains is
 recorded; the statistics that test the ranks for uniformity are in
 :mod:`.calibration`, the verdict in :mod:`.verdicts`.  With the default 4 x 1000
@@ -52,8 +52,9 @@ cohort) cannot be fitted by the uniform-ability model (its per-school minimum an
 maximum do not exist): it is counted as unfittable and reported.  A fit is flagged
 when it has divergent transitions, an R-hat above 1.01 or a bulk ESS below 400 (the
 thresholds of ``classsize fit``); flagged fits are counted and kept in the
-statistics.  Fits whose draws are not finite are excluded from the statistics and
-counted.
+statistics.  A fit whose draws are not all finite counts against the verdict: its
+intervals miss the truth and its ranks are the top rank (:func:`_summarise_fit`),
+and the verdict lists it.
 
 Outputs (:meth:`StudyResult.write`): ``recovery.csv`` (tidy: one row per dataset and
 quantity, with the fit's diagnostics), ``summary.csv`` (one row per quantity, or per

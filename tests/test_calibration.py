@@ -17,8 +17,8 @@
 
 Every study has fixed seeds, so each test is deterministic; the rates stated are
 over seeds.  The small design (300 + 300 students, 5 schools) and one chain of 150
-warm-up and 300 kept draws keep the default suite's studies to about 20 s of
-sampling each once compiled (bench/README.md, "Calibration").
+warm-up and 300 kept draws keep the default suite's two studies to about 25 and
+50 s of sampling on a loaded 2-core machine (bench/README.md, "Calibration").
 """
 
 from __future__ import annotations
