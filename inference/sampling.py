@@ -201,18 +201,19 @@ class ChainRunner:
         keys, inputs, active = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
                                 jax.tree.map(lambda a: jax.device_put(a, sharding), lane_inputs),
                                 jax.device_put(jnp.asarray(active), sharding))
-        carry_shape = self._carry_shape(problem, keys, inputs)
         signature = (problem.signature, jax.tree.structure((keys, inputs)),
                      tuple(np.shape(a) for a in jax.tree.leaves((keys, inputs))))
         compile_seconds = 0.0
         if signature not in self._compiled:
             begin = time.perf_counter()
+            carry_shape = self._carry_shape(problem, keys, inputs)
             spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), carry_shape)
-            self._compiled[signature] = program.lower(
+            executable = program.lower(
                 keys, inputs, active, spec, jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)).compile()
+            self._compiled[signature] = (executable, carry_shape)
             compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
-        compiled = self._compiled[signature]
+        compiled, carry_shape = self._compiled[signature]  # the carry's shapes are traced once per signature
         total, per_call = self.iterations, self.iterations_per_call
         if self.progress is not None:
             self.progress(0, total)
