@@ -8,6 +8,7 @@ compiled program).  The comparisons are exact: a dataset's numbers depend only o
 the study seed and its index, not on the process, device count or batch that fits
 it.  The cluster is one ``LocalCluster`` of 2 single-device workers shared by the
 tests (started once: a worker process takes seconds to load JAX and the program).
+The slow form runs the structural analysis through ``--workers 2`` itself.
 """
 
 from __future__ import annotations
@@ -313,3 +314,18 @@ def test_workers_give_the_in_process_study_though_one_is_killed(tmp_path, refere
     with pytest.raises(Routed) as routed:
         main(study_args(tmp_path, tmp_path / "workers", "--workers", "2"))
     assert routed.value.args == (None, 2)
+
+
+@pytest.mark.slow
+def test_cli_workers_give_the_in_process_structural_study(tmp_path):
+    """The structural analysis (its pilots and group layouts) through ``--workers 2``
+    itself, a cluster the command starts and stops, against the study in this process."""
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL.to_toml())
+    args = ["recover", "--model", "structural", "--from-prior", "--datasets", "8", "--batch-size", "2",
+            "--chains", "2", "--warmup", "100", "--samples", "100", "--seed", "20", "--config", str(config)]
+    assert main([*args, "--out", str(tmp_path / "here")]) in (0, 1)
+    assert main([*args, "--out", str(tmp_path / "workers"), "--workers", "2"]) in (0, 1)
+    assert_same_study(tmp_path / "workers", tmp_path / "here")
+    settings = json.loads((tmp_path / "workers" / "study.json").read_text())
+    assert settings["executor"].startswith("dask: 2 local worker(s)") and settings["workers"] == 2
