@@ -104,6 +104,32 @@ def test_plan_pickles_and_differences_are_named():
         {"a": 0.5, "b": [2, True], "3": [0, 1]}
 
 
+def test_padding_group_layouts_changes_no_extreme():
+    """The layouts of a study's batches are padded to rounded-up widths (few compiled
+    shapes); the group extremes and their gradients are those of the unpadded layout."""
+    import jax
+    import jax.numpy as jnp
+
+    from classsize.model.pilot import Groups, _bucket, group_extremes, group_layout
+
+    assert [_bucket(w) for w in (1, 7, 9, 100, 113, 129, 300)] == [1, 7, 10, 112, 128, 160, 320]
+    assert all(w <= _bucket(w) <= 1.25 * w for w in range(1, 2000))
+    rng = np.random.default_rng(5)
+    values = jnp.asarray(rng.normal(size=200))
+    layout = group_layout(rng.integers(0, 6, 200), 7, include=rng.uniform(size=200) < 0.8)  # group 6 empty
+    extra = _bucket(layout.members.shape[1] + 1) - layout.members.shape[1]
+    padded = Groups(jnp.pad(layout.members, ((0, 0), (0, extra))), jnp.pad(layout.valid, ((0, 0), (0, extra))))
+    for groups in (layout, padded):
+        low, high = group_extremes(values, groups)
+        grad = jax.grad(lambda v: jnp.sum(jnp.where(jnp.isfinite(high), high, 0.0)))(values)
+        if groups is layout:
+            expected = (np.asarray(low), np.asarray(high), np.asarray(grad))
+    np.testing.assert_array_equal(np.asarray(low), expected[0])
+    np.testing.assert_array_equal(np.asarray(high), expected[1])
+    np.testing.assert_array_equal(np.asarray(grad), expected[2])
+    assert np.isinf(expected[1][6]) and padded.members.shape[1] > layout.members.shape[1]
+
+
 # ============================================================================ resuming
 def test_interrupted_study_resumes_with_only_the_missing_batch(tmp_path, reference, monkeypatch, capsys):
     out = tmp_path / "out"
