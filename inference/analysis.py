@@ -37,6 +37,7 @@ import numpyro.distributions as dist
 from classsize.model import Config, Observed, class_size_experiment, default_priors
 from classsize.model.conditioned import NUTS_SETTINGS
 from classsize.model.experiment import PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, sample_parameters
+from classsize.model.pieces import free_noise_prior
 from classsize.model.pilot import padded_alike, pilot_estimates, pinned
 
 from .data import DataError, LoadedData
@@ -248,12 +249,47 @@ class ConditionedAnalysis(Analysis):
 
     #: pin the assignment rule (its cohort has no REGULAR students, or assignment is ignorable)
     pin_assignment: bool = False
+    #: the scores' measurement-noise sd: ``None`` pins it to the configuration's
+    #: ``score_noise_sd`` (a fitted folder's is 0 unless its dataset.json gives
+    #: ``score_noise_sd``), a number pins it there, ``"free"`` samples it
+    #: (prior :func:`~classsize.model.pieces.free_noise_prior`); see :meth:`with_score_noise`
+    score_noise: float | str | None = None
     #: the students' data its likelihood explains (a student's pointwise log likelihood
     #: is their joint); the rest of the data is what it conditions on
     modeled_data: ClassVar[tuple[str, ...]] = ("small_class", "test_score")
 
+    def with_score_noise(self, score_noise: float | str | None) -> "ConditionedAnalysis":
+        """This analysis with the scores' measurement noise pinned to ``score_noise``
+        (a number >= 0), sampled (``"free"``), or taken from the configuration (None)."""
+        ok = score_noise is None or score_noise == "free" or (
+            isinstance(score_noise, (int, float)) and not isinstance(score_noise, bool)
+            and np.isfinite(score_noise) and score_noise >= 0)
+        if not ok:
+            raise ValueError(f"score_noise must be a number >= 0, 'free' or None (got {score_noise!r})")
+        return dataclasses.replace(self, score_noise=score_noise)
+
+    def problem(self, data: LoadedData, ability: str = "uniform") -> Problem:
+        """This analysis bound to a loaded dataset; a ``score_noise_sd`` in its
+        dataset.json (a number or ``"free"``) sets the noise unless the analysis does."""
+        declared = data.metadata.get("score_noise_sd")
+        if declared is None or self.score_noise is not None:
+            return super().problem(data, ability)
+        where = Path(data.source) / "dataset.json"
+        try:
+            spec = self.with_score_noise(declared)
+        except ValueError:
+            raise DataError(where, f"must be a number >= 0 or 'free' (got {declared!r})", key="score_noise_sd") from None
+        if declared != 0 and ability != "uniform":
+            raise DataError(where, f"scores with measurement noise are fitted with uniform ability only "
+                            f"(ability is {ability!r})", key="score_noise_sd")
+        return Analysis.problem(spec, data, ability)
+
     def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict:
         priors = default_priors(config)
+        if self.score_noise == "free":
+            priors["score_noise_sd"] = free_noise_prior()
+        elif self.score_noise is not None:
+            priors["score_noise_sd"] = dist.Delta(jnp.asarray(float(self.score_noise)))
         if self.pin_assignment or not has_regular or config.n_regular == 0:
             priors = _pin(priors, ASSIGNMENT_PARAMETERS)
         if not has_income:
@@ -265,7 +301,7 @@ class ConditionedAnalysis(Analysis):
         observed = jax.tree.map(jnp.asarray, observed)
         pilot = pilot_estimates(config, priors, observed, ability)
         return Problem(self, config, priors, {"data": observed, "pilot": pilot}, observed, ability,
-                       signature=(self.name, config, ability, has_regular, has_income))
+                       signature=(self.name, config, ability, has_regular, has_income, self.score_noise))
 
     def stack(self, problems: list[Problem]) -> Problem:
         pilots = padded_alike([p.inputs["pilot"] for p in problems])
