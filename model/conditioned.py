@@ -481,7 +481,7 @@ def expected_clipped_rule(intercept, slope, lower, upper):
     pdf_hi = jnp.exp(log_pdf - 0.5 * hi * hi - log_mass)
     linear = intercept * _truncated_mass(lo, hi, log_mass) + safe * (pdf_lo - pdf_hi)
     one = jnp.clip(x1, lower, upper)
-    top = jnp.where(safe > 0, _truncated_mass(one, upper, log_mass), _truncated_mass(lower, one, log_mass))
+    top = _truncated_mass(jnp.where(safe > 0, one, lower), jnp.where(safe > 0, upper, one), log_mass)
     return jnp.where(flat, jnp.clip(intercept, 0.0, 1.0), linear + top)
 
 
