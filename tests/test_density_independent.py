@@ -67,7 +67,7 @@ def _tiny_dataset(noise_sd: float, seed: int):
         small = np.asarray(draw["small_class"])[:6]
         columns = np.stack([np.asarray(draw["small_class"]), np.asarray(observed.teacher_has_ma)[
             np.asarray(observed.class_of_student)], np.asarray(observed.income_scaled)], axis=1).astype(float)
-        for k in (0, 1):
+        for k in set(school):
             columns[school == k] -= columns[school == k].mean(axis=0)
         if len(set(school)) == 2 and 0 < small.sum() < 6 and np.linalg.cond(columns) < 30:
             return config, draw, observed
