@@ -274,7 +274,7 @@ class ConditionedAnalysis(Analysis):
         declared = data.metadata.get("score_noise_sd")
         if declared is None or self.score_noise is not None:
             return super().problem(data, ability)
-        where = Path(data.source) / "dataset.json"
+        where = Path(data.source) / data.metadata.get("score_noise_source", "dataset.json")
         try:
             spec = self.with_score_noise(declared)
         except ValueError:

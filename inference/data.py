@@ -19,7 +19,12 @@ and, optionally,
     ``students.csv`` holding finite numbers or booleans (True/False read as 1/0).
 ``truth.json``
     the simulation's truth (any JSON object), kept as it is; its ``estimands``, when
-    present, must map each estimand to a finite number (or null).
+    present, must map each estimand to a finite number (or null).  When its
+    ``config`` simulated the scores with measurement noise (``score_noise_sd > 0``)
+    and ``dataset.json`` declares no ``score_noise_sd``, that sd is the folder's
+    declared noise (``metadata["score_noise_sd"]``): the scores are fitted with the
+    noisy likelihood.  ``dataset.json``'s ``score_noise_sd`` (a number, or ``"free"``
+    to sample it) declares the noise of any folder.
 
 :func:`load_dataset` reads a folder and checks it completely before returning a
 :class:`LoadedData`; reading never writes anything.  Every problem raises
@@ -197,6 +202,20 @@ def _read_metadata(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def _with_declared_noise(meta: dict[str, Any], truth: Any) -> dict[str, Any]:
+    """``meta`` with the scores' measurement-noise sd of a simulated folder: when
+    dataset.json declares none and truth.json's configuration simulated the scores
+    with noise (``score_noise_sd > 0``), that sd, so that such data are fitted with
+    the noisy likelihood rather than silently with the noise-free one."""
+    config = truth.get("config") if isinstance(truth, dict) else None
+    noise = config.get("score_noise_sd") if isinstance(config, dict) else None
+    if "score_noise_sd" in meta or isinstance(noise, bool) or not isinstance(noise, (int, float)):
+        return meta
+    if math.isfinite(noise) and noise > 0:
+        meta = {**meta, "score_noise_sd": float(noise), "score_noise_source": TRUTH_FILE}
+    return meta
+
+
 # ------------------------------------------------------------------ the tables
 def _parse_int(col: pd.Series) -> pd.Series:
     return pd.Series([whole(s) for s in col], index=col.index, dtype=np.int64)
@@ -347,7 +366,7 @@ def load_dataset(folder: str | Path, replicate: int | None = None) -> LoadedData
         students=students.reset_index(drop=True),
         classes=classes.reset_index(drop=True),
         truth=truth,
-        metadata=meta,
+        metadata=_with_declared_noise(meta, truth),
         race_codes=race_codes,
         source=folder,
     )
@@ -483,11 +502,12 @@ def load_stacked(folder: str | Path, replicate: int | str | None) -> LoadedData:
     st_table, students = _load_students(folder, meta, race_codes, _parquet_table(folder / STUDENTS_PARQUET, k))
     cl_table, classes = _load_classes(folder, _parquet_table(folder / CLASSES_PARQUET, k))
     _cross_check(st_table, students, cl_table, classes)
+    truth = _replicate_truth(folder, k)
     return LoadedData(
         students=students.reset_index(drop=True),
         classes=classes.reset_index(drop=True),
-        truth=_replicate_truth(folder, k),
-        metadata=meta,
+        truth=truth,
+        metadata=_with_declared_noise(meta, truth),
         race_codes=race_codes,
         source=folder,
         replicate=k,

@@ -94,6 +94,25 @@ def _fit(tmp_path, noise_sd, seed, score_noise, chains=2, warmup=300, samples=30
                posterior_predictive=False)
 
 
+def test_simulated_noise_is_declared_by_the_folder(tmp_path):
+    """A folder simulated with noisy scores is fitted with the noisy likelihood at the
+    simulated sd (its truth.json's configuration), not silently with the noise-free
+    one; dataset.json's declaration, when there is one, wins."""
+    from classsize.inference.analysis import get_analysis
+    from classsize.inference.data import load_dataset
+    from classsize.model import Config, simulate
+
+    simulate(Config(**TINY, score_noise_sd=3.0), 1).write(tmp_path / "noisy")
+    simulate(Config(**TINY), 1).write(tmp_path / "exact")
+    noisy, exact = load_dataset(tmp_path / "noisy"), load_dataset(tmp_path / "exact")
+    assert noisy.metadata["score_noise_sd"] == 3.0 and "score_noise_sd" not in exact.metadata
+    structural = get_analysis("structural")
+    assert float(structural.problem(noisy).priors["score_noise_sd"].v) == 3.0
+    assert float(structural.problem(exact).priors["score_noise_sd"].v) == 0.0
+    (tmp_path / "noisy" / "dataset.json").write_text(json.dumps({"score_noise_sd": "free"}))
+    assert load_dataset(tmp_path / "noisy").metadata["score_noise_sd"] == "free"
+
+
 def _inside_90(result) -> dict[str, bool]:
     table = result.summary()
     return {name: bool(table.loc[name, "q05"] <= table.loc[name, "truth"] <= table.loc[name, "q95"])
