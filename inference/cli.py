@@ -15,6 +15,7 @@ without JAX, the analyses, the sampler or the plots.  JAX is set up by importing
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .sampling import ChainRunner
 
     _check_sampler_args(args)
+    _check_noise_args(args, [args.model])
     loaded = load_dataset(args.data_dir)
     analysis = get_analysis(args.model)
     analysis.check(loaded)  # a cohort the data lack: refused before anything runs
@@ -122,7 +124,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     announce(f"fitting the {args.model} analysis to {len(students)} students: "
              f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
     result = fit(loaded, args.model, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                 seed=args.seed, ability=args.ability, runner=runner)
+                 seed=args.seed, ability=args.ability, score_noise=args.score_noise, runner=runner)
     result.write(out)
     print(result.table())
     for w in result.warnings:
@@ -136,10 +138,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
     _check_sampler_args(args)
+    _check_noise_args(args, ["structural", "randomized", "naive"])
     load_dataset(args.data_dir)  # bad input fails before anything is written
     out = prepare_out_dir(args.out, args.force)
     return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                          seed=args.seed, ability=args.ability, strict=args.strict, quiet=args.quiet)
+                          seed=args.seed, ability=args.ability, score_noise=args.score_noise,
+                          strict=args.strict, quiet=args.quiet)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -241,6 +245,32 @@ def _seed(text: str) -> int:
     return value
 
 
+def _score_noise(text: str) -> float | str:
+    """An argument that is a measurement-noise sd: a number >= 0, or ``free``."""
+    if text == "free":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 'free', got {text!r}")
+    return value
+
+
+def _check_noise_args(args: argparse.Namespace, models) -> None:
+    """Refuse, before anything runs, a noise the analyses or the ability cannot take."""
+    noise = getattr(args, "score_noise", None)
+    if noise is None:
+        return
+    if noise != 0 and args.ability == "normal":
+        raise UsageError("--score-noise needs uniform ability: scores with measurement noise are fitted "
+                         "with --ability uniform only")
+    if list(models) == ["naive"]:
+        raise UsageError("--score-noise: the naive analysis has no measurement-noise parameter "
+                         "(its residual sd absorbs the noise)")
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -277,6 +307,9 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ability", choices=["uniform", "normal"], default=None,
                    help="distribution of ability's unobserved part in the structural/randomized models "
                         "(default: the data folder's dataset.json, else uniform)")
+    p.add_argument("--score-noise", type=_score_noise, default=None, metavar="SD",
+                   help="the scores' measurement-noise sd in the structural/randomized models: a number pins "
+                        "it, 'free' samples it (default: the folder's declared noise, else 0)")
     p.add_argument("--strict", action="store_true", help="exit 1 on divergences, R-hat > 1.01 or ESS < 400")
     p.add_argument("--force", action="store_true", help="write into a non-empty RUN_DIR")
 

@@ -26,7 +26,7 @@ def comparison_table(results: dict[str, FitResult]):
 
 
 def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP, samples=DEFAULT_SAMPLES, seed=0, ability=None,
-                   quick=False, strict=False, models=ANALYSES, quiet=False) -> int:
+                   score_noise=None, quick=False, strict=False, models=ANALYSES, quiet=False) -> int:
     """Fit every analysis the data can support, write each run, the table (CSV) and the
     forest plot (PNG).
 
@@ -34,6 +34,8 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
     of its cohort) is skipped, with the reason printed; when none can be fitted the
     data are refused (:class:`~.data.DataError`).  Before each fit a line on standard
     error says what runs, and its progress follows there (nothing when ``quiet``).
+    ``score_noise`` (see :func:`~.fit.fit`) applies to the analyses with a
+    measurement-noise parameter; the naive regression's residual sd absorbs the noise.
     """
     from .outputs import Progress, announce, run_plan
     from .sampling import ChainRunner
@@ -63,8 +65,9 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
     warnings = []
     for name in fitted:
         runner.progress = Progress(f"compare: {name}", quiet=quiet)
+        noise = score_noise if hasattr(get_analysis(name), "with_score_noise") else None
         r = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed, ability=ability,
-                runner=runner)
+                score_noise=noise, runner=runner)
         r.write(out / name)
         results[name] = r
         print(r.table())

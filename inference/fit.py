@@ -183,6 +183,7 @@ def fit(
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     ability: str | None = None,
+    score_noise: float | str | None = None,
     progress: bool | None = None,
     posterior_predictive: bool = True,
     runner: ChainRunner | None = None,
@@ -192,15 +193,25 @@ def fit(
 
     ``ability`` (the distribution of ability's unobserved part: ``"uniform"``, the
     simulation's, or ``"normal"``) defaults to the folder's ``dataset.json`` key
-    ``ability`` when it has one, else ``"uniform"``.  The chains run as lanes of one
+    ``ability`` when it has one, else ``"uniform"``.  ``score_noise`` (the scores'
+    measurement-noise sd: a number pins it, ``"free"`` samples it) overrides the noise the
+    folder declares (see :meth:`~.analysis.ConditionedAnalysis.with_score_noise`); the
+    naive regression has a residual sd of its own and refuses it.  The chains run as lanes of one
     compiled program over every JAX device (:class:`~.sampling.ChainRunner`); pass a
     ``runner`` to reuse its compiled programs across fits.  ``progress`` (default: when
     standard error is a terminal) reports the iterations done on standard error.
     """
     spec = get_analysis(analysis)
+    if score_noise is not None:
+        if not hasattr(spec, "with_score_noise"):
+            raise ValueError(f"the {spec.name} analysis has no measurement-noise parameter (its residual sd "
+                             f"absorbs the noise); fit it without score_noise")
+        spec = spec.with_score_noise(score_noise)
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
+    if score_noise not in (None, 0) and ability != "uniform":
+        raise ValueError(f"scores with measurement noise are fitted with uniform ability only (ability is {ability!r})")
     problem = spec.problem(loaded, ability=ability)
     if runner is None:
         if progress is None:

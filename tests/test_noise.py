@@ -79,19 +79,15 @@ def test_noisy_score_density_is_the_convolution_and_finite_in_the_tails():
 
 # ---------------------------------------------------------------------- recovery
 def _fit(tmp_path, noise_sd, seed, score_noise, chains=2, warmup=300, samples=300, declare=False):
-    from classsize.inference.analysis import get_analysis
     from classsize.inference.fit import fit
     from classsize.model import Config, simulate
 
     folder = tmp_path / f"sd{noise_sd}-seed{seed}"
     simulate(Config(**TINY, score_noise_sd=noise_sd), seed).write(folder)
-    analysis = get_analysis("structural")
     if declare:  # the folder says how noisy its scores are
         (folder / "dataset.json").write_text(json.dumps({"score_noise_sd": score_noise}))
-    else:
-        analysis = analysis.with_score_noise(score_noise)
-    return fit(folder, analysis, chains=chains, warmup=warmup, samples=samples, seed=seed, progress=False,
-               posterior_predictive=False)
+    return fit(folder, "structural", chains=chains, warmup=warmup, samples=samples, seed=seed, progress=False,
+               score_noise=None if declare else score_noise, posterior_predictive=False)
 
 
 def test_simulated_noise_is_declared_by_the_folder(tmp_path):
@@ -193,6 +189,76 @@ def test_a_bad_declared_noise_is_one_line_exit_2(tmp_path, capsys, declared, abi
     errors = [line for line in err.splitlines() if line.startswith("classsize fit: error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err
     assert "dataset.json" in errors[0] and "score_noise_sd" in errors[0] and why in errors[0]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "compare"])
+@pytest.mark.parametrize("option, noise", [("2", 2.0), ("0", 0.0), ("free", "free"), (None, None)])
+def test_the_command_line_hands_the_noise_to_the_fit(tmp_path, monkeypatch, command, option, noise):
+    """``--score-noise SD`` pins the noise sd at SD and ``--score-noise free`` samples it,
+    for ``fit`` and for ``compare``, which gives it to each analysis that has a noise
+    parameter and not to the naive regression; without the option the folder's
+    declaration stands (None).  The fit is replaced by a recorder that stops the
+    command: what :func:`fit` does with the noise is tested above."""
+    from classsize.inference import compare as compare_module
+    from classsize.inference import fit as fit_module
+    from classsize.inference.cli import main
+    from classsize.model import Config, simulate
+
+    class Recorded(Exception):
+        pass
+
+    received = {}
+
+    def recorder(data, analysis, **kwargs):
+        received[analysis] = kwargs.get("score_noise")
+        raise Recorded
+
+    monkeypatch.setattr(fit_module, "fit", recorder)
+    monkeypatch.setattr(compare_module, "fit", recorder)
+    folder = tmp_path / "d"
+    simulate(Config(n_regular=60, n_experimental=60, n_schools=2), 1).write(folder)
+    extra = ["--score-noise", option] if option is not None else []
+    argv = [command, str(folder), "--out", str(tmp_path / "r"), "--quiet", *extra]
+    with pytest.raises(Recorded):
+        main(argv + (["--model", "randomized"] if command == "fit" else []))
+    if command == "fit":
+        assert received == {"randomized": noise}
+        return
+    assert received == {"structural": noise}  # compare fits structural first
+    with pytest.raises(Recorded):
+        compare_module.compare_models(folder, tmp_path / "n", models=("naive",), score_noise=noise, quiet=True)
+    assert received["naive"] is None
+
+
+def test_fit_takes_the_noise_over_the_folders_declaration(tmp_path):
+    """:func:`fit`'s ``score_noise`` decides the noise prior whatever the folder
+    declares: checked on the problem it fits (no sampling)."""
+    from classsize.inference.analysis import get_analysis
+    from classsize.inference.data import load_dataset
+    from classsize.model import Config, simulate
+
+    simulate(Config(**TINY, score_noise_sd=3.0), 1).write(tmp_path / "noisy")
+    loaded = load_dataset(tmp_path / "noisy")
+    structural = get_analysis("structural")
+    assert float(structural.with_score_noise(2.0).problem(loaded).priors["score_noise_sd"].v) == 2.0
+    assert not hasattr(structural.with_score_noise("free").problem(loaded).priors["score_noise_sd"], "v")
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--score-noise", "-1"], "must be a number >= 0 or 'free'"),
+    (["--score-noise", "loud"], "must be a number >= 0 or 'free'"),
+    (["--score-noise", "2", "--ability", "normal"], "uniform ability"),
+    (["--score-noise", "2", "--model", "naive"], "no measurement-noise parameter")])
+def test_a_bad_noise_option_is_one_line_exit_2(tmp_path, capsys, args, why):
+    from classsize.inference.cli import main
+
+    try:
+        code = main(["fit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *args])
+    except SystemExit as e:  # refused by the parser
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and why in err, err
     assert not (tmp_path / "r").exists()
 
 
