@@ -57,7 +57,7 @@ from classsize.model.simulate import draw_many
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
 if FAST:
     config = Config(n_regular=800, n_experimental=700, n_schools=6)
-    SAMPLER = dict(chains=2, warmup=300, samples=300)
+    SAMPLER = dict(chains=2, warmup=200, samples=200)
 else:
     config = Config()  # the original notebook: 4000 REGULAR + 2000 EXPERIMENTAL students, 20 schools
     SAMPLER = dict(chains=4, warmup=1000, samples=1000)

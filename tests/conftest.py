@@ -2,6 +2,10 @@
 
 Tests marked ``@pytest.mark.slow`` (the large statistical checks) are skipped unless
 the environment variable ``CLASSSIZE_SLOW`` is ``1``; ``make test-all`` sets it.
+
+``make test`` runs the suite in two pytest processes (pytest-xdist,
+``--dist loadfile``): each test file runs whole in one process, so its module
+fixtures (fitted runs, a Dask cluster, a reference study) are built once.
 """
 
 from __future__ import annotations

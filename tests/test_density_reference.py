@@ -33,7 +33,7 @@ def _data(tag, tmp_path):
 
 
 @pytest.mark.parametrize("tag, analysis", [("d100s", "structural"), ("d100r", "randomized"),
-                                           ("smalls", "structural")])
+                                           pytest.param("smalls", "structural", marks=pytest.mark.slow)])
 def test_log_density_and_gradient_equal_the_reference(tmp_path, tag, analysis):
     import jax
     import jax.numpy as jnp

@@ -116,9 +116,10 @@ def _inside_90(result) -> dict[str, bool]:
 
 
 @pytest.mark.parametrize("noise_sd, score_noise, declare", [
-    (2.0, 2.0, True), (5.0, "free", False), pytest.param(5.0, 5.0, False, marks=pytest.mark.slow)])
+    (2.0, 2.0, True), pytest.param(5.0, "free", False, marks=pytest.mark.slow),
+    pytest.param(5.0, 5.0, False, marks=pytest.mark.slow)])
 def test_noisy_scores_recover_the_effects(tmp_path, noise_sd, score_noise, declare):
-    """Data simulated with noise sd 2 and 5, the noise pinned at its value (declared in
+    """Data simulated with noise sd 2 (default suite) and 5 (slow suite), the noise pinned at its value (declared in
     the folder's dataset.json, or by the analysis) or sampled: the direct, total and MA
     effects lie inside their 90% intervals, and so does a sampled noise sd; the sampler
     reports no divergence.
