@@ -114,6 +114,15 @@ class Analysis:
     needs_every_school: bool = True
     #: what a coverage study's verdict adds when coverage holds, and when it fails
     coverage_note: tuple[str, str] | None = None
+    #: whether the model has a measurement-noise sd for the scores (see
+    #: :meth:`ConditionedAnalysis.with_score_noise`)
+    fits_score_noise: ClassVar[bool] = False
+
+    def with_score_noise(self, score_noise: float | str | None) -> "Analysis":
+        """This analysis with the scores' measurement noise set: refused (ValueError)
+        by a model without a noise parameter."""
+        raise ValueError(f"the {self.name} analysis has no measurement-noise parameter (its residual sd "
+                         f"absorbs the noise)")
 
     def check_design(self, config: Config, sbc: bool) -> None:
         """Raise ValueError (one line) when a study of ``config`` cannot use this analysis."""
@@ -258,6 +267,7 @@ class ConditionedAnalysis(Analysis):
     #: the students' data its likelihood explains (a student's pointwise log likelihood
     #: is their joint); the rest of the data is what it conditions on
     modeled_data: ClassVar[tuple[str, ...]] = ("small_class", "test_score")
+    fits_score_noise: ClassVar[bool] = True
 
     def with_score_noise(self, score_noise: float | str | None) -> "ConditionedAnalysis":
         """This analysis with the scores' measurement noise pinned to ``score_noise``
@@ -273,7 +283,12 @@ class ConditionedAnalysis(Analysis):
         """This analysis bound to a loaded dataset; a ``score_noise_sd`` in its
         dataset.json (a number or ``"free"``) sets the noise unless the analysis does."""
         declared = data.metadata.get("score_noise_sd")
-        if declared is None or self.score_noise is not None:
+        if self.score_noise is not None:
+            if self.score_noise != 0 and ability != "uniform":
+                raise ValueError(f"scores with measurement noise are fitted with uniform ability only "
+                                 f"(ability is {ability!r})")
+            return super().problem(data, ability)
+        if declared is None:
             return super().problem(data, ability)
         where = Path(data.source) / data.metadata.get("score_noise_source", "dataset.json")
         try:

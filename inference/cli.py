@@ -134,11 +134,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .analysis import ANALYSES
     from .compare import compare_models
     from .data import load_dataset
 
     _check_sampler_args(args)
-    _check_noise_args(args, ["structural", "randomized", "naive"])
+    _check_noise_args(args, ANALYSES)
     load_dataset(args.data_dir)  # bad input fails before anything is written
     out = prepare_out_dir(args.out, args.force)
     return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
@@ -259,16 +260,18 @@ def _score_noise(text: str) -> float | str:
 
 
 def _check_noise_args(args: argparse.Namespace, models) -> None:
-    """Refuse, before anything runs, a noise the analyses or the ability cannot take."""
-    noise = getattr(args, "score_noise", None)
-    if noise is None:
+    """Refuse, before anything runs, a noise the analyses or the ability cannot take:
+    none of ``models`` has a noise parameter, or the ability is normal."""
+    from .analysis import get_analysis
+
+    if args.score_noise is None:
         return
-    if noise != 0 and args.ability == "normal":
+    if args.score_noise != 0 and args.ability == "normal":
         raise UsageError("--score-noise needs uniform ability: scores with measurement noise are fitted "
                          "with --ability uniform only")
-    if list(models) == ["naive"]:
-        raise UsageError("--score-noise: the naive analysis has no measurement-noise parameter "
-                         "(its residual sd absorbs the noise)")
+    if not any(get_analysis(name).fits_score_noise for name in models):
+        raise UsageError(f"--score-noise: the {', '.join(models)} analysis has no measurement-noise parameter "
+                         f"(its residual sd absorbs the noise)")
 
 
 def _version() -> str:

@@ -65,7 +65,7 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
     warnings = []
     for name in fitted:
         runner.progress = Progress(f"compare: {name}", quiet=quiet)
-        noise = score_noise if hasattr(get_analysis(name), "with_score_noise") else None
+        noise = score_noise if get_analysis(name).fits_score_noise else None
         r = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed, ability=ability,
                 score_noise=noise, runner=runner)
         r.write(out / name)

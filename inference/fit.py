@@ -203,15 +203,10 @@ def fit(
     """
     spec = get_analysis(analysis)
     if score_noise is not None:
-        if not hasattr(spec, "with_score_noise"):
-            raise ValueError(f"the {spec.name} analysis has no measurement-noise parameter (its residual sd "
-                             f"absorbs the noise); fit it without score_noise")
         spec = spec.with_score_noise(score_noise)
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
-    if score_noise not in (None, 0) and ability != "uniform":
-        raise ValueError(f"scores with measurement noise are fitted with uniform ability only (ability is {ability!r})")
     problem = spec.problem(loaded, ability=ability)
     if runner is None:
         if progress is None:
