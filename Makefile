@@ -1,8 +1,15 @@
 # The two commands of the README: `make demo` and `make test`.
-# Both create the virtual environment .venv when needed (Python 3.11+ and make are all
+# Both create the virtual environment .venv when needed (Python 3.12+ and make are all
 # they need) and install the project with the pinned versions of constraints.txt.
 
-PYTHON ?= python3
+# The first Python >= 3.12 that runs: python3.14, python3.13, python3.12, python3, then
+# pyenv's installed versions (newest first).  A candidate is run, not just found on the
+# PATH, so a pyenv shim that cannot start its version is passed over.
+PY_CANDIDATES := python3.14 python3.13 python3.12 python3 \
+	$(shell ls -1d $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV)
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(PY_CANDIDATES),$(shell $(p) -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && echo $(p))))
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -16,7 +23,8 @@ TEST_WORKERS ?= 2
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.12 or newer found (tried python3.14, python3.13, python3.12, python3 and ~/.pyenv/versions); install one or run make PYTHON=/path/to/python3.12" >&2; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || { echo "make: $(PYTHON) is older than Python 3.12, which the project needs" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,dask]'
