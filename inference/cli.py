@@ -7,9 +7,9 @@ is about to run (analysis, chains x iterations, cores), then shows its progress 
 a bar on a terminal, a plain line per tenth of the work otherwise; ``--quiet`` (before
 or after the command's name) silences both.  The commands import the rest of the
 package when they run, so that ``classsize --help`` and ``--version`` build the parser
-without JAX, the analyses, the sampler or the plots.  JAX is set up by importing
-:mod:`classsize.inference` (every core a device, the compilation cache on;
-:mod:`.runtime`).
+without JAX, the analyses, the sampler or the plots.  Once the arguments are parsed,
+:func:`~.runtime.configure` sets JAX up for the command (64-bit mode, every core a
+device, the compilation cache on).
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.engine == "notebook":
         raise UsageError("--format parquet is written by the model engine only (use --format csv with --engine notebook)")
     out = _prepare_out_dir(args.out, args.force, [])
-    from classsize.model.jaxcache import enable_compilation_cache
-
-    enable_compilation_cache()
     last = args.seed + args.replicates - 1
     if args.replicates > 1:
         announce(f"simulating {args.replicates} datasets of {config.n_students} students "
@@ -112,18 +109,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .sampling import ChainRunner
 
     _check_sampler_args(args)
-    _check_noise_args(args, [args.model])
+    _check_noise_args(args, [args.analysis])
     loaded = load_dataset(args.data_dir)
-    analysis = get_analysis(args.model)
+    analysis = get_analysis(args.analysis)
     analysis.check(loaded)  # a cohort the data lack: refused before anything runs
     out = prepare_out_dir(args.out, args.force)
     runner = ChainRunner(args.chains, args.warmup, args.samples,
-                         progress=Progress(f"fit {args.model}", quiet=args.quiet))
+                         progress=Progress(f"fit {args.analysis}", quiet=args.quiet))
     students = loaded.students if analysis.cohort is None else loaded.students[
         loaded.students["cohort"] == analysis.cohort]
-    announce(f"fitting the {args.model} analysis to {len(students)} students: "
+    announce(f"fitting the {args.analysis} analysis to {len(students)} students: "
              f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
-    result = fit(loaded, args.model, chains=args.chains, warmup=args.warmup, samples=args.samples,
+    result = fit(loaded, args.analysis, chains=args.chains, warmup=args.warmup, samples=args.samples,
                  seed=args.seed, ability=args.ability, score_noise=args.score_noise, runner=runner)
     result.write(out)
     print(result.table())
@@ -164,7 +161,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from .analysis import get_analysis
 
     try:
-        get_analysis(args.model).check_design(config, sbc=args.from_prior)
+        get_analysis(args.analysis).check_design(config, sbc=args.from_prior)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.resume and args.force:
@@ -175,7 +172,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.resume:
         from .batches import StudyPlan, check_resume
 
-        check_resume(args.out, StudyPlan(args.model, args.datasets, config, args.from_prior, args.seed, args.chains,
+        check_resume(args.out, StudyPlan(args.analysis, args.datasets, config, args.from_prior, args.seed, args.chains,
                                          args.warmup, args.samples, args.batch_size or 1, args.rank_draws),
                      batch_size_given=args.batch_size is not None)
     out = prepare_out_dir(args.out, args.force or args.resume)
@@ -183,14 +180,14 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
     try:
         with open_runner(args.scheduler, args.workers) as runner:
-            announce(f"recover {args.model}: {args.datasets} datasets, each {args.chains} chain(s) x "
+            announce(f"recover {args.analysis}: {args.datasets} datasets, each {args.chains} chain(s) x "
                      f"({args.warmup} warm-up + {args.samples} draws), "
                      f"{getattr(runner, 'description', 'in this process')}", args.quiet)
-            result = run_study(args.model, args.datasets, config=config, from_prior=args.from_prior,
+            result = run_study(args.analysis, args.datasets, config=config, from_prior=args.from_prior,
                                seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
                                batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
                                resume=args.resume, runner=runner,
-                               progress=Progress(f"recover {args.model}", "datasets", quiet=args.quiet))
+                               progress=Progress(f"recover {args.analysis}", "datasets", quiet=args.quiet))
     except StudyIncomplete as e:
         print(f"classsize recover: {e}; the finished batches are in {out / 'batches'} (rerun with --resume)",
               file=sys.stderr)
@@ -275,12 +272,9 @@ def _check_noise_args(args: argparse.Namespace, models) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from .outputs import package_version
 
-    try:
-        return version("classsize")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return package_version()
 
 
 def _analysis_name(name: str) -> str:
@@ -293,8 +287,8 @@ def _analysis_name(name: str) -> str:
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=_analysis_name, default="structural", metavar="NAME",
-                   help="the analysis: structural, randomized or naive")
+    p.add_argument("--analysis", "--model", dest="analysis", type=_analysis_name, default="structural",
+                   metavar="NAME", help="the analysis: structural, randomized or naive (--model is another name)")
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
@@ -434,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.quiet = args.quiet or args.quiet_all
+    from .runtime import configure
+
+    configure()
     try:
         return int(args.func(args) or 0)
     except _known_errors() as e:

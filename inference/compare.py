@@ -1,51 +1,69 @@
-"""``classsize compare``: fit the three analyses to one dataset, side by side."""
+"""Fitting the analyses to one dataset side by side: :func:`compare` (Python) returns a
+:class:`Comparison`; :func:`compare_models` is ``classsize compare``, which also prints
+and writes them."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from classsize.model.files import atomic_write_text
+from classsize.model.precision import float64
 
 from .analysis import ANALYSES, get_analysis
-from .data import DataError, load_dataset
+from .data import DataError
 from .fit import FitResult, fit
 from .plots import forest, ppc_plot, save
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from .sources import as_loaded
 
 
-def comparison_table(results: dict[str, FitResult]):
-    import pandas as pd
+@dataclass
+class Comparison:
+    """The fits of several analyses to one dataset: ``results[name]`` is a
+    :class:`~.fit.FitResult`; ``skipped[name]`` says why the data cannot support an analysis."""
 
-    frames = []
-    for name, r in results.items():
-        df = r.summary().reset_index()
-        df.insert(0, "model", name)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    results: dict[str, FitResult]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def summary(self):
+        """One table (DataFrame) of every analysis's estimands (90% equal-tailed intervals)."""
+        return comparison_table(self.results)
+
+    def plot(self, ax=None):
+        """Forest plot of every analysis's estimands."""
+        return forest(self.results, ax=ax, units=next(iter(self.results.values())).units)
+
+    def __getitem__(self, name: str) -> FitResult:
+        return self.results[name]
+
+    def __repr__(self) -> str:
+        effects = "; ".join(f"{name} direct {r.estimand_summaries['small_class_direct_effect']['mean']:.2f}"
+                            for name, r in self.results.items())
+        skipped = f"; skipped: {', '.join(self.skipped)}" if self.skipped else ""
+        return f"Comparison({effects}{skipped}; .summary(), .plot(), [name] for each FitResult)"
 
 
-def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP, samples=DEFAULT_SAMPLES, seed=0, ability=None,
-                   score_noise=None, quick=False, strict=False, models=ANALYSES, quiet=False) -> int:
-    """Fit every analysis the data can support, write each run, the table (CSV) and the
-    forest plot (PNG).
+@float64
+def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP,
+            samples=DEFAULT_SAMPLES, seed=0, ability=None, score_noise=None, metadata=None,
+            report=None) -> Comparison:
+    """Fit each of ``analyses`` that the data can support to ``data`` (any form
+    :func:`~.fit.fit` takes), with one set of chains settings.
 
     An analysis the data cannot support (:meth:`~.analysis.Analysis.check`: no students
-    of its cohort) is skipped, with the reason printed; when none can be fitted the
-    data are refused (:class:`~.data.DataError`).  Before each fit a line on standard
-    error says what runs, and its progress follows there (nothing when ``quiet``).
-    ``score_noise`` (see :func:`~.fit.fit`) applies to the analyses with a
-    measurement-noise parameter; the naive regression's residual sd absorbs the noise.
+    of its cohort) is skipped, with the reason in ``skipped``; when none can be fitted
+    the data are refused (:class:`~.data.DataError`).  ``score_noise`` applies to the
+    analyses with a measurement-noise parameter.  ``report`` (the command line's) is
+    told ``start(fitted, skipped, loaded, runner)``, then ``before(name, runner)`` and
+    ``done(name, result)`` around each fit.
     """
-    from .outputs import Progress, announce, run_plan
     from .sampling import ChainRunner
 
-    if quick:
-        warmup, samples = min(warmup, 300), min(samples, 300)
-    loaded = load_dataset(data_dir)
-    out = Path(out_dir)
+    loaded = as_loaded(data, classes, metadata=metadata)
     fitted, skipped = [], {}
-    for name in models:
+    for name in analyses:
         try:
             get_analysis(name).check(loaded)
         except DataError as e:
@@ -55,28 +73,77 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
     if not fitted:
         raise DataError(Path(loaded.source), "no analysis can use these data: " + "; ".join(skipped.values()))
     runner = ChainRunner(chains, warmup, samples)
-    announce(f"comparing {', '.join(fitted)} on {len(loaded.students)} students: each "
-             f"{run_plan(chains, warmup, samples, runner.devices)}", quiet)
-    for name, reason in skipped.items():
-        print(f"{name}: skipped, the data cannot support it ({reason})")
-    if skipped:
-        print()
+    if report is not None:
+        report.start(fitted, skipped, loaded, runner)
     results = {}
-    warnings = []
     for name in fitted:
-        runner.progress = Progress(f"compare: {name}", quiet=quiet)
+        if report is not None:
+            report.before(name, runner)
         noise = score_noise if get_analysis(name).fits_score_noise else None
-        r = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed, ability=ability,
-                score_noise=noise, runner=runner)
-        r.write(out / name)
-        results[name] = r
-        print(r.table())
+        results[name] = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed,
+                            ability=ability, score_noise=noise, runner=runner)
+        if report is not None:
+            report.done(name, results[name])
+    return Comparison(results, skipped)
+
+
+def comparison_table(results: dict[str, FitResult]):
+    import pandas as pd
+
+    frames = []
+    for name, r in results.items():
+        df = r.summary().reset_index()
+        df.insert(0, "analysis", name)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+class _Report:
+    """What ``classsize compare`` says while :func:`compare` runs."""
+
+    def __init__(self, plan: tuple[int, int, int], quiet: bool):
+        self.plan, self.quiet = plan, quiet
+
+    def start(self, fitted, skipped, loaded, runner) -> None:
+        from .outputs import announce, run_plan
+
+        announce(f"comparing {', '.join(fitted)} on {len(loaded.students)} students: each "
+                 f"{run_plan(*self.plan, runner.devices)}", self.quiet)
+        for name, reason in skipped.items():
+            print(f"{name}: skipped, the data cannot support it ({reason})")
+        if skipped:
+            print()
+
+    def before(self, name, runner) -> None:
+        from .outputs import Progress
+
+        runner.progress = Progress(f"compare: {name}", quiet=self.quiet)
+
+    def done(self, name, result) -> None:
+        print(result.table())
         print()
+
+
+def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP, samples=DEFAULT_SAMPLES,
+                   seed=0, ability=None, score_noise=None, quick=False, strict=False, models=ANALYSES,
+                   quiet=False) -> int:
+    """``classsize compare``: :func:`compare`, printing each analysis's table, then write
+    each run, the table (CSV) and the forest plot (PNG); exit status 1 with ``strict``
+    and sampler warnings."""
+    if quick:
+        warmup, samples = min(warmup, 300), min(samples, 300)
+    comparison = compare(data_dir, models, chains=chains, warmup=warmup, samples=samples, seed=seed,
+                         ability=ability, score_noise=score_noise, report=_Report((chains, warmup, samples), quiet))
+    results, skipped = comparison.results, comparison.skipped
+    out = Path(out_dir)
+    warnings = []
+    for name, r in results.items():
+        r.write(out / name)
         warnings += r.warnings
-    table = comparison_table(results)
+    table = comparison.summary()
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
     units = next(iter(results.values())).units
-    save(forest(results, units=units), out / "forest.png")
+    save(comparison.plot(), out / "forest.png")
     for name, r in results.items():  # the posterior predictive check of the analysis of both cohorts
         if get_analysis(name).cohort is None:
             save(ppc_plot(r.idata, units=units), out / f"ppc_{name}.png")

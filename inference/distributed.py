@@ -34,6 +34,8 @@ import os
 import sys
 from typing import Iterator, Sequence
 
+from classsize.model.precision import float64
+
 from .outputs import UsageError
 
 #: Times a task that raises is run again before its batch counts as failed.
@@ -82,9 +84,10 @@ def worker_environment(devices: int) -> dict[str, str]:
 
 def _set_up_worker() -> None:
     """Apply the worker's device count before JAX starts (a no-op once it has)."""
-    from .runtime import use_all_cores
+    from .runtime import jax_started, use_all_cores
 
-    use_all_cores()
+    if not jax_started():
+        use_all_cores()
 
 
 def worker_devices() -> int:
@@ -95,8 +98,10 @@ def worker_devices() -> int:
     return jax.device_count()
 
 
+@float64
 def fit_batch_task(plan, batch: int) -> dict:
-    """The task of one batch: :func:`~.study.fit_batch` in the worker."""
+    """The task of one batch: :func:`~.study.fit_batch` in the worker (in 64-bit mode:
+    a task runs in a thread of its own)."""
     _set_up_worker()
     from .study import fit_batch
 

@@ -1,20 +1,29 @@
 """Fitting an analysis with NUTS: ``fit(data, analysis="structural") -> FitResult``.
 
-A :class:`FitResult` holds the ArviZ InferenceData (:mod:`.idata`: posterior,
-sample_stats, log_likelihood, prior, predictive, observed and constant data), the
-estimand summary, and the sampler's diagnostics.  Sampler trouble is reported, never hidden: divergences, an
-R-hat above 1.01 or a bulk ESS below 400 for an estimand each give a warning line,
-and ``strict`` turns them into a failure.
+A :class:`FitResult` holds the ArviZ InferenceData (an ``xarray.DataTree``;
+:mod:`.idata`: posterior, sample_stats, log_likelihood, prior, predictive, observed and
+constant data), the estimand summary, the sampler's diagnostics and the run's
+provenance.  Sampler trouble is reported, never hidden: divergences, an R-hat above
+1.01 or a bulk ESS below 400 for an estimand each give a warning line, and ``strict``
+turns them into a failure.  :func:`load_run` reads a written run folder back.
 
 ``summary.json`` has exactly this shape::
 
-    {"model": NAME,
+    {"format_version": 2,
+     "analysis": NAME,
      "estimands": {"small_class_direct_effect": S, "small_class_total_effect": S,
                    "teacher_ma_effect": S},
      "diagnostics": {"divergences": int, "max_r_hat": float, "min_ess_bulk": float,
-                     "seconds": float}}
+                     "seconds": float},
+     "warnings": [str, ...],
+     "provenance": P}
 
-where each ``S`` is ``{"mean", "sd", "q05", "q95", "r_hat", "ess_bulk"}``.
+where each ``S`` is ``{"mean", "sd", "q05", "q95", "r_hat", "ess_bulk"}`` (``q05`` and
+``q95`` bound the 90% equal-tailed interval, the one interval of every summary) and
+``P`` is what the root of ``posterior.nc`` holds too: ``classsize_version``,
+``format_version``, ``analysis``, ``settings`` (ability, score noise, the NUTS
+settings), ``seed``, ``chains``, ``warmup``, ``draws``, ``data_source`` and
+``data_fingerprint`` (``sha256:`` of the data files).
 """
 
 from __future__ import annotations
@@ -29,15 +38,21 @@ from typing import Any
 
 import numpy as np
 
-from classsize.model.files import atomic_write, atomic_write_text
+from classsize.model.precision import float64
 
 from .analysis import Problem, get_analysis
-from .data import LoadedData, load_dataset
+from .dataset import LoadedData
 from .diagnostics import fit_diagnostics, sampler_warnings
+from .idata import inference_data, write_netcdf
+from .outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together
 from .sampling import ChainRunner, Draws
-from .idata import inference_data
-from .outputs import Progress
-from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from .settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from .sources import as_loaded, fingerprint, source_label
+
+#: whether a fit has said that it got fewer devices than chains (said once per process)
+_told_devices: list = []
+#: The files of a run folder.
+RUN_FILES = ("posterior.nc", "summary.json")
 
 
 @dataclass
@@ -54,23 +69,42 @@ class FitResult:
     units: str = "points"
     estimand_summaries: dict = field(default_factory=dict)
     sampler: dict = field(default_factory=dict)
+    #: the run's settings, seed, versions and data fingerprint (see the module's docstring)
+    provenance: dict = field(default_factory=dict)
+    #: why a loaded run has no model bound to its data (``problem`` None); "" otherwise
+    unbound: str = ""
+
+    def __repr__(self) -> str:
+        d = self.diagnostics
+        effects = "; ".join(f"{name} {s['mean']:.2f} [{s['q05']:.2f}, {s['q95']:.2f}]"
+                            for name, s in self.estimand_summaries.items())
+        p = self.provenance
+        runs = (f"{p['chains']} chains x {p['draws']} draws, " if "chains" in p else "")
+        trouble = f", {len(self.warnings)} sampler warning(s)" if self.warnings else ""
+        return (f"FitResult({self.model}: {effects} (mean [90% interval], {self.units}); {runs}"
+                f"{d['divergences']} divergences, max R-hat {d['max_r_hat']:.3f}, "
+                f"min bulk ESS {d['min_ess_bulk']:.0f}{trouble}; .summary(), .plot(), .do(), .idata)")
 
     # ------------------------------------------------------------ summaries
     def summary_dict(self) -> dict:
         """The ``summary.json`` document."""
         return {
-            "model": self.model,
+            "format_version": FORMAT_VERSION,
+            "analysis": self.model,
             "estimands": self.estimand_summaries,
             "diagnostics": self.diagnostics,
+            "warnings": list(self.warnings),
+            "provenance": self.provenance,
         }
 
     def summary(self):
-        """A table (DataFrame): estimand, mean, sd, 90% interval, truth, R-hat, bulk ESS."""
+        """A table (DataFrame): estimand, mean, sd, 90% equal-tailed interval (``q05``,
+        ``q95``), truth, R-hat, bulk ESS."""
         import pandas as pd
 
         rows = []
         truth = (self.truth or {}).get("estimands", {})
-        for name, s in self.summary_dict()["estimands"].items():
+        for name, s in self.estimand_summaries.items():
             t = truth.get(name)
             rows.append(
                 {
@@ -88,10 +122,13 @@ class FitResult:
         return pd.DataFrame(rows).set_index("estimand")
 
     def parameter_summary(self, **kwargs):
-        """``az.summary`` of the posterior: every parameter and estimand (mean, sd, HDI,
-        MCSE, ESS, R-hat); keyword arguments go to ``az.summary``."""
+        """``az.summary`` of the posterior: every parameter and estimand (mean, sd, the
+        90% equal-tailed interval ``eti90_lb``/``eti90_ub``, MCSE, ESS, R-hat); keyword
+        arguments go to ``az.summary``."""
         import arviz as az
 
+        kwargs.setdefault("ci_kind", "eti")
+        kwargs.setdefault("ci_prob", CI_PROB)
         return az.summary(self.idata, **kwargs)
 
     def effect_summary(self) -> str:
@@ -147,19 +184,23 @@ class FitResult:
 
         return forest({self.model: self}, ax=ax, units=self.units)
 
+    @float64
     def do(self, cohort: str | None = None, draws: int = 500, seed: int = 0, **intervention):
         """Posterior predictive scores under an intervention, e.g. ``do(small_class=1)``,
         and its average effect (:func:`~.counterfactual.intervene`)."""
         from .counterfactual import intervene
 
+        if self.problem is None:
+            raise RuntimeError(f"this {self.model} result cannot simulate interventions: "
+                               f"{self.unbound or 'it holds no model bound to data'}")
         return intervene(self, intervention, cohort=cohort, draws=draws, seed=seed)
 
     # ------------------------------------------------------------------ files
-    def write(self, run_dir: str | Path) -> None:
-        run = Path(run_dir)
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write(run / "posterior.nc", lambda p: self.idata.to_netcdf(str(p)))
-        atomic_write_text(run / "summary.json", json.dumps(self.summary_dict(), indent=2) + "\n")
+    def write(self, run_dir: str | Path) -> list[Path]:
+        """Write ``posterior.nc`` and ``summary.json`` into ``run_dir``, both or neither."""
+        text = json.dumps(self.summary_dict(), indent=2) + "\n"
+        return write_together(run_dir, {"posterior.nc": lambda p: write_netcdf(self.idata, p),
+                                        "summary.json": lambda p: p.write_text(text)})
 
 
 def _estimand_summary(draws: np.ndarray, r_hat: float, ess_bulk: float) -> dict:
@@ -174,9 +215,11 @@ def _estimand_summary(draws: np.ndarray, r_hat: float, ess_bulk: float) -> dict:
     }
 
 
+@float64
 def fit(
-    data: LoadedData | str | Path,
+    data,
     analysis: str = "structural",
+    classes=None,
     *,
     chains: int = DEFAULT_CHAINS,
     warmup: int = DEFAULT_WARMUP,
@@ -187,9 +230,12 @@ def fit(
     progress: bool | None = None,
     posterior_predictive: bool = True,
     runner: ChainRunner | None = None,
+    metadata: dict | None = None,
 ) -> FitResult:
-    """Fit the analysis called ``analysis`` (see :data:`~.analysis.ANALYSES`) to a data
-    folder (or a loaded dataset).
+    """Fit the analysis called ``analysis`` (see :data:`~.analysis.ANALYSES`) to ``data``:
+    a data folder, a simulated :class:`classsize.model.Dataset`, a students DataFrame
+    with the classes DataFrame as ``classes`` (and ``metadata``, the mapping a folder's
+    ``dataset.json`` would hold), or a loaded dataset (:func:`~.sources.as_loaded`).
 
     ``ability`` (the distribution of ability's unobserved part: ``"uniform"``, the
     simulation's, or ``"normal"``) defaults to the folder's ``dataset.json`` key
@@ -201,10 +247,13 @@ def fit(
     ``runner`` to reuse its compiled programs across fits.  ``progress`` (default: when
     standard error is a terminal) reports the iterations done on standard error.
     """
+    from .runtime import use_compilation_cache
+
+    use_compilation_cache()
     spec = get_analysis(analysis)
     if score_noise is not None:
         spec = spec.with_score_noise(score_noise)
-    loaded = data if isinstance(data, LoadedData) else load_dataset(data)
+    loaded = as_loaded(data, classes, metadata=metadata)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
     problem = spec.problem(loaded, ability=ability)
@@ -213,16 +262,29 @@ def fit(
             progress = sys.stderr.isatty()
         hook = Progress(f"fit {spec.name}") if progress else None
         runner = ChainRunner(chains, warmup, samples, progress=hook)
+    if len(runner.devices) < runner.chains and not _told_devices:
+        _told_devices.append(True)
+        print(f"classsize: {runner.chains} chains share {len(runner.devices)} JAX device(s) and run in turn; "
+              f"call classsize.use_all_cores() before JAX starts to run them side by side", file=sys.stderr)
     start = time.perf_counter()
     draws = runner.run(spec.stack([problem]), [seed])
+    provenance = {
+        "classsize_version": package_version(),
+        "format_version": FORMAT_VERSION,
+        "analysis": spec.name,
+        "settings": {"ability": ability, "score_noise": getattr(spec, "score_noise", None),
+                     **{k: v for k, v in spec.kernel_settings.items()}},
+        "seed": int(seed), "chains": runner.chains, "warmup": runner.warmup, "draws": runner.samples,
+        "data_source": source_label(loaded), "data_fingerprint": fingerprint(loaded),
+    }
     result = result_from_draws(problem, draws, time.perf_counter() - start, truth=loaded.truth,
-                               posterior_predictive=posterior_predictive, seed=seed)
+                               posterior_predictive=posterior_predictive, seed=seed, provenance=provenance)
     result.units = str(loaded.metadata.get("score_units", "points"))
     return result
 
 
 def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None, posterior_predictive=True,
-                      seed=0) -> FitResult:
+                      seed=0, provenance: dict | None = None) -> FitResult:
     """The :class:`FitResult` of dataset 0 of ``draws``."""
     sites = {k: v[0] for k, v in draws.sites.items()}  # (chains, samples, ...)
     stats = {k: v[0] for k, v in draws.stats.items()}
@@ -236,11 +298,67 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
         "min_ess_bulk": diag["min_ess_bulk"],
         "seconds": float(seconds),
     }
+    provenance = dict(provenance or {})
+    attrs = {k: (json.dumps(v) if isinstance(v, (dict, list)) or v is None else v) for k, v in provenance.items()}
     idata = inference_data(problem, sites, stats, estimands, posterior_predictive=posterior_predictive,
-                           prior=posterior_predictive, seed=seed)
-    result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem)
+                           prior=posterior_predictive, seed=seed, attrs=attrs)
+    result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem, provenance=provenance)
     result.estimand_summaries = summaries
     result.sampler = {"mean_steps": diag["mean_steps"], "tree_depth_hits": diag["tree_depth_hits"],
                       "compile_seconds": draws.compile_seconds, "sampling_seconds": draws.seconds}
     result.warnings = sampler_warnings(problem.name, diag)
     return result
+
+
+@float64
+def load_run(run_dir: str | Path) -> FitResult:
+    """The :class:`FitResult` of a run folder written by ``classsize fit`` (or
+    :meth:`FitResult.write`): summary, plots and the posterior without fitting again.
+
+    A folder of another output format is refused in one line (:func:`~.outputs.check_format`).
+    ``do()`` needs the model bound to the data: it is rebuilt from the data folder named
+    in the run's provenance when that folder still holds the same data (same
+    fingerprint); otherwise ``problem`` is None and ``do()`` says why.
+    """
+    import xarray as xr
+
+    from .outputs import UsageError
+
+    run = Path(run_dir)
+    summary_path = run / "summary.json"
+    if not run.is_dir() or not summary_path.is_file() or not (run / "posterior.nc").is_file():
+        raise UsageError(f"{run}: not a run folder (it needs {' and '.join(RUN_FILES)})")
+    try:
+        doc = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{summary_path}: not readable as JSON ({e})") from None
+    check_format(summary_path, doc.get("format_version") if isinstance(doc, dict) else None)
+    with xr.open_datatree(run / "posterior.nc", engine="netcdf4") as opened:
+        tree = opened.load()
+    check_format(run / "posterior.nc", tree.attrs.get("format_version"))
+    provenance = doc.get("provenance", {})
+    estimands = {k: tree["posterior"][k].values for k in doc["estimands"]}
+    problem, truth, units, unbound = _rebuild_problem(provenance)
+    result = FitResult(doc["analysis"], tree, estimands, doc["diagnostics"], truth, problem,
+                       provenance=provenance, estimand_summaries=doc["estimands"], units=units, unbound=unbound)
+    result.warnings = list(doc.get("warnings", []))
+    return result
+
+
+def _rebuild_problem(provenance: dict):
+    """``(problem, truth, units, why not)`` of the run's data when its folder still holds them."""
+    from .data import load_dataset
+
+    source = provenance.get("data_source", "")
+    try:
+        loaded = load_dataset(source)
+    except Exception as e:  # the folder moved, changed or was given as tables
+        return None, None, "points", f"its data ({source}) cannot be read again: {e}"
+    if fingerprint(loaded) != provenance.get("data_fingerprint"):
+        return None, None, "points", f"its data folder {source} no longer holds the data it was fitted to"
+    settings = provenance.get("settings", {})
+    spec = get_analysis(provenance["analysis"])
+    if settings.get("score_noise") is not None:
+        spec = spec.with_score_noise(settings["score_noise"])
+    return (spec.problem(loaded, ability=settings.get("ability", "uniform")), loaded.truth,
+            str(loaded.metadata.get("score_units", "points")), "")

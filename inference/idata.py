@@ -1,32 +1,43 @@
-r"""The ArviZ InferenceData of a fit, laid out as ArviZ, PyMC and Bambi users expect.
+r"""The InferenceData of a fit (an ``xarray.DataTree``), laid out as PyMC writes it.
 
-Groups (``az.InferenceData``), each variable with named dims and the data's own ids
-as coordinates (``student``: student_id, ``class``: class_id, ``school``: school_id,
-``race``: the race codes, ``covariate``: the further student covariates):
+Groups, each variable with named dims and the tables' own ids as coordinates (dims are
+named after the tables' columns: ``student_id``, ``class_id``, ``school_id``, ``race``
+(the codes), ``race_vs_reference``, ``covariate``):
 
-* ``posterior``: the model's parameters and the three estimands.  Parameters that the
-  analysis pins (a ``Delta`` prior, e.g. the randomized analysis's REGULAR assignment
-  rule, or the noise sd of noise-free scores) are constants, not draws: they are left
-  out, and their values are in the attribute ``pinned_parameters`` (JSON).
+* ``posterior``: the model's parameters and the three estimands, every draw of every
+  chain.  Parameters that the analysis pins (a ``Delta`` prior, e.g. the randomized
+  analysis's REGULAR assignment rule, or the noise sd of noise-free scores) are
+  constants, not draws: they are left out, and their values are in the attribute
+  ``pinned_parameters`` (JSON).
 * ``unconstrained_posterior``: the coordinates the conditioned model samples in
   (``*_std``, ``*_position``, ``*_excess``; :mod:`classsize.model.conditioned`), for
   checking the sampler's geometry; ``az.summary`` does not read this group.
 * ``sample_stats``: ``lp``, ``energy``, ``acceptance_rate``, ``step_size``,
-  ``n_steps``, ``tree_depth``, ``diverging``, so that ``az.bfmi`` and
-  ``az.plot_energy`` work.
-* ``log_likelihood``: one pointwise array, one value per student: the joint log
-  density of the data the analysis explains (:attr:`~.analysis.Analysis.modeled_data`):
-  ``class_size_and_score`` (class size and score) for the conditioned analyses,
-  ``test_score`` for the naive regression.  ``az.loo`` and ``az.compare`` read it.
+  ``n_steps``, ``tree_depth``, ``diverging`` (``az.bfmi``, ``az.plot_energy``).
+* ``log_likelihood``: pointwise log densities, one value per student, named after the
+  observed variables: ``test_score`` (the score given the class size) and, for the
+  conditioned analyses, ``small_class`` (the class size given the score) and their sum
+  ``class_size_and_score``, the joint density of what the analysis explains, which
+  LOO of the whole model needs (``az.loo(dt, var_name="class_size_and_score")``).
 * ``posterior_predictive`` and ``prior_predictive``: replicated data of the same
-  students (:meth:`~.analysis.Analysis.replicate`), from posterior and prior draws.
+  students (:meth:`~.analysis.Analysis.replicate`).
 * ``prior``: the parameters (and estimands) drawn from the analysis's priors.
 * ``observed_data``: the data the analysis explains, the counterparts of the
-  predictive groups (``az.plot_ppc`` pairs them).
-* ``constant_data``: what it conditions on: ``is_experimental``, ``family_income``,
-  ``race_of_student``, ``class_of_student`` (class id), ``school_of_class`` (school
-  id), ``teacher_has_ma`` (by class), the further covariates, and for the naive
-  regression the class sizes.
+  predictive groups; ``constant_data``: what it conditions on (``is_experimental``,
+  ``family_income``, ``race_of_student``, ``class_of_student``, ``school_of_class``,
+  ``teacher_has_ma``, further covariates; the naive regression's class sizes).
+
+**Draws line up by label.**  Every sampled group has the posterior's ``chain`` dim and
+labels its draws with the posterior's own draw numbers.  The per-student groups
+(pointwise, predictive, prior) would hold ``chains x draws x students`` values, so they
+keep every ``k``-th draw of each chain (``k`` the smallest step that keeps at most
+:data:`STORED_DRAWS` draws and :data:`STORED_VALUES` values per array) and say so in
+the root attribute ``thinned_groups``: ``posterior.x * posterior_predictive.y`` aligns
+the draws by label (xarray's inner join), never by position.  The prior has no
+posterior draws of its own; it is drawn with the same ``(chain, draw)`` labels.
+
+**Storage.**  Per-student groups are float32 (the scores keep the data's float64 in
+``observed_data``); :func:`write_netcdf` compresses every variable (zlib).
 
 **LOO with noise-free scores.**  When scores carry no measurement noise
 (``score_noise_sd = 0``, the notebook's process) a score's density is uniform on an
@@ -35,49 +46,51 @@ out one of those students moves the support, so their Pareto k values are large 
 ``az.loo`` warns.  The estimate is then unreliable for exactly those students, as the
 warning says; it is not an error of the fit.  Scores fitted with a measurement-noise
 likelihood have smooth densities and no such students.
-
-The pointwise and predictive groups keep at most :data:`STORED_DRAWS` draws, thinned
-evenly, and at most :data:`STORED_VALUES` values per array.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
 from .analysis import Problem
 
-#: At most this many draws go into the pointwise and predictive groups (and the prior).
+#: At most this many draws (over all chains) go into the per-student groups and the prior.
 STORED_DRAWS = 500
-#: ... and at most this many values per pointwise array (draws x students), which
+#: ... and at most this many values per per-student array (draws x students), which
 #: bounds their memory on large datasets.
 STORED_VALUES = 20_000_000
 #: Name endings of the coordinates the conditioned model samples in (not its parameters).
 SAMPLER_COORDINATES = ("_std", "_position", "_excess")
+#: The pointwise log density of class size and score together (conditioned analyses).
+JOINT_LOG_LIKELIHOOD = "class_size_and_score"
+#: Groups with one value per student and draw: stored thinned, as float32.
+PER_STUDENT_GROUPS = ("log_likelihood", "posterior_predictive", "prior_predictive")
 
 #: The dims of each site that has more than the chain and draw dims.
 DIMS = {
     "race_probs": ["race"],
     "regular_small_race_shift": ["race"],
-    "school_effect": ["school"],
+    "school_effect": ["school_id"],
     "extra_covariate_weights": ["covariate"],
     "race_probs_std": ["race_stick"],
     "regular_small_race_position": ["race"],
-    "school_position": ["school"],
+    "school_position": ["school_id"],
     "race_effect": ["race_vs_reference"],
-    "school_intercept": ["school"],
+    "school_intercept": ["school_id"],
     "covariate_weights": ["covariate"],
-    "test_score": ["student"],
-    "small_class": ["student"],
-    "class_size_and_score": ["student"],
-    "is_experimental": ["student"],
-    "family_income": ["student"],
-    "race_of_student": ["student"],
-    "class_of_student": ["student"],
-    "covariates": ["student", "covariate"],
-    "teacher_has_ma": ["class"],
-    "school_of_class": ["class"],
+    "test_score": ["student_id"],
+    "small_class": ["student_id"],
+    JOINT_LOG_LIKELIHOOD: ["student_id"],
+    "is_experimental": ["student_id"],
+    "family_income": ["student_id"],
+    "race_of_student": ["student_id"],
+    "class_of_student": ["student_id"],
+    "covariates": ["student_id", "covariate"],
+    "teacher_has_ma": ["class_id"],
+    "school_of_class": ["class_id"],
 }
 
 
@@ -98,17 +111,17 @@ def coordinates(problem: Problem) -> dict[str, np.ndarray]:
         "race": np.asarray(codes),
         "race_vs_reference": np.asarray(codes[1:]),
         "race_stick": np.arange(len(codes) - 1),
-        "student": np.arange(problem.n_students),
-        "class": np.arange(int(np.shape(obs.class_is_small)[-1])),
-        "school": np.arange(problem.config.n_schools),
+        "student_id": np.arange(problem.n_students),
+        "class_id": np.arange(int(np.shape(obs.class_is_small)[-1])),
+        "school_id": np.arange(problem.config.n_schools),
         "covariate": np.arange(n_covariates),
     }
     data = problem.data
     if data is not None:
         cohort = problem.analysis.cohort
-        coords["student"] = data.students_of(cohort)["student_id"].to_numpy(np.int64)
-        coords["class"] = data.classes_of(cohort)["class_id"].to_numpy(np.int64)
-        coords["school"] = data.school_ids_in(cohort)
+        coords["student_id"] = data.students_of(cohort)["student_id"].to_numpy(np.int64)
+        coords["class_id"] = data.classes_of(cohort)["class_id"].to_numpy(np.int64)
+        coords["school_id"] = data.school_ids_in(cohort)
         coords["covariate"] = np.asarray([c for c in data.student_covariates if c != "family_income"])
     return coords
 
@@ -121,9 +134,9 @@ def data_groups(problem: Problem, coords) -> tuple[dict, dict]:
         "small_class": np.asarray(obs.small_class, dtype=np.int8),
         "is_experimental": np.asarray(obs.is_experimental, dtype=bool),
         "race_of_student": coords["race"][np.asarray(obs.race)],
-        "class_of_student": coords["class"][np.asarray(obs.class_of_student)],
+        "class_of_student": coords["class_id"][np.asarray(obs.class_of_student)],
         "teacher_has_ma": np.asarray(obs.teacher_has_ma, dtype=np.int8),
-        "school_of_class": coords["school"][np.asarray(obs.school_of_class)],
+        "school_of_class": coords["school_id"][np.asarray(obs.school_of_class)],
     }
     if problem.data is not None and problem.data.has_income:
         student_data["family_income"] = problem.data.students_of(problem.analysis.cohort)[
@@ -136,13 +149,25 @@ def data_groups(problem: Problem, coords) -> tuple[dict, dict]:
     return observed, constant
 
 
+def thinning_step(chains: int, draws: int, n_students: int) -> int:
+    """The step ``k`` of the per-student groups: the smallest that keeps at most
+    :data:`STORED_DRAWS` draws and :data:`STORED_VALUES` values per array."""
+    keep = max(1, min(STORED_DRAWS, STORED_VALUES // max(n_students, 1)))
+    return max(1, math.ceil(draws / max(1, keep // chains)))
+
+
+def _per_student(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values)
+    return v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+
+
 def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predictive: bool = True,
-                   prior: bool = True, seed: int = 0):
-    """The InferenceData of one fit (see the module's docstring for its groups).
+                   prior: bool = True, seed: int = 0, attrs: dict | None = None):
+    """The InferenceData (``xarray.DataTree``) of one fit (see the module's docstring).
 
     ``sites`` and ``estimands`` are ``(chains, draws, ...)`` arrays, ``stats`` the
     sampler statistics of :class:`~.sampling.Draws`; the predictive groups and the
-    prior are drawn with keys from ``seed``.
+    prior are drawn with keys from ``seed``.  ``attrs`` go to the root (provenance).
     """
     import arviz as az
     import jax
@@ -155,58 +180,78 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
     posterior = {k: v for k, v in sites.items() if k not in coordinate_sites and k not in pinned}
     posterior.update(estimands)
 
-    keep = max(1, min(STORED_DRAWS, STORED_VALUES // max(problem.n_students, 1)))
-    step = max(1, (chains * n_draws) // keep)
-    thinned = {k: v.reshape((chains * n_draws,) + v.shape[2:])[::step] for k, v in sites.items()}
-    n_thinned = next(iter(thinned.values())).shape[0]
+    step = thinning_step(chains, n_draws, problem.n_students)
+    kept = np.arange(0, n_draws, step)
+    n_kept = chains * len(kept)
+    # (chains, kept, ...) flattened chain-major, so that a flat index unflattens back
+    flat = {k: v[:, kept].reshape((n_kept,) + v.shape[2:]) for k, v in sites.items()}
+
+    def unflat(v):
+        v = np.asarray(v)
+        return v.reshape((chains, len(kept)) + v.shape[1:])
 
     def pointwise(draws, inputs):
-        sites = log_likelihood(problem.model, draws, **inputs)
-        return sum(sites[k] for k in analysis.modeled_data)
+        per_site = log_likelihood(problem.model, draws, **inputs)
+        return {k: per_site[k] for k in analysis.modeled_data}
 
-    pointwise_name = "class_size_and_score" if len(analysis.modeled_data) > 1 else analysis.modeled_data[0]
-    ll = np.asarray(jax.jit(pointwise)(thinned, problem.inputs), dtype=np.float32)
+    ll = {k: _per_student(unflat(v)) for k, v in jax.jit(pointwise)(flat, problem.inputs).items()}
+    if len(analysis.modeled_data) > 1:
+        ll[JOINT_LOG_LIKELIHOOD] = sum(ll[k] for k in analysis.modeled_data)
 
     sample_stats = dict(stats)
     sample_stats["n_steps"] = np.asarray(stats["n_steps"]).astype(np.int64)
     sample_stats["tree_depth"] = np.ceil(np.log2(np.asarray(stats["n_steps"]) + 1.0)).astype(np.int64)
     coords = coordinates(problem)
     observed, constant = data_groups(problem, coords)
-    groups = dict(posterior=posterior, sample_stats=sample_stats, log_likelihood={pointwise_name: ll[None]},
+    groups = dict(posterior=posterior, sample_stats=sample_stats, log_likelihood=ll,
                   observed_data=observed, constant_data=constant)
 
     if posterior_predictive or prior:
         key_replicate, key_prior = jax.random.split(jax.random.PRNGKey(seed + 1))
-        draws = {k: v for k, v in thinned.items() if k not in coordinate_sites}
+        draws = {k: v for k, v in flat.items() if k not in coordinate_sites}
         if prior:
-            prior_draws = analysis.prior_draws(problem, key_prior, n_thinned)
+            prior_draws = analysis.prior_draws(problem, key_prior, n_kept)
             draws = {k: np.concatenate([v, np.asarray(prior_draws[k], dtype=v.dtype)])
                      for k, v in draws.items() if k in prior_draws}
-            groups["prior"] = {k: v[None] for k, v in prior_draws.items() if k not in pinned}
-            groups["prior"].update({k: v[None] for k, v in problem.estimands(prior_draws).items()})
+            groups["prior"] = {k: unflat(v) for k, v in prior_draws.items() if k not in pinned}
+            groups["prior"].update({k: unflat(v) for k, v in problem.estimands(prior_draws).items()})
         # one call replicates the posterior and the prior draws (one compiled program)
         reps = analysis.replicate(problem, draws, key_replicate)
         reps = {k: np.asarray(v) for k, v in reps.items() if k in analysis.modeled_data}
         if posterior_predictive:
-            groups["posterior_predictive"] = {k: v[None, :n_thinned] for k, v in reps.items()}
+            groups["posterior_predictive"] = {k: _per_student(unflat(v[:n_kept])) for k, v in reps.items()}
         if prior:
-            groups["prior_predictive"] = {k: v[None, n_thinned:] for k, v in reps.items()}
+            groups["prior_predictive"] = {k: _per_student(unflat(v[n_kept:])) for k, v in reps.items()}
 
-    idata = az.from_dict(
-        **groups,
-        coords=coords,
-        dims=DIMS,
-        attrs={
-            "analysis": problem.name,
-            "description": analysis.description,
-            "pinned_parameters": json.dumps(pinned),
-            "pointwise_log_likelihood": f"{pointwise_name}: the joint log density of "
-                                        f"{' and '.join(analysis.modeled_data)}, one value per student",
-            "thinned_groups": f"log_likelihood, posterior_predictive, prior and prior_predictive "
-                              f"hold {n_thinned} draws (every {step}th posterior draw)",
-        },
-    )
+    root = {
+        "analysis": problem.name,
+        "description": analysis.description,
+        "pinned_parameters": json.dumps(pinned),
+        "log_likelihood": (f"{', '.join(ll)}: pointwise log densities, one value per student"
+                           + (f"; {JOINT_LOG_LIKELIHOOD} is the joint of "
+                              f"{' and '.join(analysis.modeled_data)}" if JOINT_LOG_LIKELIHOOD in ll else "")),
+        "thinned_groups": (f"{', '.join(g for g in ('log_likelihood', 'prior', *PER_STUDENT_GROUPS[1:]) if g in groups)} "
+                           f"hold every {step}th draw of each chain (draw labels "
+                           f"{', '.join(str(d) for d in kept[:3])}, ...; {len(kept)} of {n_draws}), "
+                           f"labelled as in the posterior"),
+        **(attrs or {}),
+    }
+    tree = az.from_dict(groups, coords=coords, dims=DIMS, attrs={"/": root})
+    for name in groups:
+        if name in ("observed_data", "constant_data", "posterior", "sample_stats"):
+            continue
+        tree[name] = tree[name].to_dataset().assign_coords(draw=kept)
     if coordinate_sites:
-        idata.add_groups({"unconstrained_posterior": az.convert_to_dataset(
-            coordinate_sites, coords=coords, dims={k: v for k, v in DIMS.items() if k in coordinate_sites})})
-    return idata
+        tree["unconstrained_posterior"] = az.convert_to_dataset(
+            coordinate_sites, coords=coords, dims={k: v for k, v in DIMS.items() if k in coordinate_sites})
+    return tree
+
+
+def write_netcdf(tree, path) -> None:
+    """Write the DataTree ``tree`` to ``path`` as netCDF-4, every variable compressed."""
+    encoding = {}
+    for node in tree.subtree:
+        group = node.path
+        encoding[group] = {name: {"zlib": True, "complevel": 4}
+                           for name, var in node.data_vars.items() if var.dtype.kind in "biuf"}
+    tree.to_netcdf(str(path), engine="netcdf4", encoding=encoding)

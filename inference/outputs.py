@@ -21,6 +21,31 @@ class UsageError(Exception):
     """Bad input from the command line; printed as one line, exit status 2."""
 
 
+#: The layout of every file the commands write (a run's ``posterior.nc`` and
+#: ``summary.json``, a comparison's table, a study's files): written into each of them,
+#: and a folder of another format is refused (:func:`check_format`).  CHANGELOG.md
+#: records what each format changed.
+FORMAT_VERSION = 2
+
+
+def package_version() -> str:
+    """The installed classsize's version (``unknown`` when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("classsize")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def check_format(source: str | Path, found) -> None:
+    """Refuse (one line) a file written in another output format than :data:`FORMAT_VERSION`."""
+    if found != FORMAT_VERSION:
+        written = "no format version (written before format 2)" if found is None else f"output format {found}"
+        raise UsageError(f"{source}: has {written}; this classsize {package_version()} reads output format "
+                         f"{FORMAT_VERSION} only (CHANGELOG.md lists the changes): fit the data again")
+
+
 def load_config(path: str | Path | None):
     """The :class:`~classsize.model.Config` of a TOML file (the defaults when ``path`` is None)."""
     from classsize.model import Config

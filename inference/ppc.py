@@ -18,7 +18,7 @@ import numpy as np
 
 def _student_array(idata, name: str) -> np.ndarray:
     for group in ("observed_data", "constant_data"):
-        if group in idata.groups() and name in idata[group].data_vars:
+        if group in idata.children and name in idata[group].data_vars:
             return np.asarray(idata[group][name]).ravel()
     raise ValueError(f"the InferenceData has no {name!r} in observed_data or constant_data")
 
@@ -28,7 +28,7 @@ def ppc_arrays(idata) -> dict[str, np.ndarray]:
     and the replicated ``replicated_score`` and ``replicated_small`` (draws x students)."""
     y = _student_array(idata, "test_score")
     n = y.shape[0]
-    if "posterior_predictive" not in idata.groups():
+    if "posterior_predictive" not in idata.children:
         raise ValueError("the InferenceData has no posterior_predictive group (fit with posterior_predictive=True)")
     pp = idata.posterior_predictive
     rep_y = np.asarray(pp["test_score"]).reshape(-1, n)

@@ -1,18 +1,24 @@
-"""How JAX runs for ``classsize.inference``: every core a device, compilation cached.
+"""How JAX runs for ``classsize``: the cores as devices, and the compilation cache.
 
-:func:`use_all_cores` exposes each CPU core as a JAX device (``XLA_FLAGS
---xla_force_host_platform_device_count``), so the chains of a fit run side by side.
-It must run before JAX starts its CPU backend; importing :mod:`classsize.inference`
-calls it, and it leaves alone a device count the user has already set in
-``XLA_FLAGS`` (or ``CLASSSIZE_DEVICES=N``, which sets it).  Importing the package also
-turns on the persistent compilation cache (:mod:`classsize.model.jaxcache`).
+Importing the package changes no JAX setting.  Two calls do, each documented:
+
+* :func:`use_all_cores` exposes each CPU core as a JAX device (``XLA_FLAGS
+  --xla_force_host_platform_device_count``, and one thread per device, so that a
+  chain's arithmetic does not depend on how many devices share the cores), so that the
+  chains of a fit run side by side.  It must run before JAX starts its CPU backend; it
+  leaves alone a device count the user has already set in ``XLA_FLAGS``, and
+  ``CLASSSIZE_DEVICES=N`` chooses N.  The command line calls it first thing;
+  in Python it is ``classsize.use_all_cores()``.
+* :func:`use_compilation_cache` turns on JAX's persistent compilation cache in the
+  folder of :mod:`classsize.model.jaxcache`, unless the user has chosen a cache folder
+  of their own.  The first fit calls it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+import warnings
 
 _FLAG = "--xla_force_host_platform_device_count"
 #: Each device computes on its own thread: the devices already use the cores, and a
@@ -31,41 +37,64 @@ def device_count_wanted() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def use_all_cores() -> None:
-    """Expose the cores as JAX CPU devices, unless ``XLA_FLAGS`` already chooses a count."""
+def jax_started() -> bool:
+    """Whether JAX has started a backend (after which the device count is fixed)."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return bool(xla_bridge.backends_are_initialized())
+
+
+def use_all_cores() -> bool:
+    """Expose the cores as JAX CPU devices, unless ``XLA_FLAGS`` already chooses a count.
+
+    Returns whether the setting can still take effect: once JAX has started its
+    backend the device count is fixed, and this says so in one warning.
+    """
+    if jax_started():
+        warnings.warn("classsize.use_all_cores(): JAX has already started, so its device count is fixed; "
+                      "call it before any JAX computation (e.g. right after import)", stacklevel=2)
+        return False
     flags = os.environ.get("XLA_FLAGS", "")
     if _FLAG in flags and not os.environ.get("CLASSSIZE_DEVICES"):
-        return
+        return True
     flags = " ".join(f for f in flags.split() if not f.startswith(_FLAG))
     if _SINGLE_THREAD.split("=")[0] not in flags:
         flags = f"{flags} {_SINGLE_THREAD}"
     os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={device_count_wanted()}".strip()
+    return True
 
 
-def cache_folder() -> Path:
-    """The compilation cache's folder, by the rules of :mod:`classsize.model.jaxcache`."""
-    env = os.environ.get("CLASSSIZE_CACHE_DIR")
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return Path(env).expanduser() if env else base / "classsize" / "jax"
+def _user_chose_cache() -> bool:
+    """Whether a cache folder other than the package's was chosen (and no
+    ``CLASSSIZE_CACHE_DIR`` asks for the package's)."""
+    if os.environ.get("CLASSSIZE_CACHE_DIR"):
+        return False
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return True
+    import jax
+
+    from classsize.model.jaxcache import enabled_dir
+
+    return bool(jax.config.jax_compilation_cache_dir) and enabled_dir() is None
+
+
+def use_compilation_cache() -> None:
+    """Turn on the package's persistent compilation cache (:mod:`classsize.model.jaxcache`),
+    unless the user has chosen a cache folder (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config``) or turned it off (``CLASSSIZE_NO_CACHE=1``)."""
+    if os.environ.get("CLASSSIZE_NO_CACHE") == "1" or _user_chose_cache():
+        return
+    from classsize.model.jaxcache import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 def configure() -> None:
-    """Both settings of this module (called when :mod:`classsize.inference` is imported).
-
-    Before JAX is imported the cache is set through JAX's environment variables, so
-    that importing the package (and ``classsize --help``) does not load JAX.
-    """
-    use_all_cores()
-    if os.environ.get("CLASSSIZE_NO_CACHE") == "1":
-        return
-    if "jax" in sys.modules:
-        from classsize.model.jaxcache import enable_compilation_cache
-
-        enable_compilation_cache()
-        return
-    if os.environ.get("CLASSSIZE_CACHE_DIR"):  # the user's choice wins over an inherited setting
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache_folder())
-    else:
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_folder()))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+    """The command line's set-up, before it imports JAX: 64-bit mode (the whole process
+    is the package's own), every core, and the cache."""
+    os.environ["JAX_ENABLE_X64"] = "1"
+    if not jax_started():  # (a second command in one process keeps the first's devices)
+        use_all_cores()
+    use_compilation_cache()

@@ -79,6 +79,7 @@ import numpy as np
 
 from classsize.model import Config
 from classsize.model.experiment import PARAMETERS
+from classsize.model.precision import float64
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
 from .analysis import Analysis, get_analysis, quantity_draws
@@ -253,6 +254,7 @@ class StudyIncomplete(Exception):
     """Some batches of a study were not fitted (the finished ones are kept)."""
 
 
+@float64
 def run_study(model: str = "structural", n_datasets: int = 100, *, config: Config = Config(),
               from_prior: bool = False, seed: int = 0, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP,
               samples: int = DEFAULT_SAMPLES,

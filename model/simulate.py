@@ -29,6 +29,7 @@ from numpyro import handlers
 from .config import Config
 from .experiment import PARAMETERS, class_size_experiment
 from .files import atomic_write_text
+from .precision import float64
 from .tables import DRAW_SITES, school_effects_from_draw, tables_from_draw
 
 
@@ -165,6 +166,7 @@ def keys_of(seeds: Sequence[int]) -> jax.Array:
     return _keys_of_seeds()(jnp.asarray(np.asarray(seeds, dtype=np.int64)))
 
 
+@float64
 def draw_many(config: Config, seeds: Sequence[int]) -> dict[str, np.ndarray]:
     """Forward draws of the model for each seed, stacked along a leading axis."""
     out = sampler(config, len(seeds))(keys_of(seeds))
@@ -183,11 +185,13 @@ def _dataset_from_draw(config: Config, draw: Mapping[str, np.ndarray], seed: int
     return Dataset(students, classes, truth, config, seed)
 
 
+@float64
 def simulate(config: Config = Config(), seed: int = 0) -> Dataset:
     """One dataset from the model, the notebook's process."""
     return simulate_many(config, [seed])[0]
 
 
+@float64
 def simulate_many(config: Config = Config(), seeds: Sequence[int] = (0,)) -> list[Dataset]:
     """Many datasets from one vectorised call of the model."""
     draws = draw_many(config, seeds)
@@ -209,6 +213,7 @@ def _start_batch(config: Config, seeds: Sequence[int], size: int):
     return sampler(config, size)(keys_of(padded))
 
 
+@float64
 def write_replicates(
     out_dir: str | Path,
     config: Config,

@@ -14,6 +14,15 @@ import os
 
 import pytest
 
+# The tests call the package's internals directly, below the entry points that enter
+# 64-bit mode themselves (classsize.model.precision), so the whole test process runs
+# in it, with every core a JAX device, as the command line does.  tests/test_api.py
+# checks the entry points in a process of their own, without either setting.
+os.environ["JAX_ENABLE_X64"] = "1"
+from classsize.inference.runtime import use_all_cores  # noqa: E402
+
+use_all_cores()
+
 SLOW = os.environ.get("CLASSSIZE_SLOW", "") == "1"
 
 

@@ -290,7 +290,7 @@ def test_compare_skips_an_analysis_the_data_cannot_support(folders, tmp_path, ca
     assert code == 0
     assert "randomized: skipped" in out and "needs EXPERIMENTAL students" in out
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
-    assert set(table["model"]) == {"naive"}
+    assert set(table["analysis"]) == {"naive"}
     assert (tmp_path / "cmp" / "forest.png").stat().st_size > 0
     assert (tmp_path / "cmp" / "naive" / "posterior.nc").exists() and not (tmp_path / "cmp" / "randomized").exists()
 

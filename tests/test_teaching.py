@@ -101,17 +101,17 @@ def test_ppc_reads_covariates_from_observed_or_constant_data(structural):
     import xarray as xr
 
     idata = structural.idata
-    pooled = xr.merge([idata[g] for g in ("observed_data", "constant_data") if g in idata.groups()],
+    pooled = xr.merge([idata[g] for g in ("observed_data", "constant_data") if g in idata.children],
                       compat="override")
     names = ["small_class", "is_experimental"]
     moved = idata.copy()
     for g in ("observed_data", "constant_data"):
-        if g in moved.groups():
+        if g in moved.children:
             del moved[g]
-    moved.add_groups({"observed_data": pooled.drop_vars(names), "constant_data": pooled[names]})
+    moved["observed_data"], moved["constant_data"] = pooled.drop_vars(names), pooled[names]
     other = moved.copy()
     del other["observed_data"], other["constant_data"]
-    other.add_groups({"observed_data": pooled[["test_score"] + names]})
+    other["observed_data"] = pooled[["test_score"] + names]
     for a in (moved, other):
         assert ppc_table(a).equals(ppc_table(idata))
         assert small_rate_table(a).equals(small_rate_table(idata))
