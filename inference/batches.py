@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from classsize.model import Config
 
-from .outputs import UsageError
+from .outputs import FORMAT_VERSION, UsageError, check_format
 
 #: Folder of the batch files inside a study's output folder.
 BATCH_FOLDER = "batches"
@@ -89,7 +89,7 @@ class StudyPlan:
     @cached_property
     def manifest(self) -> dict[str, Any]:
         """The plan as JSON-ready values, with the software versions and a hash of both."""
-        body = {"format": BATCH_FORMAT, "model": self.model, "mode": self.mode, "datasets": self.n_datasets,
+        body = {"format_version": FORMAT_VERSION, "format": BATCH_FORMAT, "model": self.model, "mode": self.mode, "datasets": self.n_datasets,
                 "seed": self.seed, "chains": self.chains, "warmup": self.warmup, "samples": self.samples,
                 "batch_size": self.batch_size, "rank_draws": self.rank_draws,
                 "config_hash": hashlib.sha256(self.config.to_toml().encode()).hexdigest()[:16],
@@ -178,6 +178,7 @@ def check_manifest(out: str | Path, manifest: dict, fields=None) -> dict | None:
     old = read_manifest(out)
     if old is None:
         return None
+    check_format(batch_folder(out) / MANIFEST, old.get("format_version"))
     diff = manifest_differences(old, manifest, fields)
     if diff:
         raise UsageError(f"{Path(out)}: holds batches of another study ({'; '.join(diff)}); "

@@ -87,7 +87,7 @@ from .batches import (StudyPlan, batch_folder, finished_batches, plain, read_man
                       start_batches, write_batch)
 from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
 from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
-from .outputs import Progress, write_together
+from .outputs import FORMAT_VERSION, Progress, package_version, write_together
 from .sampling import ChainRunner
 from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from .verdicts import coverage_verdict, sbc_verdict
@@ -178,7 +178,7 @@ class StudyResult:
             "recovery.csv": text(self.table.to_csv(index=False)),
             "summary.csv": text(self.summary.to_csv(index=False)),
             "verdict.txt": text(self.verdict + "\n"),
-            "study.json": text(json.dumps(self.settings, indent=2) + "\n"),
+            "study.json": text(json.dumps({"format_version": FORMAT_VERSION, **self.settings}, indent=2) + "\n"),
             "config.toml": text(self.config.to_toml()),
             "recovery.nc": lambda p: self.to_xarray().to_netcdf(str(p), engine="netcdf4"),
         }
@@ -223,7 +223,8 @@ class StudyResult:
             for col in ("covered", "n", "coverage", "cp95_lower", "cp95_upper", "band_lower", "band_upper"):
                 arr = s[col].unstack("level").reindex(index=quantities, columns=list(LEVELS)).to_numpy(float)
                 data_vars[f"summary_{col}"] = (("quantity", "level"), arr)
-        attrs = {"model": self.model, "mode": self.mode, "settings": json.dumps(self.settings),
+        attrs = {"format_version": FORMAT_VERSION, "classsize_version": package_version(),
+                 "model": self.model, "mode": self.mode, "settings": json.dumps(self.settings),
                  "verdict": self.verdict, "passed": int(self.passed)}
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
