@@ -245,6 +245,20 @@ def element_of(name: str) -> tuple[str, int | None]:
     return name, None
 
 
+def quantity_label(name: str, config: Config) -> str:
+    """The name a study's tables and plots give the quantity ``name``: an element of a
+    vector site labelled as the data label it, ``race_probs[WHITE]`` for
+    ``race_probs[0]`` (the race codes) and ``school_effect[9001]`` for
+    ``school_effect[0]`` (the school ids, :data:`~classsize.model.config.FIRST_SCHOOL_ID` + k)."""
+    from classsize.model.config import FIRST_SCHOOL_ID
+
+    site, index = element_of(name)
+    if index is None:
+        return name
+    label = FIRST_SCHOOL_ID + index if site == "school_effect" else config.race_codes[index]
+    return f"{site}[{label}]"
+
+
 def quantity_draws(draws: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     """The draws of a site, or of element ``i`` (its last axis) of a vector site for a
     quantity named ``site[i]``."""

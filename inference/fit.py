@@ -157,7 +157,7 @@ class FitResult:
         head = f"{'estimand':<27} {'mean':>8} {'sd':>7} {'90% interval':>19}"
         head += f" {'truth':>7} {'in 90%':>6}" if has_truth else ""
         head += f" {'R-hat':>6} {'ESS':>6}"
-        lines = [f"model: {self.model} (effects in {self.units})", head]
+        lines = [f"model: {self.model} (effects in {self.units}; intervals 90% equal-tailed)", head]
         for name, r in df.iterrows():
             line = f"{name:<27} {r['mean']:8.3f} {r['sd']:7.3f} [{r['q05']:7.3f}, {r['q95']:7.3f}]"
             if has_truth:

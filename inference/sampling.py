@@ -3,9 +3,9 @@
 Every fit, a single one (``classsize fit``) or many at once (``classsize recover``),
 runs here.  Each (dataset, chain) pair is a **lane**: the whole NUTS run (warm-up
 and sampling) of the analysis's kernel, with the dataset's arrays as arguments.  The
-lanes are sharded over the JAX devices (``numpyro.set_host_device_count`` makes one
-per core; :mod:`classsize.inference.runtime` does so when the package is imported) and, within a device, vectorised with ``jax.vmap``,
-so four chains on two cores run as two vectorised pairs side by side.
+lanes are sharded over the JAX devices (one per core once
+:func:`classsize.inference.runtime.use_all_cores` has run, as the command line does)
+and, within a device, vectorised with ``jax.vmap``, so four chains on two cores run as two vectorised pairs side by side.
 
 Chain ``c`` of a fit with seed ``s`` starts from ``jax.random.split(PRNGKey(s),
 chains)[c]`` (``PRNGKey(s)`` for one chain), the keys ``numpyro.infer.MCMC`` gives

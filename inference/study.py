@@ -82,7 +82,7 @@ from classsize.model.experiment import PARAMETERS
 from classsize.model.precision import float64
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
-from .analysis import Analysis, get_analysis, quantity_draws
+from .analysis import Analysis, get_analysis, quantity_draws, quantity_label
 from .batches import (StudyPlan, batch_folder, finished_batches, plain, read_manifest, software_versions,
                       start_batches, write_batch)
 from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
@@ -399,7 +399,9 @@ def assemble(plan: StudyPlan, batches: Sequence[dict], run: Mapping[str, Any]) -
     import pandas as pd
 
     analysis = get_analysis(plan.model)
-    names = analysis.study_quantities(plan.config, sbc=plan.from_prior)
+    internal = analysis.study_quantities(plan.config, sbc=plan.from_prior)
+    label = {n: quantity_label(n, plan.config) for n in internal}  # the tables name the data's codes and ids
+    names = [label[n] for n in internal]
     model, mode, cohort = plan.model, plan.mode, analysis.cohort
     here = (socket.gethostname(), os.getpid())
     devices = []
@@ -414,16 +416,16 @@ def assemble(plan: StudyPlan, batches: Sequence[dict], run: Mapping[str, Any]) -
         res = rec["fit"]
         if res is None:
             reason = f"unfittable: {rec['empty_schools']} school(s) without {cohort or ''} students".replace("  ", " ")
-            for n in names:
-                rows.append({**base, "status": "unfittable", "fit_ok": False, "problems": reason, "quantity": n,
-                             "truth": rec["truth"][n], **_empty_fit_columns()})
+            for n in internal:
+                rows.append({**base, "status": "unfittable", "fit_ok": False, "problems": reason,
+                             "quantity": label[n], "truth": rec["truth"][n], **_empty_fit_columns()})
             continue
         status = "fitted" if res["diag"]["finite"] else "failed"
         problems = fit_problems(res["diag"])
         diag_columns = {c: res["diag"][c] for c in DIAGNOSTIC_COLUMNS}
-        for n in names:
+        for n in internal:
             rows.append({**base, "status": status, "fit_ok": not problems, "problems": "; ".join(problems),
-                         "quantity": n, **res["quantities"][n], **diag_columns})
+                         "quantity": label[n], **res["quantities"][n], **diag_columns})
     table = pd.DataFrame(rows)
 
     n, seed = plan.n_datasets, plan.seed

@@ -82,14 +82,6 @@ def _in_statistics(table):
     return table[table["status"].isin(["fitted", "failed"])]
 
 
-def _element_legend(names, settings) -> list[str]:
-    """A line naming the race of each index of the ``race_...[i]`` quantities."""
-    codes = settings.get("config", {}).get("race_codes")
-    if not codes or not any(q.startswith("race_probs[") or q.startswith("regular_small_race_shift[") for q in names):
-        return []
-    return ["  races: " + ", ".join(f"[{i}] {c}" for i, c in enumerate(codes)) + "; school_effect[k]: school k"]
-
-
 def sbc_verdict(table, names, settings):
     """``(summary, verdict text, passed, band, ranks)`` of an SBC study's table."""
     import pandas as pd
@@ -126,7 +118,6 @@ def sbc_verdict(table, names, settings):
         f"on {int(summary['bins'].max()) if n else 0} bins, ECDF simultaneous band",
         f"  a quantity's p = 2 x the smaller p; Holm over {len(names)} quantities: family false-alarm rate "
         f"{FAMILY_ALPHA:.0%}; band: simultaneous at {1 - FAMILY_ALPHA / (2 * len(names)):.2%} (OUT implies FAIL)",
-        *_element_legend(names, settings),
         f"{'quantity':<27} {'chi2 p':>7} {'ECDF p':>7} {'band':>6} {'Holm p':>7}  verdict",
     ]
     for _, r in summary.iterrows():

@@ -140,7 +140,7 @@ def _check_race_probabilities_are_exact(result, seed, n):
         a = 2.0 + (sim["race"] == i).sum(axis=1)
         a0 = 2.0 * k + n_students
         exact_mean, exact_sd = a / a0, np.sqrt(a * (a0 - a) / (a0**2 * (a0 + 1)))
-        rows = rows_of.loc[f"race_probs[{i}]"]
+        rows = rows_of.loc[f"race_probs[{DESIGN.race_codes[i]}]"]
         fitted = rows["status"].to_numpy() == "fitted"
         z = (rows["mean"].to_numpy() - exact_mean) / (exact_sd / np.sqrt(rows["ess_bulk"].to_numpy()))
         assert np.abs(z[fitted]).max() < 4.5, (i, z)
@@ -273,3 +273,11 @@ def test_structural_sbc_slow():
                           progress=False, **SLOW)
     _check_sbc(result, n, L)
     _check_race_probabilities_are_exact(result, 2000, n)
+
+
+def test_study_tables_name_the_races_and_schools():
+    from classsize.inference.analysis import quantity_label
+
+    assert quantity_label("race_probs[1]", DESIGN) == f"race_probs[{DESIGN.race_codes[1]}]"
+    assert quantity_label("school_effect[0]", DESIGN) == "school_effect[9001]"
+    assert quantity_label("teacher_ma_effect", DESIGN) == "teacher_ma_effect"

@@ -101,7 +101,7 @@ def test_ppc_reads_covariates_from_observed_or_constant_data(structural):
     import xarray as xr
 
     idata = structural.idata
-    pooled = xr.merge([idata[g] for g in ("observed_data", "constant_data") if g in idata.children],
+    pooled = xr.merge([idata[g].to_dataset() for g in ("observed_data", "constant_data") if g in idata.children],
                       compat="override")
     names = ["small_class", "is_experimental"]
     moved = idata.copy()
