@@ -630,7 +630,8 @@ def fit_pymc(data_dir, chains: int | None = None, warmup: int | None = None, sam
     ess = {k: float(az.ess(post[k].values, method="bulk")) for k in ESTIMANDS}
     r_hat = {k: float(az.rhat(post[k].values)) if chains > 1 else float("nan") for k in ESTIMANDS}
     # as fit()'s diagnostics["max_r_hat"]: over every stored variable (the flat coordinates and the estimands)
-    r_hat_all = float(np.nanmax(az.rhat(post).to_array().values)) if chains > 1 else float("nan")
+    # ArviZ 1 returns a DataTree node: its dataset, stacked into one array
+    r_hat_all = float(np.nanmax(az.rhat(post).to_dataset().to_dataarray().values)) if chains > 1 else float("nan")
     stats = idata.sample_stats
     rss = _peak_rss_mb()
     out = {
@@ -679,8 +680,10 @@ def _pymc_sample(model, chains, warmup, samples, seed, cores, nuts_init, initval
         initial_points, step = pm.init_nuts(init=nuts_init, chains=chains, model=model, random_seed=seeds,
                                             initvals=initvals, progressbar=False, target_accept=0.8)
         compiled = time.perf_counter()
+        # PyMC 6 picks nutpie when it can: say which NUTS is meant (the step above is PyMC's)
         idata = pm.sample(draws=samples, tune=warmup, chains=chains, cores=cores, random_seed=seed, step=step,
-                          initvals=initial_points, progressbar=False, compute_convergence_checks=False)
+                          initvals=initial_points, progressbar=False, compute_convergence_checks=False,
+                          nuts_sampler="pymc")
     return compiled, idata
 
 
