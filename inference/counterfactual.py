@@ -126,6 +126,9 @@ class Counterfactual:
     def __str__(self) -> str:
         return self.statement()
 
+    def __repr__(self) -> str:
+        return f"Counterfactual({self.statement()} {self.scores.shape[0]} draws; .summary(), .plot())"
+
     def plot(self, axes=None):
         """Two panels: the students' scores in both worlds (and as observed), and the
         posterior of the average effect with its 90% interval and the truth."""

@@ -49,6 +49,10 @@ class LoadedData:
     source: Path
     replicate: int | None = None
 
+    def __repr__(self) -> str:
+        return (f"LoadedData({len(self.students)} students, {len(self.classes)} classes, "
+                f"{self.n_schools} schools from {self.metadata.get('_source', self.source)})")
+
     # ---------------------------------------------------------------- ids
     @property
     def class_ids(self) -> np.ndarray:

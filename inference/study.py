@@ -165,6 +165,11 @@ class StudyResult:
                   "coverage.png", "z_contraction.png"),
     }
 
+    def __repr__(self) -> str:
+        first = self.verdict.splitlines()[0] if self.verdict else ""
+        return (f"StudyResult({self.model}, {self.mode}, {self.settings.get('datasets')} datasets: "
+                f"{'PASS' if self.passed else 'FAIL'}; {first}; .table, .summary, .verdict, .write(folder))")
+
     def write(self, out: str | Path) -> list[Path]:
         """Write every output file into ``out``, all or none
         (:func:`~.outputs.write_together`); returns the paths.  Files of the other kind

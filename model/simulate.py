@@ -44,6 +44,13 @@ class Dataset:
     seed: int | None = None
     extra: Mapping = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        s = self.students
+        cohorts = ", ".join(f"{n} {c}" for c, n in s["cohort"].value_counts().sort_index().items())
+        seed = "" if self.seed is None else f", seed {self.seed}"
+        return (f"Dataset({len(s)} students ({cohorts}), {len(self.classes)} classes, "
+                f"{self.classes['school_id'].nunique()} schools{seed}; .students, .classes, .truth, .write(folder))")
+
     def summary(self) -> str:
         s, c = self.students, self.classes
         lines = []

@@ -50,6 +50,10 @@ from numpyro import handlers
 
 from classsize.model import Config, class_size_experiment, simulate
 
+# This notebook runs the model under JAX transformations of its own (jit, vmap), so it
+# turns on the 64-bit mode that classsize's own calls enter by themselves.
+jax.config.update("jax_enable_x64", True)
+
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
 N_WORLDS = 10 if FAST else 100  # simulated worlds for the intervention
 config = Config()  # the original notebook's numbers: 4000 REGULAR + 2000 EXPERIMENTAL students

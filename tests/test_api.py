@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -76,6 +75,7 @@ assert os.environ.get("XLA_FLAGS") == flags_before, "a call changed XLA_FLAGS"
 assert result.idata["posterior"]["teacher_ma_effect"].dtype == np.float64
 assert ds.students["test_score"].dtype == np.float64
 out = {"repr": repr(result), "again": repr(again),
+       "others": [repr(ds), repr(both), repr(cf)],
        "same_tables": [other.estimand_summaries == same.estimand_summaries],
        "again_summary": again.summary().round(12).equals(result.summary().round(12)),
        "do_again": again.do(small_class=1, draws=50).statement()}
@@ -143,10 +143,30 @@ def test_a_run_of_another_format_is_refused_naming_both(api_run):
 
 def test_repr_is_one_short_paragraph(api_run):
     out, _ = api_run
-    assert "\n" not in out["repr"] and len(out["repr"]) < 600
+    for text in (out["repr"], *out["others"]):
+        assert "\n" not in text and len(text) < 600, text
+    assert out["others"][0].startswith("Dataset(6000 students") and out["others"][1].startswith("Comparison(")
 
 
 def test_fewer_devices_than_chains_is_said_once(api_run):
     _, err = api_run
     told = [ln for ln in err.splitlines() if "share" in ln and "JAX device" in ln]
     assert len(told) == 1, err[-2000:]  # 2 chains, 1 device: use_all_cores() was not called
+
+
+def test_no_warning_of_a_dependency_reaches_the_terminal(api_run, tmp_path):
+    """Neither the API script nor a ``classsize fit`` prints a Python warning: what
+    remains on standard error is the package's own lines (announcement, progress,
+    sampler warnings)."""
+    _, err = api_run
+    cli = Path(sys.executable).parent / "classsize"
+    data = tmp_path / "data"
+    import classsize as cs
+
+    cs.simulate(cs.Config(n_regular=200, n_experimental=100, n_schools=3), seed=2).write(data)
+    run = subprocess.run([str(cli), "fit", str(data), "--analysis", "naive", "--chains", "2", "--warmup", "100",
+                          "--samples", "100", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for text in (err, run.stderr):
+        assert not re.search(r"\w+Warning\b", text), text[-3000:]

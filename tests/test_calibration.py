@@ -31,7 +31,7 @@ from scipy import stats
 from classsize.inference import calibration as cal
 from classsize.inference import study as st
 from classsize.inference import verdicts
-from classsize.inference.analysis import ESTIMANDS, get_analysis, quantity_draws
+from classsize.inference.analysis import ESTIMANDS, get_analysis, quantity_draws, quantity_label
 from classsize.model import Config
 
 #: The design of every study here; its parameter values are the default truth.
@@ -112,7 +112,7 @@ def test_rank_test_power_is_what_the_rank_model_implies():
 # ====================================================================== SBC, default suite
 def _check_sbc(result, n, rank_draws):
     """Every quantity of every dataset in the table; no fit with non-finite draws; PASS."""
-    names = get_analysis("structural").study_quantities(DESIGN, sbc=True)
+    names = [quantity_label(q, DESIGN) for q in get_analysis("structural").study_quantities(DESIGN, sbc=True)]
     t = result.table
     assert set(t["quantity"]) == set(names) and len(t) == n * len(names)
     assert t["status"].isin(["fitted", "unfittable"]).all(), t.loc[t["status"] == "failed", "problems"].unique()
@@ -276,8 +276,6 @@ def test_structural_sbc_slow():
 
 
 def test_study_tables_name_the_races_and_schools():
-    from classsize.inference.analysis import quantity_label
-
     assert quantity_label("race_probs[1]", DESIGN) == f"race_probs[{DESIGN.race_codes[1]}]"
     assert quantity_label("school_effect[0]", DESIGN) == "school_effect[9001]"
     assert quantity_label("teacher_ma_effect", DESIGN) == "teacher_ma_effect"

@@ -99,6 +99,7 @@ def kernel_name(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("JUPYTER_PATH", str(root))
     mp.setenv("CLASSSIZE_FAST", "1")
+    mp.delenv("JAX_ENABLE_X64", raising=False)  # the kernel runs as a user's would, without the suite's 64-bit mode
     yield KERNEL
     mp.undo()
 

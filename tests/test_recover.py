@@ -28,7 +28,7 @@ from scipy import stats
 from classsize.inference import calibration as cal
 from classsize.inference import study as st
 from classsize.inference import verdicts
-from classsize.inference.analysis import ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis
+from classsize.inference.analysis import ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis, quantity_label
 from classsize.inference.sampling import ChainRunner
 from classsize.inference.cli import main
 from classsize.model import Config
@@ -376,7 +376,7 @@ def _check_sbc_outputs(out, printed, model, n, rank_draws):
     for name in ("recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "sbc_ecdf_diff.png", "sbc_ranks.png"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "recovery.csv")
-    quantities = get_analysis(model).study_quantities(SMALL, sbc=True)
+    quantities = [quantity_label(q, SMALL) for q in get_analysis(model).study_quantities(SMALL, sbc=True)]
     assert set(table["quantity"]) == set(quantities) and len(table) == n * len(quantities)
     assert "score_ability_weight" not in quantities  # pinned by the priors: not sampled
     fitted = table[table["status"] == "fitted"]
