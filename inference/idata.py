@@ -31,13 +31,14 @@ named after the tables' columns: ``student_id``, ``class_id``, ``school_id``, ``
 labels its draws with the posterior's own draw numbers.  The per-student groups
 (pointwise, predictive, prior) would hold ``chains x draws x students`` values, so they
 keep every ``k``-th draw of each chain (``k`` the smallest step that keeps at most
-:data:`STORED_DRAWS` draws and :data:`STORED_VALUES` values per array) and say so in
-the root attribute ``thinned_groups``: ``posterior.x * posterior_predictive.y`` aligns
+:data:`STORED_DRAWS` draws and :data:`STORED_VALUES` values per array; the prior groups
+every ``2k``-th) and say so in the root attribute ``thinned_groups``: ``posterior.x * posterior_predictive.y`` aligns
 the draws by label (xarray's inner join), never by position.  The prior has no
-posterior draws of its own; it is drawn with the same ``(chain, draw)`` labels.
+posterior draws of its own; it is drawn with ``(chain, draw)`` labels of the posterior's.
 
 **Storage.**  Per-student groups are float32 (the scores keep the data's float64 in
-``observed_data``); :func:`write_netcdf` compresses every variable (zlib).
+``observed_data``); :func:`write_netcdf` compresses every variable (zlib) and keeps
+the per-student floats to 0.01 point (scores) and 0.001 nat (log densities).
 
 **LOO with noise-free scores.**  When scores carry no measurement noise
 (``score_noise_sd = 0``, the notebook's process) a score's density is uniform on an
@@ -57,8 +58,9 @@ import numpy as np
 
 from .analysis import Problem
 
-#: At most this many draws (over all chains) go into the per-student groups and the prior.
-STORED_DRAWS = 500
+#: At most this many draws (over all chains) go into the pointwise and posterior
+#: predictive groups; the prior groups keep every other one of those.
+STORED_DRAWS = 400
 #: ... and at most this many values per per-student array (draws x students), which
 #: bounds their memory on large datasets.
 STORED_VALUES = 20_000_000
@@ -186,9 +188,12 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
     # (chains, kept, ...) flattened chain-major, so that a flat index unflattens back
     flat = {k: v[:, kept].reshape((n_kept,) + v.shape[2:]) for k, v in sites.items()}
 
-    def unflat(v):
+    kept_prior = kept[::2]  # the prior groups: every other kept draw label
+    n_prior = chains * len(kept_prior)
+
+    def unflat(v, labels=kept):
         v = np.asarray(v)
-        return v.reshape((chains, len(kept)) + v.shape[1:])
+        return v.reshape((chains, len(labels)) + v.shape[1:])
 
     def pointwise(draws, inputs):
         per_site = log_likelihood(problem.model, draws, **inputs)
@@ -210,18 +215,18 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
         key_replicate, key_prior = jax.random.split(jax.random.PRNGKey(seed + 1))
         draws = {k: v for k, v in flat.items() if k not in coordinate_sites}
         if prior:
-            prior_draws = analysis.prior_draws(problem, key_prior, n_kept)
+            prior_draws = analysis.prior_draws(problem, key_prior, n_prior)
             draws = {k: np.concatenate([v, np.asarray(prior_draws[k], dtype=v.dtype)])
                      for k, v in draws.items() if k in prior_draws}
-            groups["prior"] = {k: unflat(v) for k, v in prior_draws.items() if k not in pinned}
-            groups["prior"].update({k: unflat(v) for k, v in problem.estimands(prior_draws).items()})
+            groups["prior"] = {k: unflat(v, kept_prior) for k, v in prior_draws.items() if k not in pinned}
+            groups["prior"].update({k: unflat(v, kept_prior) for k, v in problem.estimands(prior_draws).items()})
         # one call replicates the posterior and the prior draws (one compiled program)
         reps = analysis.replicate(problem, draws, key_replicate)
         reps = {k: np.asarray(v) for k, v in reps.items() if k in analysis.modeled_data}
         if posterior_predictive:
             groups["posterior_predictive"] = {k: _per_student(unflat(v[:n_kept])) for k, v in reps.items()}
         if prior:
-            groups["prior_predictive"] = {k: _per_student(unflat(v[n_kept:])) for k, v in reps.items()}
+            groups["prior_predictive"] = {k: _per_student(unflat(v[n_kept:], kept_prior)) for k, v in reps.items()}
 
     root = {
         "analysis": problem.name,
@@ -230,28 +235,38 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
         "log_likelihood": (f"{', '.join(ll)}: pointwise log densities, one value per student"
                            + (f"; {JOINT_LOG_LIKELIHOOD} is the joint of "
                               f"{' and '.join(analysis.modeled_data)}" if JOINT_LOG_LIKELIHOOD in ll else "")),
-        "thinned_groups": (f"{', '.join(g for g in ('log_likelihood', 'prior', *PER_STUDENT_GROUPS[1:]) if g in groups)} "
-                           f"hold every {step}th draw of each chain (draw labels "
-                           f"{', '.join(str(d) for d in kept[:3])}, ...; {len(kept)} of {n_draws}), "
-                           f"labelled as in the posterior"),
+        "thinned_groups": (f"{', '.join(g for g in PER_STUDENT_GROUPS[:2] if g in groups)} hold every "
+                           f"{step}th draw of each chain (draw labels {', '.join(str(d) for d in kept[:3])}, ...; "
+                           f"{len(kept)} of {n_draws}); prior and prior_predictive every {2 * step}th "
+                           f"({len(kept_prior)}); labelled as in the posterior"),
         **(attrs or {}),
     }
     tree = az.from_dict(groups, coords=coords, dims=DIMS, attrs={"/": root})
     for name in groups:
         if name in ("observed_data", "constant_data", "posterior", "sample_stats"):
             continue
-        tree[name] = tree[name].to_dataset().assign_coords(draw=kept)
+        tree[name] = tree[name].to_dataset().assign_coords(draw=kept_prior if name.startswith("prior") else kept)
     if coordinate_sites:
         tree["unconstrained_posterior"] = az.convert_to_dataset(
             coordinate_sites, coords=coords, dims={k: v for k, v in DIMS.items() if k in coordinate_sites})
     return tree
 
 
+#: Decimal digits kept of the per-student floats when written (netCDF-4's quantisation:
+#: the bits below that precision are zeroed, so zlib compresses the rest): scores to
+#: 0.01 point, pointwise log densities to 0.001 nat.  The posterior, the prior and the
+#: sample statistics are written whole.
+STORED_DIGITS = {"log_likelihood": 3, "posterior_predictive": 2, "prior_predictive": 2}
+
+
 def write_netcdf(tree, path) -> None:
-    """Write the DataTree ``tree`` to ``path`` as netCDF-4, every variable compressed."""
+    """Write the DataTree ``tree`` to ``path`` as netCDF-4, every variable compressed
+    (zlib) and the per-student floats quantised to :data:`STORED_DIGITS`."""
     encoding = {}
     for node in tree.subtree:
-        group = node.path
-        encoding[group] = {name: {"zlib": True, "complevel": 4}
-                           for name, var in node.data_vars.items() if var.dtype.kind in "biuf"}
+        digits = STORED_DIGITS.get(node.name)
+        encoding[node.path] = {
+            name: {"zlib": True, "complevel": 4,
+                   **({"least_significant_digit": digits} if digits is not None and var.dtype.kind == "f" else {})}
+            for name, var in node.data_vars.items() if var.dtype.kind in "biuf"}
     tree.to_netcdf(str(path), engine="netcdf4", encoding=encoding)

@@ -94,6 +94,7 @@ def test_groups_align_with_the_posterior_by_chain_and_draw(runs):
         ds = idata[group]
         assert ds.sizes["chain"] == post.sizes["chain"], group
         assert set(ds["draw"].values.tolist()) <= set(post["draw"].values.tolist()), group
+    assert idata.prior["draw"].values.tolist() == idata.log_likelihood["draw"].values[::2].tolist()
     product = post["teacher_ma_effect"] * idata.posterior_predictive["test_score"]
     assert product.sizes["chain"] == 2 and product.sizes["draw"] == idata.posterior_predictive.sizes["draw"]
     first = int(idata.posterior_predictive["draw"][1])
@@ -107,7 +108,7 @@ def test_a_thinned_group_keeps_every_kth_draw_of_each_chain():
 
     assert thinning_step(2, 150, 500) == 1
     step = thinning_step(4, 1000, 5748)
-    assert step == 8 and 4 * len(range(0, 1000, step)) <= STORED_DRAWS
+    assert step == 10 and 4 * len(range(0, 1000, step)) <= STORED_DRAWS
     assert 4 * len(range(0, 1000, step - 1)) > STORED_DRAWS  # the smallest such step
     assert thinning_step(4, 1000, 10_000_000) == 1000  # at most STORED_VALUES values: one draw a chain
 
@@ -140,6 +141,9 @@ def test_the_files_carry_their_provenance_and_are_compressed(runs):
         for group in ("posterior", "log_likelihood", "posterior_predictive"):
             assert tree[group]["test_score" if group != "posterior" else "teacher_ma_effect"].encoding["zlib"]
         assert tree["log_likelihood"]["test_score"].dtype == np.float32
+        assert tree["log_likelihood"]["test_score"].encoding["least_significant_digit"] == 3
+        assert tree["posterior_predictive"]["test_score"].encoding["least_significant_digit"] == 2
+        assert "least_significant_digit" not in tree["posterior"]["teacher_ma_effect"].encoding
         assert tree["posterior_predictive"]["test_score"].dtype == np.float32
 
 
@@ -183,7 +187,7 @@ def test_groups_hold_what_their_names_say(runs):
         assert group in structural.children, group
     assert set(structural.log_likelihood.data_vars) == {"test_score", "small_class", "class_size_and_score"}
     ll = structural.log_likelihood
-    np.testing.assert_allclose(ll["class_size_and_score"], ll["test_score"] + ll["small_class"], rtol=1e-6)
+    np.testing.assert_allclose(ll["class_size_and_score"], ll["test_score"] + ll["small_class"], atol=3e-3)  # kept to 0.001 nat
     assert set(structural.observed_data.data_vars) == {"test_score", "small_class"}
     assert {"is_experimental", "family_income", "race_of_student"} <= set(structural.constant_data.data_vars)
     assert set(structural.posterior_predictive.data_vars) == set(structural.observed_data.data_vars)
