@@ -41,7 +41,6 @@ import numpy as np
 from classsize.model.precision import float64
 
 from .analysis import Problem, get_analysis
-from .dataset import LoadedData
 from .diagnostics import fit_diagnostics, sampler_warnings
 from .idata import inference_data, write_netcdf
 from .outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together
