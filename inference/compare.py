@@ -73,17 +73,15 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
     if not fitted:
         raise DataError(Path(loaded.source), "no analysis can use these data: " + "; ".join(skipped.values()))
     runner = ChainRunner(chains, warmup, samples)
-    if report is not None:
-        report.start(fitted, skipped, loaded, runner)
+    report = report or _Silent()
+    report.start(fitted, skipped, loaded, runner)
     results = {}
     for name in fitted:
-        if report is not None:
-            report.before(name, runner)
+        report.before(name, runner)
         noise = score_noise if get_analysis(name).fits_score_noise else None
         results[name] = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed,
                             ability=ability, score_noise=noise, runner=runner)
-        if report is not None:
-            report.done(name, results[name])
+        report.done(name, results[name])
     return Comparison(results, skipped)
 
 
@@ -98,7 +96,20 @@ def comparison_table(results: dict[str, FitResult]):
     return pd.concat(frames, ignore_index=True)
 
 
-class _Report:
+class _Silent:
+    """What :func:`compare` says by default: nothing."""
+
+    def start(self, fitted, skipped, loaded, runner) -> None:
+        pass
+
+    def before(self, name, runner) -> None:
+        pass
+
+    def done(self, name, result) -> None:
+        pass
+
+
+class _Report(_Silent):
     """What ``classsize compare`` says while :func:`compare` runs."""
 
     def __init__(self, plan: tuple[int, int, int], quiet: bool):

@@ -49,7 +49,7 @@ from .settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from .sources import as_loaded, fingerprint, source_label
 
 #: whether a fit has said that it got fewer devices than chains (said once per process)
-_told_devices: list = []
+_told_devices = False
 #: The files of a run folder.
 RUN_FILES = ("posterior.nc", "summary.json")
 
@@ -261,8 +261,9 @@ def fit(
             progress = sys.stderr.isatty()
         hook = Progress(f"fit {spec.name}") if progress else None
         runner = ChainRunner(chains, warmup, samples, progress=hook)
+    global _told_devices
     if len(runner.devices) < runner.chains and not _told_devices:
-        _told_devices.append(True)
+        _told_devices = True
         print(f"classsize: {runner.chains} chains share {len(runner.devices)} JAX device(s) and run in turn; "
               f"call classsize.use_all_cores() before JAX starts to run them side by side", file=sys.stderr)
     start = time.perf_counter()
@@ -272,7 +273,7 @@ def fit(
         "format_version": FORMAT_VERSION,
         "analysis": spec.name,
         "settings": {"ability": ability, "score_noise": getattr(spec, "score_noise", None),
-                     **{k: v for k, v in spec.kernel_settings.items()}},
+                     **spec.kernel_settings},
         "seed": int(seed), "chains": runner.chains, "warmup": runner.warmup, "draws": runner.samples,
         "data_source": source_label(loaded), "data_fingerprint": fingerprint(loaded),
     }
