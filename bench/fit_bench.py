@@ -54,7 +54,7 @@ def classsize_exe() -> str:
 
 def cli_defaults() -> dict:
     """The chain lengths ``classsize fit`` runs when not told (its parser's defaults)."""
-    from classsize.inference.cli import build_parser
+    from classsize.inference.commands.cli import build_parser
 
     a = build_parser().parse_args(["fit", "DATA", "--out", "RUN"])
     return {"chains": a.chains, "warmup": a.warmup, "samples": a.samples}
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
 
     print(f"chain lengths (classsize fit's defaults): {lengths}; {os.cpu_count()} cores", flush=True)
     if fit_defaults() != lengths:
-        print(f"note: classsize.inference.fit.fit() defaults to {fit_defaults()}; the command's are used", flush=True)
+        print(f"note: classsize.inference.fit.result.fit() defaults to {fit_defaults()}; the command's are used", flush=True)
     with tempfile.TemporaryDirectory(prefix="fit-bench-") as tmp:
         work = Path(tmp)
         data = a.data

@@ -26,8 +26,8 @@ def main() -> None:
     import jax
     from numpyro.infer.util import initialize_model, potential_energy
 
-    from classsize.inference.analysis import build_analysis
-    from classsize.inference.data import load_dataset
+    from classsize.inference.analyses.base import build_analysis
+    from classsize.inference.data.read import load_dataset
     from classsize.model import Config
     from classsize.model.notebook import simulate_notebook
 

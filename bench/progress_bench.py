@@ -1,5 +1,5 @@
 """What reporting progress costs a fit: the iterations in one call of the compiled
-program against the usual :data:`~classsize.inference.sampling.CALLS_PER_RUN` calls,
+program against the usual :data:`~classsize.inference.engine.sampling.CALLS_PER_RUN` calls,
 with and without a progress hook.
 
 One analysis is fitted to one simulated dataset, in one process, by three runners
@@ -23,8 +23,8 @@ import numpy as np
 def main(argv: list[str]) -> None:
     import classsize.inference  # noqa: F401 (every core a device)
     from classsize.inference import sampling
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.sampling import ChainRunner
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.engine.sampling import ChainRunner
     from classsize.model import Config
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw

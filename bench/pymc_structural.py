@@ -5,9 +5,9 @@
     python bench/pymc_structural.py DATA_DIR ... --fresh-compiledir  # count a cold PyTensor compilation
 
 A port of the NumPyro conditioned model (``classsize.model.conditioned.condition_on_data``,
-the model of ``classsize.inference.analysis.get_analysis("structural").problem(data)``) to
+the model of ``classsize.inference.analyses.base.get_analysis("structural").problem(data)``) to
 PyMC/PyTensor: the same density in the same coordinates, so that a comparison with
-``classsize.inference.fit.fit(folder, "structural", ...)`` is one of samplers and
+``classsize.inference.fit.result.fit(folder, "structural", ...)`` is one of samplers and
 implementations, not of parameterisations.
 
 * Sampled coordinates: the same sites as NumPyro's (``*_std``, ``school_position``,
@@ -28,7 +28,7 @@ implementations, not of parameterisations.
   a -inf/+inf pad value: the same values as NumPyro's ``group_extreme``.
 * Estimands as ``pm.Deterministic``: ``small_class_direct_effect``, ``teacher_ma_effect``
   and ``small_class_total_effect = direct + teacher_ma_effect * (p_ma_small - p_ma_large)``
-  (``ConditionedAnalysis.estimands`` of ``classsize.inference.analysis``).
+  (``ConditionedAnalysis.estimands`` of ``classsize.inference.analyses.base``).
 * Initialisation matches NumPyro's: the NUTS kernel of the analysis uses
   NumPyro's default ``init_to_uniform`` (every unconstrained coordinate uniform on
   (-2, 2), drawn per chain), so by default each PyMC chain starts at such a draw and NUTS
@@ -38,7 +38,7 @@ implementations, not of parameterisations.
 * ``--sampler nutpie`` samples the same PyMC model with nutpie (numba backend) instead
   of PyMC's NUTS (nutpie's own initialisation and mass-matrix adaptation).
 
-Chain lengths default to those of ``classsize.inference.fit.fit``.  Needs PyMC (and
+Chain lengths default to those of ``classsize.inference.fit.result.fit``.  Needs PyMC (and
 nutpie for ``--sampler nutpie``: the project's ``bench`` extra), e.g. a virtual environment made with
 ``pip install -e '.[bench]' -c constraints.txt``.  Run under ``ulimit -v``.
 """
@@ -74,10 +74,10 @@ def _pytensor():
 
 
 def fit_defaults() -> dict:
-    """``chains``, ``warmup`` and ``samples`` as ``classsize.inference.fit.fit`` defaults them."""
+    """``chains``, ``warmup`` and ``samples`` as ``classsize.inference.fit.result.fit`` defaults them."""
     import inspect
 
-    from classsize.inference.fit import fit
+    from classsize.inference.fit.result import fit
 
     params = inspect.signature(fit).parameters
     return {k: int(params[k].default) for k in ("chains", "warmup", "samples")}
@@ -85,10 +85,10 @@ def fit_defaults() -> dict:
 
 def load_structural(data, ability: str | None = None):
     """``(loaded, problem)``: the data (a folder or a ``LoadedData``) and the NumPyro structural
-    problem, as ``classsize.inference.fit.fit`` builds them (``ability`` from dataset.json by default)."""
+    problem, as ``classsize.inference.fit.result.fit`` builds them (``ability`` from dataset.json by default)."""
     _jax()
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.data import LoadedData, load_dataset
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.data.read import LoadedData, load_dataset
 
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)
     if ability is None:
@@ -240,7 +240,7 @@ def _ndtr(z):
 # ---------------------------------------------------------------------- the model
 def build_pymc_model(data_dir, ability: str | None = None):
     """``(model, info)``: the PyMC port of the structural analysis of the data in ``data_dir``
-    (a folder, or a ``LoadedData`` from ``classsize.inference.data.load_dataset``).
+    (a folder, or a ``LoadedData`` from ``classsize.inference.data.read.load_dataset``).
 
     ``info`` holds ``students``, ``ability``, ``free_sites`` (the flat sites, NumPyro's names),
     ``pilot`` (numpy), ``problem`` (the NumPyro problem) and ``build_seconds``.
@@ -601,7 +601,7 @@ def fit_pymc(data_dir, chains: int | None = None, warmup: int | None = None, sam
     _pytensor()
     import pymc  # noqa: F401  (imported before the clock starts)
 
-    from classsize.inference.data import load_dataset
+    from classsize.inference.data.read import load_dataset
 
     # like fit()'s timer (run_mcmc), the clock starts with the data loaded and the libraries imported
     t_load = time.perf_counter()
@@ -711,7 +711,7 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=5, help="--check: number of points (the first is zero)")
     p.add_argument("--radius", type=float, default=2.0, help="--check: points uniform on (-radius, radius)")
     p.add_argument("--rtol", type=float, default=1e-9, help="--check: relative tolerance")
-    p.add_argument("--chains", type=int, default=None, help="default: classsize.inference.fit.fit's")
+    p.add_argument("--chains", type=int, default=None, help="default: classsize.inference.fit.result.fit's")
     p.add_argument("--warmup", type=int, default=None, help="default: fit's")
     p.add_argument("--samples", type=int, default=None, help="default: fit's")
     p.add_argument("--seed", type=int, default=0)

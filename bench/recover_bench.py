@@ -3,12 +3,12 @@
 For each analysis model it simulates ``--datasets`` datasets and fits them twice,
 with the same chains and kernel settings:
 
-* **one by one**: ``classsize.inference.fit.fit`` on each dataset (loaded from its
+* **one by one**: ``classsize.inference.fit.result.fit`` on each dataset (loaded from its
   CSV files, as ``classsize fit`` does), one after another.  Each call builds and
   compiles its own MCMC run; the time of each call is the whole call, with the
   compilation and the ArviZ InferenceData it builds (the posterior predictive
   replicates are switched off);
-* **batched**: :class:`classsize.inference.sampling.ChainRunner` on
+* **batched**: :class:`classsize.inference.engine.sampling.ChainRunner` on
   ``get_analysis(model).bind_many(config, observed)``, every dataset's chains in one
   compiled program, sharded over the JAX devices (``--vectorize``, the runner's
   ``vectorize``: ``map``, lanes one after another on each device, the default;
@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import numpyro
 
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.data import load_dataset
-    from classsize.inference.fit import fit
-    from classsize.inference.sampling import ChainRunner
-    from classsize.inference.study import FIT_SEED_OFFSET, empty_school_counts
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.data.read import load_dataset
+    from classsize.inference.fit.result import fit
+    from classsize.inference.engine.sampling import ChainRunner
+    from classsize.inference.studies.run import FIT_SEED_OFFSET, empty_school_counts
     from classsize.model import Config, simulate
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw

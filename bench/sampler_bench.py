@@ -20,11 +20,11 @@ import numpy as np
 
 
 def main(argv: list[str]) -> None:
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.data import load_dataset
-    from classsize.inference.diagnostics import fit_diagnostics
-    from classsize.inference.sampling import ChainRunner
-    from classsize.inference.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.data.read import load_dataset
+    from classsize.inference.engine.diagnostics import fit_diagnostics
+    from classsize.inference.engine.sampling import ChainRunner
+    from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
     loaded = load_dataset(argv[0])
     base = get_analysis("structural")

@@ -121,7 +121,7 @@ def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None)
     ``draw`` holds the sites of :data:`DRAW_SITES` for one dataset, or for a stack of
     datasets along a leading axis (the output of ``draw_many``); the result then has
     the same leading axis.  The arrays are JAX arrays with the dtypes of
-    :meth:`classsize.inference.data.LoadedData.observed` (indices int32, floats float64).
+    :meth:`classsize.inference.data.read.LoadedData.observed` (indices int32, floats float64).
     This function is traceable, so it can also be called inside ``jax.jit``/``jax.vmap``.
     """
     import jax

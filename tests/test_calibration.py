@@ -1,12 +1,12 @@
 """Calibration of the structural analysis, with tests that can fail and say how often.
 
-* **SBC** (:func:`~classsize.inference.study.run_study` with ``from_prior``): every
+* **SBC** (:func:`~classsize.inference.studies.run.run_study` with ``from_prior``): every
   sampled parameter is checked, the vector ones element by element (race
   probabilities, race shifts of the assignment rule, school effects).  The verdict
   fails when Holm's method over the ``m`` quantities rejects one: a family
   false-alarm rate of at most 5% whatever the dependence between quantities.  Its
   power against a miscalibrated quantity is computed by simulating the rank
-  statistic (:func:`~classsize.inference.calibration.rank_test_power`) and asserted
+  statistic (:func:`~classsize.inference.studies.calibration.rank_test_power`) and asserted
   next to each study.  The default suite runs 30 datasets, the slow suite 100.
 * **Coverage at a fixed truth**: the number of datasets, ``n``, and the threshold of
   covering 90% intervals, ``k``, are chosen from the binomial so that calibrated
@@ -31,7 +31,7 @@ from scipy import stats
 from classsize.inference import calibration as cal
 from classsize.inference import study as st
 from classsize.inference import verdicts
-from classsize.inference.analysis import ESTIMANDS, get_analysis, quantity_draws, quantity_label
+from classsize.inference.analyses.base import ESTIMANDS, get_analysis, quantity_draws, quantity_label
 from classsize.model import Config
 
 #: The design of every study here; its parameter values are the default truth.

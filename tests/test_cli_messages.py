@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from classsize.inference.cli import main
+from classsize.inference.commands.cli import main
 from classsize.model import Config, simulate
 
 #: Tiny designs: one cohort each.
@@ -160,7 +160,7 @@ def test_help_and_version_load_no_jax():
     without importing NumPy or JAX (what makes them answer at once)."""
     code = (
         "import sys\n"
-        "from classsize.inference.cli import main\n"
+        "from classsize.inference.commands.cli import main\n"
         "for argv in (['--help'], ['--version'], ['fit', '--help'], ['recover', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -184,7 +184,7 @@ def test_version_is_the_installed_package_version(capsys):
 
 
 def test_every_option_has_help_and_shows_its_default():
-    from classsize.inference.cli import build_parser
+    from classsize.inference.commands.cli import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
@@ -239,8 +239,8 @@ def test_runner_reports_progress_and_its_draws_do_not_depend_on_it():
     and without it are identical (exact check)."""
     import numpy as np
 
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.sampling import ChainRunner
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.engine.sampling import ChainRunner
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw
 
@@ -282,7 +282,7 @@ def test_compare_skips_an_analysis_the_data_cannot_support(folders, tmp_path, ca
     table and the forest plot are still written."""
     import pandas as pd
 
-    from classsize.inference.compare import compare_models
+    from classsize.inference.commands.compare import compare_models
 
     code = compare_models(folders / "regular", tmp_path / "cmp", chains=1, warmup=20, samples=20,
                           models=("randomized", "naive"), quiet=True)
@@ -296,8 +296,8 @@ def test_compare_skips_an_analysis_the_data_cannot_support(folders, tmp_path, ca
 
 
 def test_compare_with_no_analysis_the_data_support_is_refused(folders, tmp_path, capsys):
-    from classsize.inference.compare import compare_models
-    from classsize.inference.data import DataError
+    from classsize.inference.commands.compare import compare_models
+    from classsize.inference.data.read import DataError
 
     with pytest.raises(DataError, match="no analysis can use these data"):
         compare_models(folders / "experimental", tmp_path / "cmp", models=("naive",), quiet=True)

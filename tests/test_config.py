@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from classsize.inference.cli import main
+from classsize.inference.commands.cli import main
 from classsize.model import Config, ConfigError
 
 

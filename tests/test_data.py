@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classsize.inference.data import DataError, LoadedData, load_dataset
+from classsize.inference.data.read import DataError, LoadedData, load_dataset
 from classsize.model import Config, simulate
 from classsize.model.experiment import scaled_log_income
 

@@ -39,8 +39,8 @@ def test_log_density_and_gradient_equal_the_reference(tmp_path, tag, analysis):
     import jax.numpy as jnp
     from numpyro.infer.util import initialize_model, potential_energy
 
-    from classsize.inference.analysis import build_analysis
-    from classsize.inference.data import load_dataset
+    from classsize.inference.analyses.base import build_analysis
+    from classsize.inference.data.read import load_dataset
 
     ref = np.load(REFERENCE)
     problem = build_analysis(analysis, load_dataset(_data(tag, tmp_path)))

@@ -25,7 +25,7 @@ import pytest
 
 from classsize.inference import batches as bt
 from classsize.inference import study as st
-from classsize.inference.cli import main
+from classsize.inference.commands.cli import main
 from classsize.model import Config
 
 pytest.importorskip("distributed")
@@ -70,7 +70,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from classsize.inference.distributed import DaskRunner
+    from classsize.inference.studies.distributed import DaskRunner
 
     with DaskRunner(workers=2) as runner:
         yield runner
@@ -226,7 +226,7 @@ def test_dask_missing_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_local_workers_have_their_share_of_the_cores(cluster):
-    from classsize.inference.distributed import machine_cores, worker_devices
+    from classsize.inference.studies.distributed import machine_cores, worker_devices
 
     devices = cluster.client.run(worker_devices)
     assert len(devices) == 2 and set(devices.values()) == {max(1, machine_cores() // 2)}
@@ -236,7 +236,7 @@ def test_local_workers_have_their_share_of_the_cores(cluster):
 def on_cluster(cluster, task):
     """A runner on the fixture's cluster whose batches run ``task`` (defined here and
     pickled by value: the workers need not import this file)."""
-    from classsize.inference.distributed import DaskRunner
+    from classsize.inference.studies.distributed import DaskRunner
 
     runner = DaskRunner.__new__(DaskRunner)
     runner.client, runner.cluster, runner.task, runner.description = cluster.client, None, task, "dask: test"
@@ -262,7 +262,7 @@ def failing_task(plan, batch, attempts):
     """The batch task, but batch 1 raises on every attempt (each noted in ``attempts``)."""
     from pathlib import Path
 
-    from classsize.inference.distributed import fit_batch_task
+    from classsize.inference.studies.distributed import fit_batch_task
 
     if batch == 1:
         with Path(attempts).open("a") as f:
@@ -272,7 +272,7 @@ def failing_task(plan, batch, attempts):
 
 
 def test_a_failing_batch_is_retried_then_reported_and_the_others_kept(tmp_path, cluster, by_value):
-    from classsize.inference.distributed import RETRIES
+    from classsize.inference.studies.distributed import RETRIES
 
     attempts = tmp_path / "attempts.txt"
     out = tmp_path / "out"

@@ -15,9 +15,9 @@ import json
 import numpy as np
 import pytest
 
-from classsize.inference.cli import main
-from classsize.inference.fit import fit
-from classsize.inference.ppc import ppc_table
+from classsize.inference.commands.cli import main
+from classsize.inference.fit.result import fit
+from classsize.inference.fit.ppc import ppc_table
 from classsize.model import Config, simulate
 
 SMALL = Config(n_regular=800, n_experimental=700, n_schools=6)
@@ -73,7 +73,7 @@ def test_structural_covers_the_truth_over_many_datasets(study):
     23 covering, is ``tests/test_calibration.py``."""
     from scipy import stats
 
-    from classsize.inference.study import run_study
+    from classsize.inference.studies.run import run_study
 
     n_datasets, min_covered = study
     assert stats.binom.cdf(min_covered - 1, n_datasets, 0.9) < 0.0051

@@ -3,7 +3,7 @@
 ``classsize fit`` writes ``posterior.nc``; these tests open it as a user would and run
 ``az.summary``, ``az.bfmi``, ``az.plot_energy``, ``az.plot_ppc_dist``,
 ``az.plot_loo_pit``, ``az.loo(var_name="test_score")`` and ``az.compare`` on it, and
-check the layout of :mod:`classsize.inference.idata`: dims named after the tables'
+check the layout of :mod:`classsize.inference.fit.idata`: dims named after the tables'
 columns and labelled with the data's ids, the model's parameters (not the sampler's
 coordinates, not pinned constants) in ``posterior``, pointwise log likelihoods named
 after the observed variables, every group on the posterior's chains and draw labels
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classsize.inference.cli import main
+from classsize.inference.commands.cli import main
 from classsize.model import Config, simulate
 
 TINY = Config(n_regular=300, n_experimental=200, n_schools=4)
@@ -104,7 +104,7 @@ def test_groups_align_with_the_posterior_by_chain_and_draw(runs):
 
 
 def test_a_thinned_group_keeps_every_kth_draw_of_each_chain():
-    from classsize.inference.idata import STORED_DRAWS, thinning_step
+    from classsize.inference.fit.idata import STORED_DRAWS, thinning_step
 
     assert thinning_step(2, 150, 500) == 1
     step = thinning_step(4, 1000, 5748)

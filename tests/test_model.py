@@ -11,7 +11,7 @@ import pytest
 from numpyro import handlers
 from numpyro.infer.inspect import get_model_relations
 
-from classsize.inference.cli import main
+from classsize.inference.commands.cli import main
 from classsize.model import Config, class_size_experiment, simulate, simulate_many
 from classsize.model.simulate import draw_many
 

@@ -79,7 +79,7 @@ def test_noisy_score_density_is_the_convolution_and_finite_in_the_tails():
 
 # ---------------------------------------------------------------------- recovery
 def _fit(tmp_path, noise_sd, seed, score_noise, chains=2, warmup=300, samples=300, declare=False):
-    from classsize.inference.fit import fit
+    from classsize.inference.fit.result import fit
     from classsize.model import Config, simulate
 
     folder = tmp_path / f"sd{noise_sd}-seed{seed}"
@@ -94,8 +94,8 @@ def test_simulated_noise_is_declared_by_the_folder(tmp_path):
     """A folder simulated with noisy scores is fitted with the noisy likelihood at the
     simulated sd (its truth.json's configuration), not silently with the noise-free
     one; dataset.json's declaration, when there is one, wins."""
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.data import load_dataset
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.data.read import load_dataset
     from classsize.model import Config, simulate
 
     simulate(Config(**TINY, score_noise_sd=3.0), 1).write(tmp_path / "noisy")
@@ -179,7 +179,7 @@ def test_free_noise_on_noise_free_scores_agrees_with_the_noise_free_fit(tmp_path
                                                      (-1.0, "uniform", "must be a number >= 0 or 'free'"),
                                                      (2.0, "normal", "uniform ability only")])
 def test_a_bad_declared_noise_is_one_line_exit_2(tmp_path, capsys, declared, ability, why):
-    from classsize.inference.cli import main
+    from classsize.inference.commands.cli import main
     from classsize.model import Config, simulate
 
     folder = tmp_path / "d"
@@ -203,7 +203,7 @@ def test_the_command_line_hands_the_noise_to_the_fit(tmp_path, monkeypatch, comm
     command: what :func:`fit` does with the noise is tested above."""
     from classsize.inference import compare as compare_module
     from classsize.inference import fit as fit_module
-    from classsize.inference.cli import main
+    from classsize.inference.commands.cli import main
     from classsize.model import Config, simulate
 
     class Recorded(Exception):
@@ -235,8 +235,8 @@ def test_the_command_line_hands_the_noise_to_the_fit(tmp_path, monkeypatch, comm
 def test_fit_takes_the_noise_over_the_folders_declaration(tmp_path):
     """:func:`fit`'s ``score_noise`` decides the noise prior whatever the folder
     declares: checked on the problem it fits (no sampling)."""
-    from classsize.inference.analysis import get_analysis
-    from classsize.inference.data import load_dataset
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.data.read import load_dataset
     from classsize.model import Config, simulate
 
     simulate(Config(**TINY, score_noise_sd=3.0), 1).write(tmp_path / "noisy")
@@ -252,7 +252,7 @@ def test_fit_takes_the_noise_over_the_folders_declaration(tmp_path):
     (["--score-noise", "2", "--ability", "normal"], "uniform ability"),
     (["--score-noise", "2", "--model", "naive"], "no measurement-noise parameter")])
 def test_a_bad_noise_option_is_one_line_exit_2(tmp_path, capsys, args, why):
-    from classsize.inference.cli import main
+    from classsize.inference.commands.cli import main
 
     try:
         code = main(["fit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *args])
@@ -277,7 +277,7 @@ def test_noisy_fits_cover_the_truth_over_many_datasets(noise_sd):
     False-alarm rate: P(Binomial(40, 0.9) <= 29) = 0.0015 per estimand, at most 0.9%
     for the six checks of the two noise levels together; a fit covering 60% of the time
     fails a check with probability 0.96."""
-    from classsize.inference.study import run_study
+    from classsize.inference.studies.run import run_study
     from classsize.model import Config
 
     config = Config(**SMALL, score_noise_sd=noise_sd)

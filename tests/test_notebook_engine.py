@@ -249,7 +249,7 @@ def test_noise_free_config_draws_the_same_numbers_as_the_notebook():
 
 
 def test_cli_writes_the_notebook_tables(tmp_path, capsys):
-    from classsize.inference.cli import main
+    from classsize.inference.commands.cli import main
 
     out = tmp_path / "out"
     assert main(["simulate", "--engine", "notebook", "--seed", "100", "--out", str(out)]) == 0

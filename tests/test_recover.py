@@ -28,9 +28,9 @@ from scipy import stats
 from classsize.inference import calibration as cal
 from classsize.inference import study as st
 from classsize.inference import verdicts
-from classsize.inference.analysis import ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis, quantity_label
-from classsize.inference.sampling import ChainRunner
-from classsize.inference.cli import main
+from classsize.inference.analyses.base import ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis, quantity_label
+from classsize.inference.engine.sampling import ChainRunner
+from classsize.inference.commands.cli import main
 from classsize.model import Config
 
 SMALL = Config(n_regular=300, n_experimental=300, n_schools=5)
@@ -215,7 +215,7 @@ def _compare_observed(a, b):
 
 @pytest.mark.parametrize("cohort", [None, "EXPERIMENTAL", "REGULAR"])
 def test_observed_from_draw_matches_loaded_tables(tmp_path, cohort):
-    from classsize.inference.data import load_dataset
+    from classsize.inference.data.read import load_dataset
     from classsize.model.simulate import _dataset_from_draw, draw_many
     from classsize.model.tables import observed_from_draw
 
@@ -294,8 +294,8 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
     compilation; its encoding is also checked by ``test_observed_from_draw_matches_loaded_tables``.)"""
     import jax
 
-    from classsize.inference.analysis import build_analysis
-    from classsize.inference.data import load_dataset
+    from classsize.inference.analyses.base import build_analysis
+    from classsize.inference.data.read import load_dataset
     from classsize.model.simulate import _dataset_from_draw, draw_many
     from classsize.model.tables import observed_from_draw
 
@@ -425,7 +425,7 @@ def test_cli_sbc_structural_sharded(tmp_path):
 
     args = ["recover", "--model", "structural", "--from-prior", "--datasets", "3", "--config",
             str(_write_small(tmp_path)), "--chains", "1", "--warmup", "15", "--samples", "15", "--rank-draws", "15"]
-    code = ("import sys; from classsize.inference.cli import main; import jax; "
+    code = ("import sys; from classsize.inference.commands.cli import main; import jax; "
             "rc = main(sys.argv[1:]); print('devices', jax.device_count()); sys.exit(rc)")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     done = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path / "many")],
@@ -537,7 +537,7 @@ def _posterior_agrees(a: np.ndarray, b: np.ndarray, ess_a: float, ess_b: float) 
 def test_batched_posterior_equals_fit(tmp_path, model):
     import arviz as az
 
-    from classsize.inference.fit import fit
+    from classsize.inference.fit.result import fit
     from classsize.model import simulate
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw

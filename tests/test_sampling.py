@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classsize.inference.analysis import get_analysis
-from classsize.inference.sampling import ChainRunner, chain_keys
+from classsize.inference.analyses.base import get_analysis
+from classsize.inference.engine.sampling import ChainRunner, chain_keys
 from classsize.model import Config, simulate
 
 TINY = Config(n_regular=150, n_experimental=250, n_schools=3)
@@ -69,7 +69,7 @@ def test_runner_refuses_an_unknown_vectorisation():
 
 def test_an_analysis_the_data_cannot_support_is_one_line_and_exit_2(tmp_path, capsys):
     """The randomized analysis of a folder without EXPERIMENTAL students: no traceback."""
-    from classsize.inference.cli import main
+    from classsize.inference.commands.cli import main
 
     simulate(Config(n_regular=200, n_experimental=0, n_schools=2), 1).write(tmp_path / "data")
     code = main(["fit", str(tmp_path / "data"), "--model", "randomized", "--out", str(tmp_path / "run")])

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from classsize.inference.cli import main
-from classsize.inference.data import DataError, load_dataset
+from classsize.inference.commands.cli import main
+from classsize.inference.data.read import DataError, load_dataset
 from classsize.model import Config, simulate_many
 from classsize.model.simulate import keys_of, write_replicates
 from classsize.model.writers import format_floats

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from numpyro import handlers
 
-from classsize.inference.fit import fit
-from classsize.inference.plots import ppc_plot
-from classsize.inference.ppc import ppc_table, small_rate_table
+from classsize.inference.fit.result import fit
+from classsize.inference.fit.figures import ppc_plot
+from classsize.inference.fit.ppc import ppc_table, small_rate_table
 from classsize.model import Config, simulate
 from classsize.model.graph import (
     BOOKKEEPING_EDGES,
@@ -69,7 +69,7 @@ def test_plots_leave_the_users_backend_alone(structural, svg_backend):
 
 
 def test_ppc_figure_shows_scores_by_cohort_and_class_size_and_small_rates(structural, svg_backend, tmp_path):
-    from classsize.inference.plots import save
+    from classsize.inference.fit.figures import save
 
     fig = ppc_plot(structural.idata)
     titles = [ax.get_title() for ax in fig.axes]
@@ -175,7 +175,7 @@ def test_do_with_the_ma_held_gives_the_direct_effect_draw_for_draw(structural):
     """Holding the teacher's MA, each draw's average effect of a SMALL class is that
     draw's direct effect (common random numbers, each student in her own school), and
     its 90% interval covers the true direct effect."""
-    from classsize.inference.counterfactual import posterior_draws
+    from classsize.inference.fit.counterfactual import posterior_draws
 
     cf = structural.do(small_class=1, teacher_has_ma=1)
     direct = posterior_draws(structural.idata, 500, ["small_class_direct_effect"])["small_class_direct_effect"]
@@ -206,7 +206,7 @@ def test_do_on_the_naive_regression_is_its_coefficient_and_misses_the_truth(data
     """The regression sets the class size in its equation, the MA held as observed: each
     draw's effect is its small-class coefficient, a direct effect, biased upwards by
     the unobserved ability (the REGULAR cohort's assignment uses it)."""
-    from classsize.inference.counterfactual import posterior_draws
+    from classsize.inference.fit.counterfactual import posterior_draws
 
     naive = fit(data_dir, "naive", chains=2, warmup=300, samples=300, seed=1, progress=False,
                 posterior_predictive=False)

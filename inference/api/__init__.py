@@ -7,12 +7,12 @@ The package's Python API, in one place (``import classsize as cs``):
   ``.truth``); ``config`` is a :class:`~classsize.model.Config`, a TOML file or None
   (the notebook's numbers).
 * ``cs.fit(data, analysis="structural", ...)``: NUTS fit of one analysis
-  (:class:`~classsize.inference.fit.FitResult`); ``data`` is a data folder, a
+  (:class:`~classsize.inference.fit.result.FitResult`); ``data`` is a data folder, a
   ``Dataset``, or a students DataFrame with ``classes=`` the classes DataFrame.
 * ``cs.compare(data, analyses=(...))``: several analyses on the same data
-  (:class:`~classsize.inference.compare.Comparison`).
+  (:class:`~classsize.inference.commands.compare.Comparison`).
 * ``cs.recover(analysis, datasets, ...)``: a recovery study, SBC from the prior or
-  coverage at a fixed truth (:class:`~classsize.inference.study.StudyResult`).
+  coverage at a fixed truth (:class:`~classsize.inference.studies.run.StudyResult`).
 * ``cs.load_run(run_dir)``: the ``FitResult`` of a finished ``classsize fit`` run.
 * ``cs.use_all_cores()``: expose every CPU core as a JAX device so that chains run
   side by side; call it before any JAX computation.
@@ -32,15 +32,15 @@ from importlib import import_module
 
 #: where each name of the API lives: (module, attribute)
 _NAMES = {
-    "fit": ("classsize.inference.fit", "fit"),
-    "load_run": ("classsize.inference.fit", "load_run"),
-    "FitResult": ("classsize.inference.fit", "FitResult"),
-    "compare": ("classsize.inference.compare", "compare"),
-    "Comparison": ("classsize.inference.compare", "Comparison"),
-    "use_all_cores": ("classsize.inference.runtime", "use_all_cores"),
+    "fit": ("classsize.inference.fit.result", "fit"),
+    "load_run": ("classsize.inference.fit.result", "load_run"),
+    "FitResult": ("classsize.inference.fit.result", "FitResult"),
+    "compare": ("classsize.inference.commands.compare", "compare"),
+    "Comparison": ("classsize.inference.commands.compare", "Comparison"),
+    "use_all_cores": ("classsize.inference.engine.runtime", "use_all_cores"),
     "Config": ("classsize.model.config", "Config"),
     "Dataset": ("classsize.model.simulate", "Dataset"),
-    "ANALYSES": ("classsize.inference.analysis", "ANALYSES"),
+    "ANALYSES": ("classsize.inference.analyses.base", "ANALYSES"),
 }
 
 __all__ = sorted([*_NAMES, "simulate", "recover", "__version__"])
@@ -57,13 +57,13 @@ def simulate(config=None, seed: int = 0):
 
 def recover(analysis: str = "structural", datasets: int = 100, *, config=None, from_prior: bool = False,
             seed: int = 0, out=None, **settings):
-    """A recovery study (:func:`classsize.inference.study.run_study`): simulate
+    """A recovery study (:func:`classsize.inference.studies.run.run_study`): simulate
     ``datasets`` datasets, fit each with ``analysis`` and check calibration, by SBC
     when ``from_prior``, else coverage at the fixed truth ``config`` (a ``Config``, a
     TOML file, or None for the notebook's numbers).  ``settings``: ``chains``,
     ``warmup``, ``samples``, ``batch_size``, ``rank_draws``, ``resume``, ``progress``."""
     from classsize.inference.outputs import load_config
-    from classsize.inference.study import run_study
+    from classsize.inference.studies.run import run_study
     from classsize.model import Config
 
     config = config if isinstance(config, Config) else load_config(config)

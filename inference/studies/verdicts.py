@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calibration import (
+from classsize.inference.studies.calibration import (
     FAMILY_ALPHA,
     LEVELS,
     chi_square_uniformity,
@@ -36,8 +36,8 @@ from .calibration import (
     holm,
     verdict_band,
 )
-from .analysis import get_analysis
-from .diagnostics import ESS_MIN, R_HAT_MAX
+from classsize.inference.analyses.base import get_analysis
+from classsize.inference.engine.diagnostics import ESS_MIN, R_HAT_MAX
 
 
 def _fit_lines(table, settings) -> list[str]:

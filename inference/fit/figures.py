@@ -75,7 +75,7 @@ def ppc_plot(idata, axes=None, units: str = "points"):
     analysis models them), and the share of students in a SMALL class by cohort,
     observed against its replicated 50% and 90% ranges.  Returns the figure (``axes``:
     one per cohort, then one for the shares)."""
-    from .ppc import ppc_arrays, small_rate_table
+    from classsize.inference.fit.ppc import ppc_arrays, small_rate_table
 
     a = ppc_arrays(idata)
     cohorts = [c for c in ("REGULAR", "EXPERIMENTAL") if np.any(a["cohort"] == c)]
@@ -183,7 +183,7 @@ def save(fig_or_ax, path) -> None:
 
 
 # ============================================================================ recovery studies
-# Each takes a finished study (:class:`~classsize.inference.study.StudyResult`) and returns a figure.
+# Each takes a finished study (:class:`~classsize.inference.studies.run.StudyResult`) and returns a figure.
 def _panels(n: int, width: float, height: float, per_row: int | None = None):
     """A figure of ``n`` panels, at most ``per_row`` a row (default: one row), unused ones
     hidden; returns ``(fig, flat array of axes)``."""
@@ -210,7 +210,7 @@ def _verdict(ok) -> str:
 def plot_ecdf_difference(result):
     """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
     simultaneous band (Säilynoja, Bürkner and Vehtari 2022) at the level the verdict uses."""
-    from .calibration import ecdf_counts
+    from classsize.inference.studies.calibration import ecdf_counts
 
     names = list(result.ranks)
     fig, axes = _panels(len(names), 3.3, 2.6, per_row=4)
@@ -237,7 +237,7 @@ def plot_rank_histograms(result):
     """Histograms of the ranks with the 99% pointwise binomial range of a bin's count."""
     from scipy import stats
 
-    from .calibration import chi_square_bins
+    from classsize.inference.studies.calibration import chi_square_bins
 
     names = list(result.ranks)
     fig, axes = _panels(len(names), 3.3, 2.4, per_row=4)

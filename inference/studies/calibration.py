@@ -42,7 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .settings import RANK_DRAWS
+from classsize.inference.engine.settings import RANK_DRAWS
 
 #: Central interval levels of the coverage study.
 LEVELS = (0.5, 0.8, 0.9, 0.95)

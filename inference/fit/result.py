@@ -40,13 +40,13 @@ import numpy as np
 
 from classsize.model.precision import float64
 
-from .analysis import Problem, get_analysis
-from .diagnostics import fit_diagnostics, sampler_warnings
-from .idata import inference_data, write_netcdf
-from .outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together
-from .sampling import ChainRunner, Draws
-from .settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
-from .sources import as_loaded, fingerprint, source_label
+from classsize.inference.analyses.base import Problem, get_analysis
+from classsize.inference.engine.diagnostics import fit_diagnostics, sampler_warnings
+from classsize.inference.fit.idata import inference_data, write_netcdf
+from classsize.inference.outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together
+from classsize.inference.engine.sampling import ChainRunner, Draws
+from classsize.inference.engine.settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from classsize.inference.data.sources import as_loaded, fingerprint, source_label
 
 #: whether a fit has said that it got fewer devices than chains (said once per process)
 _told_devices = False
@@ -179,7 +179,7 @@ class FitResult:
 
     def plot(self, ax=None):
         """Forest plot of the estimands (posterior mean, 50% and 90% intervals, truth)."""
-        from .plots import forest
+        from classsize.inference.fit.figures import forest
 
         return forest({self.model: self}, ax=ax, units=self.units)
 
@@ -187,7 +187,7 @@ class FitResult:
     def do(self, cohort: str | None = None, draws: int = 500, seed: int = 0, **intervention):
         """Posterior predictive scores under an intervention, e.g. ``do(small_class=1)``,
         and its average effect (:func:`~.counterfactual.intervene`)."""
-        from .counterfactual import intervene
+        from classsize.inference.fit.counterfactual import intervene
 
         if self.problem is None:
             raise RuntimeError(f"this {self.model} result cannot simulate interventions: "
@@ -246,7 +246,7 @@ def fit(
     ``runner`` to reuse its compiled programs across fits.  ``progress`` (default: when
     standard error is a terminal) reports the iterations done on standard error.
     """
-    from .runtime import use_compilation_cache
+    from classsize.inference.engine.runtime import use_compilation_cache
 
     use_compilation_cache()
     spec = get_analysis(analysis)
@@ -322,7 +322,7 @@ def load_run(run_dir: str | Path) -> FitResult:
     """
     import xarray as xr
 
-    from .outputs import UsageError
+    from classsize.inference.outputs import UsageError
 
     run = Path(run_dir)
     summary_path = run / "summary.json"
@@ -347,7 +347,7 @@ def load_run(run_dir: str | Path) -> FitResult:
 
 def _rebuild_problem(provenance: dict):
     """``(problem, truth, units, why not)`` of the run's data when its folder still holds them."""
-    from .data import load_dataset
+    from classsize.inference.data.read import load_dataset
 
     source = provenance.get("data_source", "")
     try:

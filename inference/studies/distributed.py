@@ -36,7 +36,7 @@ from typing import Iterator, Sequence
 
 from classsize.model.precision import float64
 
-from .outputs import UsageError
+from classsize.inference.outputs import UsageError
 
 #: Times a task that raises is run again before its batch counts as failed.
 RETRIES = 2
@@ -76,7 +76,7 @@ def machine_cores() -> int:
 
 def worker_environment(devices: int) -> dict[str, str]:
     """Environment of a local worker process: ``devices`` JAX devices, one thread each."""
-    from .runtime import _FLAG
+    from classsize.inference.engine.runtime import _FLAG
 
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_FLAG))
     return {"CLASSSIZE_DEVICES": str(devices), "XLA_FLAGS": f"{flags} {_FLAG}={devices}".strip()}
@@ -84,7 +84,7 @@ def worker_environment(devices: int) -> dict[str, str]:
 
 def _set_up_worker() -> None:
     """Apply the worker's device count before JAX starts (a no-op once it has)."""
-    from .runtime import jax_started, use_all_cores
+    from classsize.inference.engine.runtime import jax_started, use_all_cores
 
     if not jax_started():
         use_all_cores()
@@ -103,7 +103,7 @@ def fit_batch_task(plan, batch: int) -> dict:
     """The task of one batch: :func:`~.study.fit_batch` in the worker (in 64-bit mode:
     a task runs in a thread of its own)."""
     _set_up_worker()
-    from .study import fit_batch
+    from classsize.inference.studies.run import fit_batch
 
     return fit_batch(plan, batch)
 
@@ -169,7 +169,7 @@ class DaskRunner:
         raise :class:`~.study.StudyIncomplete` if a batch failed on every attempt."""
         from distributed import as_completed
 
-        from .study import StudyIncomplete
+        from classsize.inference.studies.run import StudyIncomplete
 
         if not batches:
             return

@@ -56,9 +56,9 @@ are unique; every student's class is in ``classes.csv`` and in the same school;
 every class has students and its ``n_students`` is their number.
 
 The cell rules, the reading of a CSV file and the pandera checks are in
-:mod:`classsize.inference.checks` (with :class:`DataError`); :class:`LoadedData` is in
-:mod:`classsize.inference.dataset`.  This module names both, so
-``from classsize.inference.data import DataError, LoadedData, load_dataset`` works.
+:mod:`classsize.inference.data.checks` (with :class:`DataError`); :class:`LoadedData` is in
+:mod:`classsize.inference.data.dataset`.  This module names both, so
+``from classsize.inference.data.read import DataError, LoadedData, load_dataset`` works.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ import pandas as pd
 
 from classsize.model.config import CLASS_SIZES, COHORTS, KNOWN_RACE_CODES
 
-from .checks import (
+from classsize.inference.data.checks import (
     BOOL_RULES,
     COUNT_RULES,
     COVARIATE_RULES,
@@ -94,7 +94,7 @@ from .checks import (
     to_covariate,
     whole,
 )
-from .dataset import INCOME_COVARIATE_NAME, LoadedData
+from classsize.inference.data.dataset import INCOME_COVARIATE_NAME, LoadedData
 
 __all__ = [
     "CLASSES_FILE",

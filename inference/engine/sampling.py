@@ -4,7 +4,7 @@ Every fit, a single one (``classsize fit``) or many at once (``classsize recover
 runs here.  Each (dataset, chain) pair is a **lane**: the whole NUTS run (warm-up
 and sampling) of the analysis's kernel, with the dataset's arrays as arguments.  The
 lanes are sharded over the JAX devices (one per core once
-:func:`classsize.inference.runtime.use_all_cores` has run, as the command line does)
+:func:`classsize.inference.engine.runtime.use_all_cores` has run, as the command line does)
 and, within a device, vectorised with ``jax.vmap``, so four chains on two cores run as two vectorised pairs side by side.
 
 Chain ``c`` of a fit with seed ``s`` starts from ``jax.random.split(PRNGKey(s),
@@ -36,8 +36,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .analysis import Problem
-from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from classsize.inference.analyses.base import Problem
+from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")

@@ -19,8 +19,8 @@ import math
 import sys
 from pathlib import Path
 
-from .outputs import Progress, UsageError, announce, load_config, prepare_out_dir, run_plan
-from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from classsize.inference.outputs import Progress, UsageError, announce, load_config, prepare_out_dir, run_plan
+from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 #: Seeds run from 0 to this (a study adds 2**32 to its simulation seeds for its fits).
 SEED_MAX = 2**62
@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ds.write(data_dir)
     print(f"Simulated the notebook's experiment (seed {args.seed}) into {data_dir}:")
     print(ds.summary())
-    from .compare import compare_models
+    from classsize.inference.commands.compare import compare_models
 
     print()
     return compare_models(data_dir, out / "compare", quick=args.quick, quiet=args.quiet)
@@ -103,10 +103,10 @@ def _check_sampler_args(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .analysis import get_analysis
-    from .data import load_dataset
-    from .fit import fit
-    from .sampling import ChainRunner
+    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.data.read import load_dataset
+    from classsize.inference.fit.result import fit
+    from classsize.inference.engine.sampling import ChainRunner
 
     _check_sampler_args(args)
     _check_noise_args(args, [args.analysis])
@@ -131,9 +131,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .analysis import ANALYSES
-    from .compare import compare_models
-    from .data import load_dataset
+    from classsize.inference.analyses.base import ANALYSES
+    from classsize.inference.commands.compare import compare_models
+    from classsize.inference.data.read import load_dataset
 
     _check_sampler_args(args)
     _check_noise_args(args, ANALYSES)
@@ -158,7 +158,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= 2**62:
         raise UsageError(f"--seed must be between 0 and 2**62, got {args.seed}")
     config = load_config(args.config)
-    from .analysis import get_analysis
+    from classsize.inference.analyses.base import get_analysis
 
     try:
         get_analysis(args.analysis).check_design(config, sbc=args.from_prior)
@@ -166,17 +166,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if args.resume and args.force:
         raise UsageError("--resume and --force exclude each other")
-    from .distributed import check_runner_args, open_runner
+    from classsize.inference.studies.distributed import check_runner_args, open_runner
 
     check_runner_args(args.scheduler, args.workers)
     if args.resume:
-        from .batches import StudyPlan, check_resume
+        from classsize.inference.studies.plan import StudyPlan, check_resume
 
         check_resume(args.out, StudyPlan(args.analysis, args.datasets, config, args.from_prior, args.seed, args.chains,
                                          args.warmup, args.samples, args.batch_size or 1, args.rank_draws),
                      batch_size_given=args.batch_size is not None)
     out = prepare_out_dir(args.out, args.force or args.resume)
-    from .study import StudyIncomplete, run_study
+    from classsize.inference.studies.run import StudyIncomplete, run_study
 
     try:
         with open_runner(args.scheduler, args.workers) as runner:
@@ -199,7 +199,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_star(args: argparse.Namespace) -> int:
-    from .star import summary_text, write_star
+    from classsize.inference.data.star import summary_text, write_star
 
     metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
     print(summary_text(metadata))
@@ -259,7 +259,7 @@ def _score_noise(text: str) -> float | str:
 def _check_noise_args(args: argparse.Namespace, models) -> None:
     """Refuse, before anything runs, a noise the analyses or the ability cannot take:
     none of ``models`` has a noise parameter, or the ability is normal."""
-    from .analysis import get_analysis
+    from classsize.inference.analyses.base import get_analysis
 
     if args.score_noise is None:
         return
@@ -272,14 +272,14 @@ def _check_noise_args(args: argparse.Namespace, models) -> None:
 
 
 def _version() -> str:
-    from .outputs import package_version
+    from classsize.inference.outputs import package_version
 
     return package_version()
 
 
 def _analysis_name(name: str) -> str:
     """An argument naming an analysis of :data:`~.analysis.ANALYSES` (checked when given)."""
-    from .analysis import ANALYSES
+    from classsize.inference.analyses.base import ANALYSES
 
     if name not in ANALYSES:
         raise argparse.ArgumentTypeError(f"unknown analysis {name!r} (choose from {', '.join(ANALYSES)})")
@@ -331,10 +331,10 @@ def _add_fit_parsers(sub) -> None:
 
 
 def _add_recover_parser(sub) -> None:
-    from .settings import RANK_DRAWS
+    from classsize.inference.engine.settings import RANK_DRAWS
 
     p = sub.add_parser("recover", help="parameter recovery: SBC from the prior, or coverage at a fixed truth",
-                       description="Simulate N datasets, fit each and check calibration (classsize.inference.study); "
+                       description="Simulate N datasets, fit each and check calibration (classsize.inference.studies.run); "
                                    "exit status 0 when the verdict passes, 1 when it fails.")
     _add_model_arg(p)
     p.add_argument("--datasets", type=int, required=True, help="number of simulated datasets")
@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from classsize.model.config import ConfigError
 
-    from .data import DataError
+    from classsize.inference.data.read import DataError
 
     return (UsageError, ConfigError, DataError)
 
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.quiet = args.quiet or args.quiet_all
-    from .runtime import configure
+    from classsize.inference.engine.runtime import configure
 
     configure()
     try:

@@ -11,12 +11,12 @@ from pathlib import Path
 from classsize.model.files import atomic_write_text
 from classsize.model.precision import float64
 
-from .analysis import ANALYSES, get_analysis
-from .data import DataError
-from .fit import FitResult, fit
-from .plots import forest, ppc_plot, save
-from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
-from .sources import as_loaded
+from classsize.inference.analyses.base import ANALYSES, get_analysis
+from classsize.inference.data.read import DataError
+from classsize.inference.fit.result import FitResult, fit
+from classsize.inference.fit.figures import forest, ppc_plot, save
+from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from classsize.inference.data.sources import as_loaded
 
 
 @dataclass
@@ -59,7 +59,7 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
     told ``start(fitted, skipped, loaded, runner)``, then ``before(name, runner)`` and
     ``done(name, result)`` around each fit.
     """
-    from .sampling import ChainRunner
+    from classsize.inference.engine.sampling import ChainRunner
 
     loaded = as_loaded(data, classes, metadata=metadata)
     fitted, skipped = [], {}
@@ -116,7 +116,7 @@ class _Report(_Silent):
         self.plan, self.quiet = plan, quiet
 
     def start(self, fitted, skipped, loaded, runner) -> None:
-        from .outputs import announce, run_plan
+        from classsize.inference.outputs import announce, run_plan
 
         announce(f"comparing {', '.join(fitted)} on {len(loaded.students)} students: each "
                  f"{run_plan(*self.plan, runner.devices)}", self.quiet)
@@ -126,7 +126,7 @@ class _Report(_Silent):
             print()
 
     def before(self, name, runner) -> None:
-        from .outputs import Progress
+        from classsize.inference.outputs import Progress
 
         runner.progress = Progress(f"compare: {name}", quiet=self.quiet)
 

@@ -1,7 +1,7 @@
 """The checked dataset and its encodings.
 
 :class:`LoadedData` holds the two tables of a dataset folder once
-:func:`classsize.inference.data.load_dataset` has checked them, with the folder's
+:func:`classsize.inference.data.read.load_dataset` has checked them, with the folder's
 metadata and truth, and turns them into what the model takes:
 :meth:`LoadedData.observed` (the arrays of :class:`classsize.model.Observed`),
 :meth:`LoadedData.race_coding`, :meth:`LoadedData.school_ids_in` and

@@ -17,9 +17,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from .checks import DataError
-from .data import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE, TRUTH_FILE, load_dataset
-from .dataset import LoadedData
+from classsize.inference.data.checks import DataError
+from classsize.inference.data.read import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE, TRUTH_FILE, load_dataset
+from classsize.inference.data.dataset import LoadedData
 
 #: The files whose bytes make a folder's fingerprint (those present).
 _FINGERPRINTED = (STUDENTS_FILE, CLASSES_FILE, METADATA_FILE, TRUTH_FILE, "students.parquet", "classes.parquet")

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from classsize.model import Config
 
-from .outputs import FORMAT_VERSION, UsageError, check_format
+from classsize.inference.outputs import FORMAT_VERSION, UsageError, check_format
 
 #: Folder of the batch files inside a study's output folder.
 BATCH_FOLDER = "batches"

@@ -56,7 +56,7 @@ import math
 
 import numpy as np
 
-from .analysis import Problem
+from classsize.inference.analyses.base import Problem
 
 #: At most this many draws (over all chains) go into the pointwise and posterior
 #: predictive groups; the prior groups keep every other one of those.

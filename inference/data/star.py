@@ -56,7 +56,7 @@ import pandas as pd
 from classsize.model.config import KNOWN_RACE_CODES
 from classsize.model.files import atomic_write_text
 
-from .outputs import UsageError, prepare_out_dir
+from classsize.inference.outputs import UsageError, prepare_out_dir
 
 NAME = "Tennessee STAR, kindergarten"
 SCORE_UNITS = "percentile points"

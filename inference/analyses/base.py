@@ -16,7 +16,7 @@ name             what it is
 An :class:`Analysis` knows its cohort, its priors, its NUTS settings, its estimands,
 how to replicate data from its posterior and its InferenceData dims.  Bound to one
 dataset it gives a :class:`Problem`: the model function and the arrays it is fitted
-to, which :mod:`classsize.inference.sampling` runs.  Adding an analysis means adding
+to, which :mod:`classsize.inference.engine.sampling` runs.  Adding an analysis means adding
 one entry to :data:`ANALYSES`; no other module branches on an analysis's name.
 """
 
@@ -40,8 +40,8 @@ from classsize.model.experiment import PARAMETERS, RACE_PARAMETERS, SCALAR_PARAM
 from classsize.model.pieces import free_noise_prior
 from classsize.model.pilot import padded_alike, pilot_estimates, pinned
 
-from .data import DataError, LoadedData
-from .regression import NAIVE_COEFFICIENT_SD, naive_regression
+from classsize.inference.data.read import DataError, LoadedData
+from classsize.inference.analyses.regression import NAIVE_COEFFICIENT_SD, naive_regression
 
 ESTIMANDS = ("small_class_direct_effect", "small_class_total_effect", "teacher_ma_effect")
 

@@ -43,7 +43,7 @@ on that dataset; a tie of the truth with a rank draw is broken by a generator se
 with ``(S, k)``.  A dataset's numbers therefore depend on nothing but ``S`` and
 ``k``: not on its batch, nor on the process or machine that fits it.  The batches
 are fitted one after another in this process, or by a runner given to
-:func:`run_study` (:class:`classsize.inference.distributed.DaskRunner` spreads them
+:func:`run_study` (:class:`classsize.inference.studies.distributed.DaskRunner` spreads them
 over a Dask cluster); with an output folder each finished batch is written there
 at once (:mod:`.batches`), and a resumed study fits only the batches not there yet.
 The tables, plots and verdict are assembled from the batches' records.
@@ -82,15 +82,15 @@ from classsize.model.experiment import PARAMETERS
 from classsize.model.precision import float64
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
-from .analysis import Analysis, get_analysis, quantity_draws, quantity_label
-from .batches import (StudyPlan, batch_folder, finished_batches, plain, read_manifest, software_versions,
+from classsize.inference.analyses.base import Analysis, get_analysis, quantity_draws, quantity_label
+from classsize.inference.studies.plan import (StudyPlan, batch_folder, finished_batches, plain, read_manifest, software_versions,
                       start_batches, write_batch)
-from .calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
-from .diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
-from .outputs import FORMAT_VERSION, Progress, package_version, write_together
-from .sampling import ChainRunner
-from .settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
-from .verdicts import coverage_verdict, sbc_verdict
+from classsize.inference.studies.calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
+from classsize.inference.engine.diagnostics import ESS_MIN, R_HAT_MAX, fit_diagnostics, fit_problems
+from classsize.inference.outputs import FORMAT_VERSION, Progress, package_version, write_together
+from classsize.inference.engine.sampling import ChainRunner
+from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from classsize.inference.studies.verdicts import coverage_verdict, sbc_verdict
 
 #: Dataset k is fitted with PRNGKey(seed + k + FIT_SEED_OFFSET): a key apart from the simulation's.
 FIT_SEED_OFFSET = 2**32
@@ -174,7 +174,7 @@ class StudyResult:
         """Write every output file into ``out``, all or none
         (:func:`~.outputs.write_together`); returns the paths.  Files of the other kind
         of study left in ``out`` by an earlier run are removed."""
-        from .plots import STUDY_PLOTS, save_figure
+        from classsize.inference.fit.figures import STUDY_PLOTS, save_figure
 
         def text(s: str):
             return lambda p: p.write_text(s)

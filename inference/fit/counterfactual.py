@@ -132,7 +132,7 @@ class Counterfactual:
     def plot(self, axes=None):
         """Two panels: the students' scores in both worlds (and as observed), and the
         posterior of the average effect with its 90% interval and the truth."""
-        from .plots import counterfactual_plot
+        from classsize.inference.fit.figures import counterfactual_plot
 
         return counterfactual_plot(self, axes=axes)
 
@@ -215,7 +215,7 @@ def intervene(result, intervention: Mapping[str, int], *, cohort: str | None = N
     else:
         raise ValueError(f"cohort must be REGULAR, EXPERIMENTAL or None, got {cohort!r}")
 
-    from .analysis import ConditionedAnalysis
+    from classsize.inference.analyses.base import ConditionedAnalysis
 
     mediated = isinstance(problem.analysis, ConditionedAnalysis)  # the model draws the MA from the class size
     forward = _conditioned_worlds if mediated else _regression_worlds

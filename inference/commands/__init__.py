@@ -1,0 +1,1 @@
+"""The ``classsize`` command line and the comparison of several analyses on one dataset."""
