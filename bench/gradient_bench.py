@@ -26,7 +26,7 @@ def main() -> None:
     import jax
     from numpyro.infer.util import initialize_model, potential_energy
 
-    from classsize.inference.analyses.base import build_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.model import Config
     from classsize.model.notebook import simulate_notebook
@@ -35,7 +35,7 @@ def main() -> None:
     if data is None:
         data = tempfile.mkdtemp(prefix="classsize-gradient-")
         simulate_notebook(Config(), 100).write(data)
-    problem = build_analysis(args.analysis, load_dataset(data))
+    problem = get_analysis(args.analysis).problem(load_dataset(data))
     z = initialize_model(jax.random.PRNGKey(0), problem.model, model_kwargs=problem.inputs).param_info.z
     flat, unravel = jax.flatten_util.ravel_pytree(z)
 

@@ -22,8 +22,8 @@ import numpy as np
 
 def main(argv: list[str]) -> None:
     import classsize.inference  # noqa: F401 (every core a device)
-    from classsize.inference import sampling
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.engine import sampling
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.engine.sampling import ChainRunner
     from classsize.model import Config
     from classsize.model.simulate import draw_many

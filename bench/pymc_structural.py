@@ -87,7 +87,7 @@ def load_structural(data, ability: str | None = None):
     """``(loaded, problem)``: the data (a folder or a ``LoadedData``) and the NumPyro structural
     problem, as ``classsize.inference.fit.result.fit`` builds them (``ability`` from dataset.json by default)."""
     _jax()
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import LoadedData, load_dataset
 
     loaded = data if isinstance(data, LoadedData) else load_dataset(data)

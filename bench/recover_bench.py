@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import numpyro
 
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.inference.fit.result import fit
     from classsize.inference.engine.sampling import ChainRunner
-    from classsize.inference.studies.run import FIT_SEED_OFFSET, empty_school_counts
+    from classsize.inference.studies.run import FIT_SEED_OFFSET
     from classsize.model import Config, simulate
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         analysis = get_analysis(model)
         obs = observed_from_draw(draws, config, analysis.cohort)
-        if model != "naive" and (empty_school_counts(obs, config.n_schools) > 0).any():
+        if (analysis.unfittable_schools(obs, config.n_schools) > 0).any():
             print(f"{model}: a dataset has a school without students; choose other seeds")
             continue
         print(f"== {model}")

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def main(argv: list[str]) -> None:
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.inference.engine.diagnostics import fit_diagnostics
     from classsize.inference.engine.sampling import ChainRunner

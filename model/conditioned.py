@@ -150,6 +150,14 @@ P_FLOOR = 1e-12
 NUTS_SETTINGS = {"dense_mass": False, "target_accept_prob": 0.8, "max_tree_depth": 10}
 
 
+def check_noise_ability(noisy: bool, ability: str) -> None:
+    """The rule of measurement noise: a score with noise is the uniform ability convolved
+    with the noise (the module docstring), so noisy scores are conditioned on with
+    uniform ability only.  Raises ValueError (one line) for noise with any other ability."""
+    if noisy and ability != "uniform":
+        raise ValueError(f"scores with measurement noise are fitted with uniform ability only (ability is {ability!r})")
+
+
 def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: Observed,
                       ability: str = "uniform", pilot: Pilot | None = None):
     """The model conditioned on ``data`` (see the module docstring for the math).
@@ -162,9 +170,7 @@ def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: 
     if ability not in ("uniform", "normal"):
         raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
     noisy = not noise_free(priors["score_noise_sd"])
-    if noisy and ability != "uniform":
-        raise ValueError("scores with measurement noise (score_noise_sd not pinned to 0) are conditioned on "
-                         "with ability='uniform' only")
+    check_noise_ability(noisy, ability)
     if pilot is None:
         with jax.ensure_compile_time_eval():
             pilot = pilot_estimates(config, priors, data, ability)

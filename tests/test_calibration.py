@@ -28,10 +28,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from classsize.inference import calibration as cal
-from classsize.inference import study as st
-from classsize.inference import verdicts
-from classsize.inference.analyses.base import ESTIMANDS, get_analysis, quantity_draws, quantity_label
+from classsize.inference.studies import calibration as cal
+from classsize.inference.studies import run as st
+from classsize.inference.studies import verdicts
+from classsize.inference.analyses.conditioned import ESTIMANDS
+from classsize.inference.analyses.quantities import quantity_draws, quantity_label
+from classsize.inference.analyses.registry import get_analysis
 from classsize.model import Config
 
 #: The design of every study here; its parameter values are the default truth.

@@ -239,7 +239,7 @@ def test_runner_reports_progress_and_its_draws_do_not_depend_on_it():
     and without it are identical (exact check)."""
     import numpy as np
 
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.engine.sampling import ChainRunner
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw

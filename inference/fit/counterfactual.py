@@ -10,26 +10,14 @@ contrasted site with every other intervention unchanged, with the same random
 numbers, and the difference of the two worlds' mean scores, one value per draw, is
 the posterior of the **average effect** of the intervention.
 
-What is held and what is drawn, for the analyses that condition the class-size model
-(``structural``, ``randomized``):
-
-* each student's race and family income (and further covariates, e.g. free lunch) are
-  the observed ones;
-* the unobserved part of her ability is drawn from its distribution (an interventional
-  question about these students, not a statement about one student's own
-  ability);
-* classes are formed anew from the intervened class sizes, and each class's teacher's
-  master's degree (MA) is drawn as the model draws it.  So ``do(small_class=1)`` lets
-  the MA follow the class size (the **total** effect), and
-  ``do(small_class=1, teacher_has_ma=m)`` holds it (the **direct** effect);
-* each student stays in her own school.  The model draws a school for every class it
-  forms (an arrow from the class size to the school that is bookkeeping, not cause:
-  :mod:`classsize.model.graph`), so the effect of that drawn school is replaced by the
-  effect of the student's own school, each posterior draw's.
-
-The ``naive`` regression has no model of the MA or of the schools: its intervention
-sets the class size (and, when given, the MA) in its regression equation, the observed
-MA and school held, so its class-size contrast is a direct effect.
+What is held and what is drawn is the analysis's own answer (its
+:meth:`~classsize.inference.analyses.base.Analysis.forward`): the class-size model
+keeps each student's race, income, covariates and school, draws her ability, forms
+the classes anew and draws each class's MA from its size, so ``do(small_class=1)`` is
+the **total** effect and ``do(small_class=1, teacher_has_ma=m)`` the **direct** one;
+the ``naive`` regression holds the observed MA and school, so its class-size contrast
+is a direct effect.  Which estimand a contrast targets is also the analysis's answer
+(:meth:`~classsize.inference.analyses.base.Analysis.estimand_of`).
 
 Sites that can be intervened on: ``small_class`` (1 = SMALL, 0 = LARGE) and
 ``teacher_has_ma`` (1 = the teacher holds an MA).
@@ -42,7 +30,6 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 #: The sites an intervention may set, and what each value means.
@@ -164,14 +151,8 @@ def contrast_site(intervention: Mapping[str, int]) -> str:
     return "small_class" if "small_class" in intervention else "teacher_has_ma"
 
 
-def _truth(result, intervention, contrast: str, mediated: bool) -> tuple[float | None, str | None]:
-    """The estimand the contrast targets, signed, from the fit's ``truth.json``."""
-    if contrast == "teacher_has_ma":
-        name = "teacher_ma_effect"
-    elif mediated and "teacher_has_ma" not in intervention:
-        name = "small_class_total_effect"
-    else:
-        name = "small_class_direct_effect"
+def _truth(result, intervention, contrast: str, name: str) -> tuple[float | None, str | None]:
+    """The estimand ``name`` that the contrast targets, signed, from the fit's ``truth.json``."""
     value = ((result.truth or {}).get("estimands") or {}).get(name)
     if value is None or not math.isfinite(float(value)):
         return None, None
@@ -215,77 +196,12 @@ def intervene(result, intervention: Mapping[str, int], *, cohort: str | None = N
     else:
         raise ValueError(f"cohort must be REGULAR, EXPERIMENTAL or None, got {cohort!r}")
 
-    from classsize.inference.analyses.base import ConditionedAnalysis
-
-    mediated = isinstance(problem.analysis, ConditionedAnalysis)  # the model draws the MA from the class size
-    forward = _conditioned_worlds if mediated else _regression_worlds
+    analysis = problem.analysis
+    draws = posterior_draws(result.idata, draws)
     key = jax.random.PRNGKey(seed)
-    scores, base = forward(problem, result.idata, draws, key, intervention, baseline)
-    truth, truth_name = _truth(result, intervention, contrast, mediated)
+    scores, base = (np.asarray(analysis.forward(problem, draws, key, values)["test_score"])
+                    for values in (intervention, baseline))
+    truth, truth_name = _truth(result, intervention, contrast, analysis.estimand_of(intervention))
     return Counterfactual(problem.name, intervention, baseline, cohort, scores[:, chosen], base[:, chosen],
                           np.asarray(problem.observed.test_score)[chosen], truth, truth_name,
                           getattr(result, "units", "points"))
-
-
-def _conditioned_worlds(problem, idata, n_draws, key, intervention, baseline):
-    """Both worlds from :func:`classsize.model.class_size_experiment` run forward, ``(draws, students)``
-    each, students in the order of ``problem.observed``."""
-    from numpyro import handlers
-    from numpyro.infer import Predictive
-
-    from classsize.model import class_size_experiment
-    from classsize.model.experiment import PARAMETERS
-
-    obs = problem.observed
-    experimental = np.asarray(obs.is_experimental).astype(bool)
-    order = np.argsort(experimental, kind="stable")  # the model's order: REGULAR first
-    n_regular = int(np.sum(~experimental))
-    config = problem.config.replace(n_regular=n_regular, n_experimental=len(order) - n_regular)
-    n, n_slots = config.n_students, config.max_small_classes + config.max_large_classes
-    lo, hi = np.log(config.income_min), np.log(config.income_max)
-    income = np.exp(lo + np.asarray(obs.income_scaled) * (hi - lo))
-    covariates = None if obs.extra_covariates is None else jnp.asarray(np.asarray(obs.extra_covariates)[order])
-    samples = posterior_draws(idata, n_draws, PARAMETERS + ("school_effect", "extra_covariate_weights"))
-    sizes = {"small_class": n, "teacher_has_ma": n_slots}
-
-    school_of_student = np.asarray(obs.school_of_class)[np.asarray(obs.class_of_student)][order]
-    sites = ["test_score", "class_of_student", "school", "school_effect", "score_school_weight"]
-
-    @jax.jit
-    def world(key, samples, race, income, covariates, school, values):
-        fixed = {k: jnp.full(sizes[k], v, dtype=jnp.int32) for k, v in values.items()}
-        model = handlers.do(handlers.condition(class_size_experiment, {"race": race, "family_income": income}), fixed)
-        predictive = Predictive(model, posterior_samples=samples, return_sites=sites, parallel=True)
-        out = predictive(key, config, problem.priors, ability=problem.ability, covariates=covariates)
-        # each student stays in her own school: swap the drawn class school's effect for hers
-        drawn = jnp.take_along_axis(out["school"], out["class_of_student"], axis=1)
-        effect = out["school_effect"]
-        own = effect[:, school] - jnp.take_along_axis(effect, drawn, axis=1)
-        return out["test_score"] + jnp.reshape(out["score_school_weight"], (-1, 1)) * own
-
-    args = (jax.tree.map(jnp.asarray, samples), jnp.asarray(np.asarray(obs.race)[order]), jnp.asarray(income[order]),
-            covariates, jnp.asarray(school_of_student))
-    back = np.argsort(order)
-    return tuple(np.asarray(world(key, *args, {k: jnp.int32(v) for k, v in values.items()}))[:, back]
-                 for values in (intervention, baseline))
-
-
-def _regression_worlds(problem, idata, n_draws, key, intervention, baseline):
-    """Both worlds from the regression's equation with its inputs set, ``(draws, students)`` each."""
-    from numpyro.infer import Predictive
-
-    samples = posterior_draws(idata, n_draws)
-    samples = {k: jnp.asarray(v) for k, v in samples.items() if k not in ("test_score",)}
-    model = problem.analysis.model_function(problem)
-
-    @jax.jit
-    def world(key, samples, inputs, values):
-        inputs = {**inputs, "test_score": None}
-        for k, v in values.items():
-            inputs[k] = jnp.full_like(inputs[k], v)
-        predictive = Predictive(model, posterior_samples=samples, return_sites=["test_score"], parallel=True)
-        return predictive(key, **inputs)["test_score"]
-
-    inputs = {k: v for k, v in problem.inputs.items() if k != "test_score"}
-    return tuple(np.asarray(world(key, samples, inputs, {k: jnp.int32(v) for k, v in values.items()}))
-                 for values in (intervention, baseline))

@@ -40,7 +40,9 @@ import numpy as np
 
 from classsize.model.precision import float64
 
-from classsize.inference.analyses.base import Problem, get_analysis
+from classsize.inference.analyses.base import Problem
+
+from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.diagnostics import fit_diagnostics, sampler_warnings
 from classsize.inference.fit.idata import inference_data, write_netcdf
 from classsize.inference.outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together

@@ -82,7 +82,11 @@ from classsize.model.experiment import PARAMETERS
 from classsize.model.precision import float64
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
-from classsize.inference.analyses.base import Analysis, get_analysis, quantity_draws, quantity_label
+from classsize.inference.analyses.base import Analysis
+
+from classsize.inference.analyses.quantities import quantity_draws, quantity_label
+
+from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.studies.plan import (StudyPlan, batch_folder, finished_batches, plain, read_manifest, software_versions,
                       start_batches, write_batch)
 from classsize.inference.studies.calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, RANK_DRAWS, EcdfBand, sbc_rank
@@ -123,15 +127,6 @@ def simulate_study(model: str, config: Config, seeds: Sequence[int], from_prior:
     get_analysis(model).check_design(config, sbc=True)
     out = _prior_sampler(model, config)(keys_of(seeds))
     return {k: np.asarray(v) for k, v in jax.block_until_ready(out).items()}
-
-
-def empty_school_counts(observed, n_schools: int) -> np.ndarray:
-    """For a stacked :class:`Observed`, how many schools have no students (per dataset)."""
-    school = np.take_along_axis(np.asarray(observed.school_of_class), np.asarray(observed.class_of_student), axis=1)
-    out = np.empty(school.shape[0], dtype=np.int64)
-    for i, s in enumerate(school):
-        out[i] = int(np.sum(np.bincount(s, minlength=n_schools)[:n_schools] == 0))
-    return out
 
 
 def quantities_of(analysis: Analysis, sites: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -359,8 +354,7 @@ def fit_batch(plan: StudyPlan, batch: int) -> dict:
     draws = {k: v[:len(ks)] for k, v in simulate_study(plan.model, config, padded, plan.from_prior).items()}
     observed = _encoder(config, analysis.cohort)({k: draws[k] for k in DRAW_SITES})
     observed = type(observed)(*[None if a is None else np.asarray(a) for a in observed])
-    empty = (empty_school_counts(observed, config.n_schools) if analysis.needs_every_school
-             else np.zeros(len(ks), int))
+    empty = analysis.unfittable_schools(observed, config.n_schools)
     if plan.from_prior:
         truths = quantities_of(analysis, {p: draws[p] for p in (*PARAMETERS, "school_effect")}, names)
     else:

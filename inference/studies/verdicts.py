@@ -36,7 +36,7 @@ from classsize.inference.studies.calibration import (
     holm,
     verdict_band,
 )
-from classsize.inference.analyses.base import get_analysis
+from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.diagnostics import ESS_MIN, R_HAT_MAX
 
 
@@ -204,7 +204,7 @@ def coverage_verdict(table, names, settings):
         lines.append("verdict: PASS: every interval covers the truth at its nominal rate")
     else:
         lines.append(f"verdict: FAIL: {', '.join(failing)}: coverage departs from nominal at this truth")
-    note = get_analysis(settings["model"]).coverage_note
+    note = get_analysis(settings["model"]).coverage_note(passed)
     if note:
-        lines.append(note[0] if passed else note[1])
+        lines.append(note)
     return summary, "\n".join(lines), passed

@@ -1,0 +1,289 @@
+r""":func:`classsize.model.class_size_experiment` conditioned on a cohort's data, or on both.
+
+The ``structural`` and ``randomized`` analyses are this class: the same model, the
+randomized one with the REGULAR cohort's assignment rule pinned (its cohort is
+EXPERIMENTAL, where a coin assigned the class sizes).
+
+**The forward model** (:meth:`ConditionedAnalysis.forward`).  For each draw the
+model runs forward with the draw's parameters and school effects substituted and the
+students' race, income, cohort and covariates as observed; their ability, classes,
+teachers and schools are drawn anew.  Under an intervention (Pearl's do-operator,
+``numpyro.handlers.do``) the arrows into the intervened sites are cut, and each
+student stays in her own school: the model draws a school for every class it forms
+(bookkeeping, not cause: :mod:`classsize.model.graph`), so the effect of that drawn
+school is replaced by the effect of the student's own school, each draw's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from classsize.model import Config, class_size_experiment, default_priors
+from classsize.model.conditioned import check_noise_ability
+from classsize.model.experiment import PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, sample_parameters
+from classsize.model.pieces import free_noise_prior
+from classsize.model.pilot import padded_alike, pilot_estimates, pinned
+
+from classsize.inference.analyses.base import Analysis, Problem
+from classsize.inference.analyses.quantities import element_of, moments
+from classsize.inference.data.checks import DataError
+from classsize.inference.data.dataset import LoadedData
+
+ESTIMANDS = ("small_class_direct_effect", "small_class_total_effect", "teacher_ma_effect")
+
+#: Parameters of the REGULAR cohort's assignment rule (no information without that cohort).
+ASSIGNMENT_PARAMETERS = (
+    "regular_small_intercept",
+    "regular_small_income",
+    "regular_small_ability",
+    "regular_small_race_shift",
+)
+#: The sites a forward run substitutes from the draws.
+FORWARD_SITES = PARAMETERS + ("school_effect", "extra_covariate_weights")
+
+
+def _pin(priors: dict, names, value: float = 0.0) -> dict:
+    out = dict(priors)
+    for name in names:
+        shape = priors[name].event_shape
+        out[name] = dist.Delta(jnp.full(shape, value), event_dim=len(shape))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionedAnalysis(Analysis):
+    """:func:`classsize.model.class_size_experiment` conditioned on a cohort's data (or both)."""
+
+    #: pin the assignment rule (its cohort has no REGULAR students, or assignment is ignorable)
+    pin_assignment: bool = False
+    #: the scores' measurement-noise sd: ``None`` pins it to the configuration's
+    #: ``score_noise_sd`` (a fitted folder's is 0 unless its dataset.json gives
+    #: ``score_noise_sd``), a number pins it there, ``"free"`` samples it
+    #: (prior :func:`~classsize.model.pieces.free_noise_prior`); see :meth:`with_score_noise`
+    score_noise: float | str | None = None
+    #: the students' data its likelihood explains (a student's pointwise log likelihood
+    #: is their joint); the rest of the data is what it conditions on
+    modeled_data: ClassVar[tuple[str, ...]] = ("small_class", "test_score")
+
+    def with_score_noise(self, score_noise: float | str | None) -> "ConditionedAnalysis":
+        """This analysis with the scores' measurement noise pinned to ``score_noise``
+        (a number >= 0), sampled (``"free"``), or taken from the configuration (None)."""
+        ok = score_noise is None or score_noise == "free" or (
+            isinstance(score_noise, (int, float)) and not isinstance(score_noise, bool)
+            and np.isfinite(score_noise) and score_noise >= 0)
+        if not ok:
+            raise ValueError(f"score_noise must be a number >= 0, 'free' or None (got {score_noise!r})")
+        return dataclasses.replace(self, score_noise=score_noise)
+
+    def unfittable_schools(self, observed, n_schools: int) -> np.ndarray:
+        """How many schools of each stacked dataset hold no students: the uniform
+        ability's per-school extremes then do not exist."""
+        school = np.take_along_axis(np.asarray(observed.school_of_class), np.asarray(observed.class_of_student),
+                                    axis=1)
+        out = np.empty(school.shape[0], dtype=np.int64)
+        for i, s in enumerate(school):
+            out[i] = int(np.sum(np.bincount(s, minlength=n_schools)[:n_schools] == 0))
+        return out
+
+    # ------------------------------------------------------------- binding data
+    def problem(self, data: LoadedData, ability: str = "uniform") -> Problem:
+        """This analysis bound to a loaded dataset; a ``score_noise_sd`` in its
+        dataset.json (a number or ``"free"``) sets the noise unless the analysis does."""
+        declared = data.metadata.get("score_noise_sd")
+        if self.score_noise is not None:
+            check_noise_ability(self.score_noise != 0, ability)
+            return super().problem(data, ability)
+        if declared is None:
+            return super().problem(data, ability)
+        where = Path(data.source) / data.metadata.get("score_noise_source", "dataset.json")
+        try:
+            spec = self.with_score_noise(declared)
+        except ValueError:
+            raise DataError(where, f"must be a number >= 0 or 'free' (got {declared!r})", key="score_noise_sd") from None
+        try:
+            check_noise_ability(declared != 0, ability)
+        except ValueError as e:
+            raise DataError(where, str(e), key="score_noise_sd") from None
+        return Analysis.problem(spec, data, ability)
+
+    def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict:
+        priors = default_priors(config)
+        if self.score_noise == "free":
+            priors["score_noise_sd"] = free_noise_prior()
+        elif self.score_noise is not None:
+            priors["score_noise_sd"] = dist.Delta(jnp.asarray(float(self.score_noise)))
+        if self.pin_assignment or not has_regular or config.n_regular == 0:
+            priors = _pin(priors, ASSIGNMENT_PARAMETERS)
+        if not has_income:
+            priors = _pin(priors, ["ability_income_weight"])
+        return priors
+
+    def bind(self, config, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
+        priors = self.priors(config, has_regular=has_regular, has_income=has_income)
+        observed = jax.tree.map(jnp.asarray, observed)
+        pilot = pilot_estimates(config, priors, observed, ability)
+        return Problem(self, config, priors, {"data": observed, "pilot": pilot}, observed, ability,
+                       signature=self.signature(config, ability, has_regular, has_income, self.score_noise))
+
+    def stack(self, problems: list[Problem]) -> Problem:
+        pilots = padded_alike([p.inputs["pilot"] for p in problems])
+        problems = [dataclasses.replace(p, inputs={**p.inputs, "pilot": pilot}) for p, pilot in zip(problems, pilots)]
+        return super().stack(problems)
+
+    # ------------------------------------------------------------------- model
+    def model_function(self, problem: Problem) -> Callable:
+        return partial(class_size_experiment, problem.config, problem.priors, ability=problem.ability)
+
+    def estimands(self, draws):
+        direct = np.asarray(draws["small_class_direct_effect"])
+        ma = np.asarray(draws["teacher_ma_effect"])
+        diff = np.asarray(draws["p_ma_small"]) - np.asarray(draws["p_ma_large"])
+        return {
+            "small_class_direct_effect": direct,
+            "small_class_total_effect": direct + ma * diff,
+            "teacher_ma_effect": ma,
+        }
+
+    def estimand_of(self, intervention: Mapping[str, int]) -> str:
+        """The model draws each class's MA from its size, so setting the class size alone
+        moves the MA too (the total effect); holding the MA gives the direct effect."""
+        if "small_class" not in intervention:
+            return "teacher_ma_effect"
+        return "small_class_direct_effect" if "teacher_has_ma" in intervention else "small_class_total_effect"
+
+    def forward(self, problem, draws, key, intervention=None) -> dict[str, np.ndarray]:
+        """The forward model (module docstring) for each draw, students in the order of
+        ``problem.observed``."""
+        obs = problem.observed
+        experimental = np.asarray(obs.is_experimental).astype(bool)
+        order = np.argsort(experimental, kind="stable")  # the model's order: REGULAR first
+        n_regular = int(np.sum(~experimental))
+        config = problem.config.replace(n_regular=n_regular, n_experimental=len(order) - n_regular)
+        lo, hi = np.log(config.income_min), np.log(config.income_max)
+        income = np.exp(lo + np.asarray(obs.income_scaled) * (hi - lo))
+        covariates = None if obs.extra_covariates is None else jnp.asarray(np.asarray(obs.extra_covariates)[order])
+        samples = {n: jnp.asarray(draws[n]) for n in FORWARD_SITES if n in draws}
+        race = jnp.asarray(np.asarray(obs.race)[order])
+        sites = tuple(intervention or ())
+        program = problem.programs.get(("forward", sites))
+        if program is None:
+            program = problem.programs[("forward", sites)] = _forward_program(problem, config, sites)
+        if not sites:
+            out = program(key, samples, race, jnp.asarray(income[order]), covariates)
+        else:
+            school = np.asarray(obs.school_of_class)[np.asarray(obs.class_of_student)][order]
+            values = {k: jnp.int32(v) for k, v in intervention.items()}
+            out = program(key, samples, race, jnp.asarray(income[order]), covariates, jnp.asarray(school), values)
+        back = np.argsort(order)
+        return {k: np.asarray(v)[:, back] for k, v in out.items()}
+
+    def prior_draws(self, problem: Problem, key, n: int) -> dict[str, np.ndarray]:
+        """The structural parameters and the school effects from the priors (the
+        forward model's first and last sample sites)."""
+        from numpyro.infer import Predictive
+
+        priors, n_schools = problem.priors, problem.config.n_schools
+
+        def parameters():
+            p = sample_parameters(priors)
+            with numpyro.plate("schools", n_schools):
+                numpyro.sample("school_effect", dist.Uniform(-p["school_effect_range"], p["school_effect_range"]))
+
+        out = Predictive(parameters, num_samples=n)(key)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    # ----------------------------------------------------------------- studies
+    def study_quantities(self, config: Config, sbc: bool) -> tuple[str, ...]:
+        """The estimands, and for SBC every structural parameter the analysis samples,
+        a vector one element by element: each scalar parameter, then ``race_probs[i]``
+        and ``regular_small_race_shift[i]`` for race ``config.race_codes[i]``, and
+        ``school_effect[k]`` for school ``k`` (see
+        :func:`~classsize.inference.analyses.quantities.quantity_draws`)."""
+        if not sbc:
+            return self.estimand_names
+        priors = self.priors(config)
+
+        def sampled(name):
+            return name in priors and not pinned(priors[name])
+
+        extra = [p for p in SCALAR_PARAMETERS if sampled(p) and p not in self.estimand_names]
+        extra += [f"{p}[{i}]" for p in RACE_PARAMETERS if sampled(p) for i in range(len(config.race_codes))]
+        if "school_effect_range" in priors:  # the model draws an effect per school
+            extra += [f"school_effect[{k}]" for k in range(config.n_schools)]
+        return self.estimand_names + tuple(extra)
+
+    def prior_variances(self, config: Config, names) -> dict[str, float]:
+        """Prior variance of each quantity (exact: the parameters are independent a priori,
+        ``total = direct + ma * (p_ma_small - p_ma_large)``, and a school effect is
+        uniform on ``[-R, R]`` given the range ``R``, so its variance is ``E[R^2] / 3``)."""
+        priors = self.priors(config)
+        out = {}
+        for name in names:
+            site, index = element_of(name)
+            if site == "school_effect":
+                mean_r, var_r = moments(priors["school_effect_range"])
+                out[name] = (var_r + mean_r**2) / 3.0
+                continue
+            if index is not None:
+                out[name] = moments(priors[site], index)[1]
+                continue
+            if name == "small_class_total_effect":
+                _, var_d = moments(priors["small_class_direct_effect"])
+                mean_m, var_m = moments(priors["teacher_ma_effect"])
+                mean_s, var_s = moments(priors["p_ma_small"])
+                mean_l, var_l = moments(priors["p_ma_large"])
+                mean_diff = mean_s - mean_l
+                second_diff = var_s + var_l + mean_diff**2
+                out[name] = var_d + (var_m + mean_m**2) * second_diff - (mean_m * mean_diff) ** 2
+            else:
+                out[name] = moments(priors[name])[1]
+        return out
+
+
+def _forward_program(problem: Problem, config: Config, sites: tuple[str, ...]):
+    """The jitted forward run of ``problem`` with the do-operator on ``sites`` (none:
+    the replicates), the intervened values its traced arguments."""
+    from numpyro import handlers
+    from numpyro.infer import Predictive
+
+    def predictive(model, samples, return_sites):
+        return Predictive(model, posterior_samples=samples, return_sites=return_sites, parallel=True)
+
+    if not sites:
+        @jax.jit
+        def replicate(key, samples, race, income, covariates):
+            model = handlers.condition(class_size_experiment, {"race": race, "family_income": income})
+            return predictive(model, samples, ["small_class", "test_score"])(
+                key, config, problem.priors, ability=problem.ability, covariates=covariates)
+
+        return replicate
+
+    sizes = {"small_class": config.n_students,
+             "teacher_has_ma": config.max_small_classes + config.max_large_classes}
+    returned = ["test_score", "small_class", "class_of_student", "school", "school_effect", "score_school_weight"]
+
+    @jax.jit
+    def world(key, samples, race, income, covariates, school, values):
+        fixed = {k: jnp.full(sizes[k], v, dtype=jnp.int32) for k, v in values.items()}
+        model = handlers.do(handlers.condition(class_size_experiment, {"race": race, "family_income": income}), fixed)
+        out = predictive(model, samples, returned)(key, config, problem.priors, ability=problem.ability,
+                                                   covariates=covariates)
+        # each student stays in her own school: swap the drawn class school's effect for hers
+        drawn = jnp.take_along_axis(out["school"], out["class_of_student"], axis=1)
+        effect = out["school_effect"]
+        own = effect[:, school] - jnp.take_along_axis(effect, drawn, axis=1)
+        score = out["test_score"] + jnp.reshape(out["score_school_weight"], (-1, 1)) * own
+        small = (jnp.broadcast_to(values["small_class"], score.shape) if "small_class" in values
+                 else out["small_class"])
+        return {"test_score": score, "small_class": small}
+
+    return world
