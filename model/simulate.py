@@ -29,6 +29,7 @@ from numpyro import handlers
 from .config import Config
 from .experiment import PARAMETERS, class_size_experiment
 from .files import atomic_write_text
+from .format import CLASSES_FILE, STUDENTS_FILE, TRUTH_FILE
 from .precision import float64
 from .tables import DRAW_SITES, school_effects_from_draw, tables_from_draw
 
@@ -76,10 +77,10 @@ class Dataset:
         """Write students.csv, classes.csv and (when known) truth.json, each atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "classes.csv", self.classes.to_csv(index=False))
-        atomic_write_text(out / "students.csv", self.students.to_csv(index=False))
+        atomic_write_text(out / CLASSES_FILE, self.classes.to_csv(index=False))
+        atomic_write_text(out / STUDENTS_FILE, self.students.to_csv(index=False))
         if self.truth is not None:
-            atomic_write_text(out / "truth.json", json.dumps(self.truth, indent=2) + "\n")
+            atomic_write_text(out / TRUTH_FILE, json.dumps(self.truth, indent=2) + "\n")
 
 
 @lru_cache(maxsize=16)

@@ -1,13 +1,10 @@
-"""Conversion between a model trace and the two tables of the notebook.
-
-``students.csv``: student_id, class_id, school_id, test_score, family_income, race, cohort
-``classes.csv``:  class_id, school_id, n_students, class_size, teacher_has_ma
+"""Conversion between a model trace and the two tables of the notebook
+(:mod:`classsize.model.format`: the columns, codes and id schemes).
 
 Students are sorted by class_id (in random order within a class, as the notebook
-shuffles before sorting) and numbered 0..n-1 in that order.  SMALL classes are
-numbered from 7001, LARGE classes from 8001 (from a higher thousand when a design can
-have more than 1000 SMALL classes, where the notebook's ids would collide), schools from
-9001.
+shuffles before sorting) and numbered 0..n-1 in that order.  Class slots become class
+ids by :func:`slot_to_class_id` (SMALL slots from ``FIRST_SMALL_CLASS_ID``, LARGE slots
+from :func:`first_large_class_id`); school ``k`` is school ``FIRST_SCHOOL_ID + k``.
 """
 
 from __future__ import annotations
@@ -17,15 +14,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .config import (
-    FIRST_LARGE_CLASS_ID,
-    FIRST_SCHOOL_ID,
-    FIRST_SMALL_CLASS_ID,
-    Config,
-)
-
-STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "family_income", "race", "cohort"]
-CLASS_COLUMNS = ["class_id", "school_id", "n_students", "class_size", "teacher_has_ma"]
+from .config import Config
+from .format import FIRST_LARGE_CLASS_ID, FIRST_SCHOOL_ID, FIRST_SMALL_CLASS_ID
 
 #: Model sites a draw must hold to become tables.
 DRAW_SITES = (

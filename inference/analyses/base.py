@@ -249,8 +249,8 @@ def quantity_label(name: str, config: Config) -> str:
     """The name a study's tables and plots give the quantity ``name``: an element of a
     vector site labelled as the data label it, ``race_probs[WHITE]`` for
     ``race_probs[0]`` (the race codes) and ``school_effect[9001]`` for
-    ``school_effect[0]`` (the school ids, :data:`~classsize.model.config.FIRST_SCHOOL_ID` + k)."""
-    from classsize.model.config import FIRST_SCHOOL_ID
+    ``school_effect[0]`` (the school ids, :data:`~classsize.model.format.FIRST_SCHOOL_ID` + k)."""
+    from classsize.model.format import FIRST_SCHOOL_ID
 
     site, index = element_of(name)
     if index is None:

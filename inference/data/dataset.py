@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from classsize.model import Config, Observed  # importing classsize.model enables JAX x64
-from classsize.model.config import COHORTS
+from classsize.model.format import COHORTS
 from classsize.model.experiment import scaled_log_income
 
 #: The name of family_income in :meth:`LoadedData.covariate_matrix` (it enters scaled).

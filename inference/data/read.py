@@ -13,7 +13,7 @@ and, optionally,
     metadata: ``{"name": str, "score_units": str, "student_covariates": [column, ...],
     "race_codes": [code, ...]}``.  Without it, ``student_covariates`` is
     ``["family_income"]`` and the race codes are
-    :data:`classsize.model.config.KNOWN_RACE_CODES`, so simulated folders need none.
+    :data:`classsize.model.format.KNOWN_RACE_CODES`, so simulated folders need none.
     When ``student_covariates`` does not list ``family_income`` that column is not
     required (real data may have none); every listed covariate must be a column of
     ``students.csv`` holding finite numbers or booleans (True/False read as 1/0).
@@ -71,7 +71,19 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from classsize.model.config import CLASS_SIZES, COHORTS, KNOWN_RACE_CODES
+from classsize.model.format import (
+    CLASS_COLUMNS,
+    CLASS_SIZES,
+    CLASSES_FILE,
+    CLASSES_PARQUET,
+    COHORTS,
+    KNOWN_RACE_CODES,
+    METADATA_FILE,
+    STUDENT_CORE_COLUMNS,
+    STUDENTS_FILE,
+    STUDENTS_PARQUET,
+    TRUTH_FILE,
+)
 
 from classsize.inference.data.checks import (
     BOOL_RULES,
@@ -97,30 +109,14 @@ from classsize.inference.data.checks import (
 from classsize.inference.data.dataset import INCOME_COVARIATE_NAME, LoadedData
 
 __all__ = [
-    "CLASSES_FILE",
-    "CLASSES_PARQUET",
-    "CLASS_COLUMNS",
     "DEFAULT_COVARIATES",
     "INCOME_COVARIATE_NAME",
-    "METADATA_FILE",
-    "STUDENTS_FILE",
-    "STUDENTS_PARQUET",
-    "STUDENT_CORE_COLUMNS",
-    "TRUTH_FILE",
     "DataError",
     "LoadedData",
     "load_dataset",
     "load_stacked",
 ]
 
-STUDENTS_FILE = "students.csv"
-CLASSES_FILE = "classes.csv"
-METADATA_FILE = "dataset.json"
-TRUTH_FILE = "truth.json"
-
-#: Columns of students.csv that are always required (family_income: see DEFAULT_COVARIATES).
-STUDENT_CORE_COLUMNS = ("student_id", "class_id", "school_id", "test_score", "race", "cohort")
-CLASS_COLUMNS = ("class_id", "school_id", "n_students", "class_size", "teacher_has_ma")
 #: Student covariates of a folder without dataset.json.
 DEFAULT_COVARIATES = ("family_income",)
 
@@ -373,9 +369,6 @@ def load_dataset(folder: str | Path, replicate: int | None = None) -> LoadedData
 
 
 # ------------------------------------------------------------------ stacked replicates
-STUDENTS_PARQUET = "students.parquet"
-CLASSES_PARQUET = "classes.parquet"
-
 
 def _split_replicate(source: str | Path, replicate: int | None) -> tuple[Path, int | str | None]:
     """``FOLDER#K`` -> (FOLDER, "K") when FOLDER exists and the whole name does not."""

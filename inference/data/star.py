@@ -53,15 +53,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classsize.model.config import KNOWN_RACE_CODES
 from classsize.model.files import atomic_write_text
+from classsize.model.format import CLASSES_FILE, KNOWN_RACE_CODES, METADATA_FILE, STUDENTS_FILE
 
 from classsize.inference.outputs import UsageError, prepare_out_dir
 
 NAME = "Tennessee STAR, kindergarten"
 SCORE_UNITS = "percentile points"
+#: The columns of the STAR students table: free lunch, not family income, is its covariate.
 STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "race", "free_lunch", "cohort"]
-CLASS_COLUMNS = ["class_id", "school_id", "n_students", "class_size", "teacher_has_ma"]
 _INSTALL_HINT = "the real STAR data needs the optional extra: pip install 'classsize[star]'"
 
 #: AER ``ethnicity`` -> project race code.
@@ -414,9 +414,9 @@ def write_star(out_dir: str | Path, merge_aide: bool = True, force: bool = False
     out = prepare_out_dir(out_dir, force)
     students, classes, metadata = convert_star(merge_aide=merge_aide)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "classes.csv", classes.to_csv(index=False))
-    atomic_write_text(out / "students.csv", students.to_csv(index=False))
-    atomic_write_text(out / "dataset.json", json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(out / CLASSES_FILE, classes.to_csv(index=False))
+    atomic_write_text(out / STUDENTS_FILE, students.to_csv(index=False))
+    atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     return metadata
 
 
