@@ -14,7 +14,6 @@ the bytes ``Dataset.write`` gives for the same seeds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +29,7 @@ from .config import Config
 from .experiment import PARAMETERS, class_size_experiment
 from .files import atomic_write_text
 from .format import CLASSES_FILE, STUDENTS_FILE, TRUTH_FILE
+from .machine import machine_cores
 from .precision import float64
 from .tables import DRAW_SITES, school_effects_from_draw, tables_from_draw
 
@@ -255,7 +255,7 @@ def write_replicates(
     starts = list(range(0, replicates, size))
     estimands, config_dict = config.estimands(), config.to_dict()
     stacked = writers.StackedWriter(out, config, replicates) if fmt == "parquet" else None
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1) if fmt == "csv" else None
+    pool = ThreadPoolExecutor(workers or machine_cores()) if fmt == "csv" else None
     sink = ThreadPoolExecutor(1)  # writes batch j while batch j+1 is turned into tables
     written = None
 
