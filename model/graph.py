@@ -25,7 +25,8 @@ from __future__ import annotations
 from numpyro import handlers
 
 from .config import Config
-from .experiment import PARAMETERS, class_size_experiment
+from .experiment import class_size_experiment
+from .pieces import PARAMETERS
 from .simulate import draw_many
 
 OBSERVED_SITES = ("race", "family_income", "small_class", "teacher_has_ma", "school", "test_score")

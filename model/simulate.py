@@ -26,10 +26,11 @@ import pandas as pd
 from numpyro import handlers
 
 from .config import Config
-from .experiment import PARAMETERS, class_size_experiment
+from .experiment import class_size_experiment
 from .files import atomic_write_text
 from .format import CLASSES_FILE, STUDENTS_FILE, TRUTH_FILE
 from .machine import machine_cores
+from .pieces import PARAMETERS
 from .precision import float64
 from .tables import DRAW_SITES, school_effects_from_draw, tables_from_draw
 

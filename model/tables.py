@@ -96,7 +96,7 @@ def school_effects_from_draw(draw: Mapping[str, np.ndarray]) -> dict[str, float]
 
 
 def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None):
-    """Encode a forward draw of the model directly as an :class:`~classsize.model.experiment.Observed`.
+    """Encode a forward draw of the model directly as an :class:`~classsize.model.pieces.Observed`.
 
     No tables and no CSV round trip: the arrays keep the model's padded ``classes``
     plate (``config.max_small_classes + config.max_large_classes`` slots, SMALL slots
@@ -111,13 +111,13 @@ def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None)
     ``draw`` holds the sites of :data:`DRAW_SITES` for one dataset, or for a stack of
     datasets along a leading axis (the output of ``draw_many``); the result then has
     the same leading axis.  The arrays are JAX arrays with the dtypes of
-    :meth:`classsize.inference.data.read.LoadedData.observed` (indices int32, floats float64).
+    :meth:`classsize.inference.data.dataset.LoadedData.observed` (indices int32, floats float64).
     This function is traceable, so it can also be called inside ``jax.jit``/``jax.vmap``.
     """
     import jax
     import jax.numpy as jnp
 
-    from .experiment import Observed, scaled_log_income
+    from .pieces import Observed, scaled_log_income
 
     if cohort not in (None, "REGULAR", "EXPERIMENTAL"):
         raise ValueError(f"cohort must be None, 'REGULAR' or 'EXPERIMENTAL', got {cohort!r}")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from classsize.inference.data.read import DataError, LoadedData, load_dataset
 from classsize.model import Config, simulate
-from classsize.model.experiment import scaled_log_income
+from classsize.model.pieces import scaled_log_income
 
 CONFIG = Config(n_regular=300, n_experimental=200, n_schools=5)
 SEED = 11

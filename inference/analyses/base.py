@@ -36,9 +36,15 @@ import numpyro.distributions as dist
 
 from classsize.model import Config, Observed, class_size_experiment, default_priors
 from classsize.model.conditioned import NUTS_SETTINGS
-from classsize.model.experiment import PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, sample_parameters
-from classsize.model.pieces import free_noise_prior
-from classsize.model.pilot import padded_alike, pilot_estimates, pinned
+from classsize.model.pieces import (
+    PARAMETERS,
+    RACE_PARAMETERS,
+    SCALAR_PARAMETERS,
+    free_noise_prior,
+    pinned,
+    sample_parameters,
+)
+from classsize.model.pilot import padded_alike, pilot_estimates
 
 from classsize.inference.data.read import DataError, LoadedData
 from classsize.inference.analyses.regression import NAIVE_COEFFICIENT_SD, naive_regression

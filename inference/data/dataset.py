@@ -20,7 +20,7 @@ import pandas as pd
 
 from classsize.model import Config, Observed  # importing classsize.model enables JAX x64
 from classsize.model.format import COHORTS
-from classsize.model.experiment import scaled_log_income
+from classsize.model.pieces import scaled_log_income
 
 #: The name of family_income in :meth:`LoadedData.covariate_matrix` (it enters scaled).
 INCOME_COVARIATE_NAME = "log_income_scaled"
@@ -126,7 +126,7 @@ class LoadedData:
         model of these arrays needs ``n_schools = len(school_ids_in(cohort))``, which is
         :attr:`n_schools` for the whole dataset); races into :meth:`race_coding`
         (whole dataset, whichever cohort).  ``income_scaled`` is
-        :func:`~classsize.model.experiment.scaled_log_income` of ``family_income`` under
+        :func:`~classsize.model.pieces.scaled_log_income` of ``family_income`` under
         ``config`` (zeros without that column).  With ``cohort`` ("REGULAR" or
         "EXPERIMENTAL") only that cohort's students and the classes they sit in are
         kept, classes re-indexed.  Every class is real, so ``class_used`` is all True.

@@ -234,7 +234,7 @@ def _conditioned_worlds(problem, idata, n_draws, key, intervention, baseline):
     from numpyro.infer import Predictive
 
     from classsize.model import class_size_experiment
-    from classsize.model.experiment import PARAMETERS
+    from classsize.model.pieces import PARAMETERS
 
     obs = problem.observed
     experimental = np.asarray(obs.is_experimental).astype(bool)
