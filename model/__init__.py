@@ -6,13 +6,8 @@ context of their own (:mod:`.precision`).
 """
 
 from .config import Config, ConfigError
-from .experiment import (
-    PARAMETERS,
-    Observed,
-    class_size_experiment,
-    default_priors,
-    fixed_parameters,
-)
+from .experiment import class_size_experiment
+from .pieces import PARAMETERS, Observed, default_priors, fixed_parameters
 from .simulate import Dataset, simulate, simulate_many
 
 __all__ = [

@@ -130,12 +130,13 @@ from .pieces import (
     PARAMETERS,
     Observed,
     noise_free,
+    pinned,
     regular_small_probability,
     sample_parameters,
     small_probability,
     teacher_ma_probability,
 )
-from .pilot import SCORE_EFFECTS, Pilot, group_extreme, group_extremes, pilot_estimates, pinned, prior_variance
+from .pilot import SCORE_EFFECTS, Pilot, group_extreme, group_extremes, pilot_estimates, prior_variance
 
 #: Score weights sampled (if not pinned) as plain sites.
 SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")

@@ -22,15 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-#: Race codes a configuration may use (the notebook's four, plus two that real data has).
-KNOWN_RACE_CODES = ("WHITE", "BLACK", "HISPANIC", "ASIAN", "NATIVE_AMERICAN", "OTHER")
-COHORTS = ("REGULAR", "EXPERIMENTAL")
-CLASS_SIZES = ("SMALL", "LARGE")
-
-#: Identifier schemes of the notebook: SMALL classes 7001.., LARGE classes 8001.., schools 9001..
-FIRST_SMALL_CLASS_ID = 7001
-FIRST_LARGE_CLASS_ID = 8001
-FIRST_SCHOOL_ID = 9001
+from .format import KNOWN_RACE_CODES
 
 
 class ConfigError(ValueError):

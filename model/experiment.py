@@ -55,23 +55,17 @@ from numpyro.distributions import Distribution
 
 from .config import Config
 from .conditioned import condition_on_data
-from .pieces import (  # noqa: F401  (the model's pieces, importable from here too)
-    SCALAR_PARAMETERS,
-    RACE_PARAMETERS,
-    PARAMETERS,
+from .pieces import (
+    Observed,
+    allocate_to_classes,
+    class_slots,
     fixed_parameters,
-    default_priors,
-    free_noise_prior,
     noise_free,
     sample_parameters,
     scaled_log_income,
-    regular_small_probability,
+    score_without_ability,
     small_probability,
     teacher_ma_probability,
-    score_without_ability,
-    allocate_to_classes,
-    class_slots,
-    Observed,
 )
 
 
@@ -88,7 +82,7 @@ def class_size_experiment(
 
     :param config: the design (cohort sizes, races, income range, class sizes, number
         of schools) and, when ``priors`` is None, the parameter values.
-    :param priors: a distribution for each name in :data:`PARAMETERS`;
+    :param priors: a distribution for each name in :data:`~classsize.model.pieces.PARAMETERS`;
         ``None`` pins them to ``config`` (the notebook's simulation).
     :param data: ``None`` to simulate; an :class:`Observed` to condition on it.
     :param ability: the distribution of the unobserved part of ability when

@@ -25,7 +25,8 @@ from __future__ import annotations
 from numpyro import handlers
 
 from .config import Config
-from .experiment import PARAMETERS, class_size_experiment
+from .experiment import class_size_experiment
+from .pieces import PARAMETERS
 from .simulate import draw_many
 
 OBSERVED_SITES = ("race", "family_income", "small_class", "teacher_has_ma", "school", "test_score")
@@ -96,18 +97,6 @@ def model_edges(model, config: Config) -> set[tuple[str, str]]:
     return edges
 
 
-def ancestors(edges, node: str) -> set[str]:
-    """Every variable with a directed path to ``node``."""
-    out, todo = set(), [node]
-    while todo:
-        child = todo.pop()
-        for a, b in edges:
-            if b == child and a not in out:
-                out.add(a)
-                todo.append(a)
-    return out
-
-
 def teaching_edges(intervened: bool = False) -> tuple[tuple[str, str], ...]:
     """The teaching graph's arrows; under ``do(class size)`` those into the class size are gone."""
     return tuple(e for e in TEACHING_EDGES if not (intervened and e[1] == "class size"))
@@ -150,6 +139,7 @@ def draw_teaching_graph(ax, intervened: bool = False, config: Config = Config())
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     labels = _edge_labels(config)
+    kept = teaching_edges(intervened)
     boxes = {}
     for name, (label, (x, y), observed, _) in TEACHING_NODES.items():
         set_here = intervened and name == "class size"
@@ -160,7 +150,7 @@ def draw_teaching_graph(ax, intervened: bool = False, config: Config = Config())
                                     ec="#b2182b" if set_here else "k", ls="-" if observed else "--", zorder=3))
         ax.text(x, y, text, ha="center", va="center", fontsize=8.5, zorder=4)
     for a, b in TEACHING_EDGES:
-        cut = intervened and b == "class size"
+        cut = (a, b) not in kept
         start, end = _edge_ends(TEACHING_NODES[a][1], TEACHING_NODES[b][1], boxes[a], boxes[b])
         ax.add_patch(FancyArrowPatch(tuple(start), tuple(end), arrowstyle="-|>", mutation_scale=13,
                                      lw=1.0 if cut else 1.4, color="0.75" if cut else "k", ls=":" if cut else "-",

@@ -15,14 +15,25 @@ from pathlib import Path
 _enabled: Path | None = None
 
 
+def chosen_dir() -> Path | None:
+    """``$CLASSSIZE_CACHE_DIR``, the folder chosen for the cache, when set; else None."""
+    env = os.environ.get("CLASSSIZE_CACHE_DIR")
+    return Path(env).expanduser() if env else None
+
+
 def cache_dir() -> Path:
     """The folder the cache uses (whether or not it is enabled)."""
-    env = os.environ.get("CLASSSIZE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
+    chosen = chosen_dir()
+    if chosen is not None:
+        return chosen
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "classsize" / "jax"
+
+
+def cache_off() -> bool:
+    """Whether ``CLASSSIZE_NO_CACHE=1`` turns the cache off."""
+    return os.environ.get("CLASSSIZE_NO_CACHE") == "1"
 
 
 def enabled_dir() -> Path | None:
@@ -37,7 +48,7 @@ def enable_compilation_cache() -> Path | None:
     again does nothing; ``CLASSSIZE_NO_CACHE=1`` leaves JAX as it is.
     """
     global _enabled
-    if os.environ.get("CLASSSIZE_NO_CACHE") == "1":
+    if cache_off():
         return None
     if _enabled is not None:
         return _enabled

@@ -47,14 +47,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import (
-    FIRST_LARGE_CLASS_ID,
-    FIRST_SCHOOL_ID,
-    FIRST_SMALL_CLASS_ID,
-    Config,
-)
+from .config import Config
+from .format import CLASS_COLUMNS, FIRST_LARGE_CLASS_ID, FIRST_SCHOOL_ID, FIRST_SMALL_CLASS_ID, STUDENT_COLUMNS
 from .simulate import Dataset
-from .tables import CLASS_COLUMNS, STUDENT_COLUMNS
 
 
 def simulate_notebook(config: Config = Config(), seed: int = 100) -> Dataset:

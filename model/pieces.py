@@ -1,7 +1,8 @@
 r"""The pieces of the class-size process that the forward model
 (:mod:`classsize.model.experiment`) and the conditioned density
 (:mod:`classsize.model.conditioned`) share: the structural parameters and their
-priors, the assignment rule, the MA probability, the score equation without ability,
+priors (and whether a prior pins its parameter: :func:`pinned`, :func:`pinned_to_zero`),
+the assignment rule, the MA probability, the score equation without ability,
 the allocation to classes, and :class:`Observed`, the data a fit conditions on.
 """
 
@@ -99,10 +100,18 @@ def free_noise_prior() -> Distribution:
     return dist.HalfNormal(NOISE_PRIOR_SCALE)
 
 
-def noise_free(prior: Distribution) -> bool:
-    """Whether a ``score_noise_sd`` prior pins the noise to a known 0 (the notebook's
-    noise-free scores)."""
-    if not isinstance(prior, dist.Delta):
+def pinned(prior: Distribution) -> bool:
+    r"""Whether a prior pins its parameter: a ``Delta`` at ``v = prior.v``, the
+    distribution :math:`p(\theta) = \delta(\theta - v)` whose one value :math:`\theta = v`
+    has probability 1, so the parameter is known and nothing is sampled there."""
+    return isinstance(prior, dist.Delta)
+
+
+def pinned_to_zero(prior: Distribution) -> bool:
+    r"""Whether a prior pins its parameter to a known 0: :func:`pinned` with a concrete
+    value :math:`v = 0` (every entry, for a vector).  A value that is not concrete
+    (traced inside ``jax.jit``) is not known to be 0, so this is False for it."""
+    if not pinned(prior):
         return False
     try:
         return bool(np.all(np.asarray(prior.v) == 0))
@@ -110,12 +119,18 @@ def noise_free(prior: Distribution) -> bool:
         return False
 
 
+def noise_free(prior: Distribution) -> bool:
+    """Whether a ``score_noise_sd`` prior makes the scores noise-free (the notebook's
+    scores): the noise sd :func:`pinned_to_zero`."""
+    return pinned_to_zero(prior)
+
+
 def sample_parameters(
     priors: Mapping[str, Distribution], skip: tuple[str, ...] = (), pinned_as_deterministic: bool = False
 ) -> dict:
     """Sample every structural parameter site (in :data:`PARAMETERS` order).
 
-    With ``pinned_as_deterministic`` a parameter whose distribution is a ``Delta`` is
+    With ``pinned_as_deterministic`` a parameter whose prior is :func:`pinned` is
     recorded as a deterministic site instead (MCMC has nothing to sample there).
     """
     out = {}
@@ -123,7 +138,7 @@ def sample_parameters(
         if name in skip:
             continue
         d = priors[name]
-        if pinned_as_deterministic and isinstance(d, dist.Delta):
+        if pinned_as_deterministic and pinned(d):
             out[name] = numpyro.deterministic(name, d.v)
         else:
             out[name] = numpyro.sample(name, d)

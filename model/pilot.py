@@ -34,7 +34,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .config import Config
-from .pieces import noise_free
+from .pieces import noise_free, pinned
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
 SCORE_EFFECTS = ("small_class_direct_effect", "teacher_ma_effect", "ability_income_weight")
@@ -136,11 +136,6 @@ class Pilot(NamedTuple):
     p_ma_large: tuple
 
 
-def pinned(d: Distribution) -> bool:
-    """Whether a prior pins its parameter (a ``Delta``)."""
-    return isinstance(d, dist.Delta)
-
-
 def prior_variance(d: Distribution, default: float = 1.0):
     """The prior's variance (0 when pinned, ``default`` when the distribution has none)."""
     if pinned(d):
@@ -226,7 +221,7 @@ def _score_pilot(y, X, school, n_schools: int, uniform: bool):
 
 
 def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ability: str = "uniform") -> Pilot:
-    """The pilot of one dataset (concrete arrays of an :class:`~classsize.model.experiment.Observed`):
+    """The pilot of one dataset (concrete arrays of an :class:`~classsize.model.pieces.Observed`):
     the compiled :func:`_pilot_estimates` with the pinned values and prior variances of
     ``priors``, and the group layouts (schools, SMALL and
     LARGE REGULAR students by race, when given)."""

@@ -14,7 +14,6 @@ the bytes ``Dataset.write`` gives for the same seeds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +26,11 @@ import pandas as pd
 from numpyro import handlers
 
 from .config import Config
-from .experiment import PARAMETERS, class_size_experiment
+from .experiment import class_size_experiment
 from .files import atomic_write_text
+from .format import CLASSES_FILE, STUDENTS_FILE, TRUTH_FILE
+from .machine import machine_cores
+from .pieces import PARAMETERS
 from .precision import float64
 from .tables import DRAW_SITES, school_effects_from_draw, tables_from_draw
 
@@ -76,10 +78,10 @@ class Dataset:
         """Write students.csv, classes.csv and (when known) truth.json, each atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "classes.csv", self.classes.to_csv(index=False))
-        atomic_write_text(out / "students.csv", self.students.to_csv(index=False))
+        atomic_write_text(out / CLASSES_FILE, self.classes.to_csv(index=False))
+        atomic_write_text(out / STUDENTS_FILE, self.students.to_csv(index=False))
         if self.truth is not None:
-            atomic_write_text(out / "truth.json", json.dumps(self.truth, indent=2) + "\n")
+            atomic_write_text(out / TRUTH_FILE, json.dumps(self.truth, indent=2) + "\n")
 
 
 @lru_cache(maxsize=16)
@@ -254,7 +256,7 @@ def write_replicates(
     starts = list(range(0, replicates, size))
     estimands, config_dict = config.estimands(), config.to_dict()
     stacked = writers.StackedWriter(out, config, replicates) if fmt == "parquet" else None
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1) if fmt == "csv" else None
+    pool = ThreadPoolExecutor(workers or machine_cores()) if fmt == "csv" else None
     sink = ThreadPoolExecutor(1)  # writes batch j while batch j+1 is turned into tables
     written = None
 

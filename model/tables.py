@@ -1,13 +1,10 @@
-"""Conversion between a model trace and the two tables of the notebook.
-
-``students.csv``: student_id, class_id, school_id, test_score, family_income, race, cohort
-``classes.csv``:  class_id, school_id, n_students, class_size, teacher_has_ma
+"""Conversion between a model trace and the two tables of the notebook
+(:mod:`classsize.model.format`: the columns, codes and id schemes).
 
 Students are sorted by class_id (in random order within a class, as the notebook
-shuffles before sorting) and numbered 0..n-1 in that order.  SMALL classes are
-numbered from 7001, LARGE classes from 8001 (from a higher thousand when a design can
-have more than 1000 SMALL classes, where the notebook's ids would collide), schools from
-9001.
+shuffles before sorting) and numbered 0..n-1 in that order.  Class slots become class
+ids by :func:`slot_to_class_id` (SMALL slots from ``FIRST_SMALL_CLASS_ID``, LARGE slots
+from :func:`first_large_class_id`); school ``k`` is school ``FIRST_SCHOOL_ID + k``.
 """
 
 from __future__ import annotations
@@ -17,15 +14,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .config import (
-    FIRST_LARGE_CLASS_ID,
-    FIRST_SCHOOL_ID,
-    FIRST_SMALL_CLASS_ID,
-    Config,
-)
-
-STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "family_income", "race", "cohort"]
-CLASS_COLUMNS = ["class_id", "school_id", "n_students", "class_size", "teacher_has_ma"]
+from .config import Config
+from .format import FIRST_LARGE_CLASS_ID, FIRST_SCHOOL_ID, FIRST_SMALL_CLASS_ID
 
 #: Model sites a draw must hold to become tables.
 DRAW_SITES = (
@@ -106,7 +96,7 @@ def school_effects_from_draw(draw: Mapping[str, np.ndarray]) -> dict[str, float]
 
 
 def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None):
-    """Encode a forward draw of the model directly as an :class:`~classsize.model.experiment.Observed`.
+    """Encode a forward draw of the model directly as an :class:`~classsize.model.pieces.Observed`.
 
     No tables and no CSV round trip: the arrays keep the model's padded ``classes``
     plate (``config.max_small_classes + config.max_large_classes`` slots, SMALL slots
@@ -121,13 +111,13 @@ def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None)
     ``draw`` holds the sites of :data:`DRAW_SITES` for one dataset, or for a stack of
     datasets along a leading axis (the output of ``draw_many``); the result then has
     the same leading axis.  The arrays are JAX arrays with the dtypes of
-    :meth:`classsize.inference.data.read.LoadedData.observed` (indices int32, floats float64).
+    :meth:`classsize.inference.data.dataset.LoadedData.observed` (indices int32, floats float64).
     This function is traceable, so it can also be called inside ``jax.jit``/``jax.vmap``.
     """
     import jax
     import jax.numpy as jnp
 
-    from .experiment import Observed, scaled_log_income
+    from .pieces import Observed, scaled_log_income
 
     if cohort not in (None, "REGULAR", "EXPERIMENTAL"):
         raise ValueError(f"cohort must be None, 'REGULAR' or 'EXPERIMENTAL', got {cohort!r}")

@@ -2,10 +2,8 @@
 
 The batched forward draws of :func:`classsize.model.simulate.draw_many` (a leading
 replicate axis on every site) become, in one vectorised pass, two Arrow tables that
-hold every replicate of the batch, each row tagged with its ``replicate`` number:
-
-``students``: replicate, student_id, class_id, school_id, test_score, family_income, race, cohort
-``classes``:  replicate, class_id, school_id, n_students, class_size, teacher_has_ma
+hold every replicate of the batch, each row tagged with its ``replicate`` number
+(the columns of :mod:`classsize.model.format` after that one).
 
 Row for row and value for value these are the tables of
 :func:`classsize.model.tables.tables_from_draw` for each replicate (students shuffled
@@ -41,15 +39,22 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .config import FIRST_SCHOOL_ID, Config
+from .config import Config
 from .files import atomic_write
-from .tables import CLASS_COLUMNS, STUDENT_COLUMNS, slot_to_class_id
+from .format import (
+    CLASS_COLUMNS,
+    CLASS_SIZES,
+    CLASSES_FILE,
+    CLASSES_PARQUET,
+    COHORTS,
+    FIRST_SCHOOL_ID,
+    STUDENT_COLUMNS,
+    STUDENTS_FILE,
+    STUDENTS_PARQUET,
+    TRUTH_FILE,
+)
+from .tables import slot_to_class_id
 
-STUDENTS_PARQUET = "students.parquet"
-CLASSES_PARQUET = "classes.parquet"
-TRUTH_FILE = "truth.json"
-COHORT_CODES = ("REGULAR", "EXPERIMENTAL")
-CLASS_SIZE_CODES = ("SMALL", "LARGE")
 _BOOL_TEXT = pa.array(["False", "True"])
 #: Parquet options: the codes dictionary-encoded, statistics for the replicate column
 #: only (a reader of one replicate skips the other row groups by them), zstd level 1.
@@ -140,7 +145,7 @@ def stacked_tables(
                 np.take(site("race").ravel(), flat).astype(np.int32), pa.array(list(config.race_codes))
             ),
             "cohort": pa.DictionaryArray.from_arrays(
-                (order >= config.n_regular).astype(np.int32).ravel(), pa.array(list(COHORT_CODES))
+                (order >= config.n_regular).astype(np.int32).ravel(), pa.array(list(COHORTS))
             ),
         }
     )
@@ -158,7 +163,7 @@ def stacked_tables(
             "school_id": FIRST_SCHOOL_ID + school[used],
             "n_students": counts[used].astype(np.int64),
             "class_size": pa.DictionaryArray.from_arrays(
-                (slot_b >= m).astype(np.int32), pa.array(list(CLASS_SIZE_CODES))
+                (slot_b >= m).astype(np.int32), pa.array(list(CLASS_SIZES))
             ),
             "teacher_has_ma": np.asarray(draws["teacher_has_ma"][:b]).astype(bool)[used],
         }
@@ -226,9 +231,9 @@ def write_csv_folders(
         folder = out / folder_names[i]
         folder.mkdir(parents=True, exist_ok=True)
         c_bytes = _csv_bytes(cl.slice(c_bounds[i], c_bounds[i + 1] - c_bounds[i]), CLASS_COLUMNS)
-        atomic_write(folder / "classes.csv", lambda p: p.write_bytes(c_bytes))
+        atomic_write(folder / CLASSES_FILE, lambda p: p.write_bytes(c_bytes))
         s_bytes = _csv_bytes(st.slice(s_bounds[i], s_bounds[i + 1] - s_bounds[i]), STUDENT_COLUMNS)
-        atomic_write(folder / "students.csv", lambda p: p.write_bytes(s_bytes))
+        atomic_write(folder / STUDENTS_FILE, lambda p: p.write_bytes(s_bytes))
         t_text = json.dumps(truths[i], indent=2) + "\n"
         atomic_write(folder / TRUTH_FILE, lambda p: p.write_text(t_text))
 

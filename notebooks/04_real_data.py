@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from classsize.inference.fit.result import fit
-from classsize.inference.data.star import summary_text, write_star
+from classsize.inference.data.star import write_star
+from classsize.inference.data.star_metadata import summary_text
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
 N_SCHOOLS = 20 if FAST else None  # None: all 79 schools

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from classsize.inference.data.read import DataError, LoadedData, load_dataset
 from classsize.model import Config, simulate
-from classsize.model.experiment import scaled_log_income
+from classsize.model.pieces import scaled_log_income
 
 CONFIG = Config(n_regular=300, n_experimental=200, n_schools=5)
 SEED = 11
@@ -54,6 +54,35 @@ def write(folder: Path, students: pd.DataFrame, classes: pd.DataFrame, **json_fi
     for name, obj in json_files.items():
         (folder / f"{name}.json").write_text(obj if isinstance(obj, str) else json.dumps(obj))
     return folder
+
+
+def class_ids_of(loaded: LoadedData) -> np.ndarray:
+    """Class ids in ascending order: position ``j`` is class ``j`` of ``loaded.observed()``."""
+    return np.sort(loaded.classes["class_id"].to_numpy(np.int64))
+
+
+def covariate_matrix(loaded: LoadedData, cohort: str | None = None,
+                     config: Config = Config()) -> tuple[np.ndarray, list[str]]:
+    """The listed student covariates as a float64 ``n x p`` matrix and their names.
+
+    Rows are the students of ``loaded.observed(config, cohort)`` (same cohort, same
+    order); columns follow ``metadata["student_covariates"]``, with ``family_income``
+    entering as its scaled log (named ``"log_income_scaled"``, scaled under ``config``).
+    """
+    st = loaded.students_of(cohort)
+    cols: list[np.ndarray] = []
+    names: list[str] = []
+    for name in loaded.student_covariates:
+        if name == "family_income":
+            x = np.asarray(scaled_log_income(st["family_income"].to_numpy(np.float64), config))
+            names.append("log_income_scaled")
+        else:
+            x = st[name].to_numpy(np.float64)
+            names.append(name)
+        cols.append(x.astype(np.float64))
+    if not cols:
+        return np.zeros((len(st), 0), dtype=np.float64), names
+    return np.column_stack(cols), names
 
 
 def load_error(folder: Path) -> DataError:
@@ -99,7 +128,7 @@ def test_round_trip_observed(dataset, loaded):
     assert obs.income_scaled.dtype == np.float64 and obs.test_score.dtype == np.float64
 
     cos = np.asarray(obs.class_of_student)
-    class_ids = loaded.class_ids
+    class_ids = class_ids_of(loaded)
     assert np.all(np.diff(class_ids) > 0)
     np.testing.assert_array_equal(class_ids[cos], s["class_id"])
     np.testing.assert_array_equal(np.asarray(obs.class_is_small)[cos], np.asarray(obs.small_class))
@@ -118,7 +147,7 @@ def test_round_trip_observed(dataset, loaded):
     assert bool(np.all(np.asarray(obs.class_used)))
     assert obs.extra_covariates is None
 
-    x, names = loaded.covariate_matrix(config=CONFIG)
+    x, names = covariate_matrix(loaded, config=CONFIG)
     assert names == ["log_income_scaled"] and x.shape == (n, 1)
     np.testing.assert_allclose(x[:, 0], np.asarray(obs.income_scaled))
 
@@ -141,7 +170,7 @@ def test_observed_one_cohort(loaded, cohort):
         school_ids[np.asarray(obs.school_of_class)[cos]], s.loc[keep, "school_id"]
     )
     assert bool(np.all(np.asarray(obs.is_experimental) == (cohort == "EXPERIMENTAL")))
-    x, _ = loaded.covariate_matrix(cohort=cohort, config=CONFIG)
+    x, _ = covariate_matrix(loaded, cohort=cohort, config=CONFIG)
     np.testing.assert_allclose(x[:, 0], np.asarray(obs.income_scaled))
     with pytest.raises(ValueError, match="cohort"):
         loaded.observed(CONFIG, cohort="regular")
@@ -217,7 +246,7 @@ def test_real_data_without_income(text_tables, tmp_path):
     coding = data.race_coding(CONFIG)
     assert coding == tuple(sorted(set(students["race"])))
     np.testing.assert_array_equal(np.asarray(coding)[np.asarray(obs.race)], students["race"])
-    x, names = data.covariate_matrix()
+    x, names = covariate_matrix(data)
     assert names == ["free_lunch"]
     np.testing.assert_array_equal(x[:, 0], (students["free_lunch"] == "True").astype(float))
     np.testing.assert_array_equal(np.asarray(obs.extra_covariates), x)
@@ -530,7 +559,7 @@ def test_unmangled_variants_load(text_tables, loaded, seed, float_ids, spaces, b
     pd.testing.assert_frame_equal(got_c.reset_index(drop=True), loaded.classes)
     obs = again.observed(CONFIG)
     cos = np.asarray(obs.class_of_student)
-    np.testing.assert_array_equal(again.class_ids[cos], again.students["class_id"])
+    np.testing.assert_array_equal(class_ids_of(again)[cos], again.students["class_id"])
     np.testing.assert_array_equal(np.asarray(obs.class_is_small)[cos], np.asarray(obs.small_class))
 
 

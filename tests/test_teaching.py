@@ -23,13 +23,25 @@ from classsize.model import Config, simulate
 from classsize.model.graph import (
     BOOKKEEPING_EDGES,
     TEACHING_EDGES,
-    ancestors,
     model_edges,
     observed_model,
     teaching_edges,
     teaching_figure,
 )
 from classsize.model.pieces import small_probability
+
+
+def ancestors(edges, node: str) -> set[str]:
+    """Every variable with a directed path to ``node``."""
+    out, todo = set(), [node]
+    while todo:
+        child = todo.pop()
+        for a, b in edges:
+            if b == child and a not in out:
+                out.add(a)
+                todo.append(a)
+    return out
+
 
 #: A small design whose MA probabilities differ enough to tell the direct effect (5)
 #: from the total effect (5 + 10 x (0.8 - 0.2) = 11).

@@ -25,10 +25,10 @@ import jax
 import numpy as np
 
 from classsize.model import Config, Observed
+from classsize.model.format import STUDENTS_FILE
 
 from classsize.inference.data.checks import DataError
 from classsize.inference.data.dataset import LoadedData
-from classsize.inference.data.read import STUDENTS_FILE
 
 
 class NoNoiseParameter(ValueError):

@@ -29,9 +29,9 @@ import numpyro.distributions as dist
 
 from classsize.model import Config, class_size_experiment, default_priors
 from classsize.model.conditioned import check_noise_ability
-from classsize.model.experiment import PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, sample_parameters
-from classsize.model.pieces import free_noise_prior
-from classsize.model.pilot import padded_alike, pilot_estimates, pinned
+from classsize.model.pieces import (PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, free_noise_prior, pinned,
+                                    sample_parameters)
+from classsize.model.pilot import padded_alike, pilot_estimates
 
 from classsize.inference.analyses.base import Analysis, Problem
 from classsize.inference.analyses.quantities import element_of, moments

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from classsize.model import Config
-from classsize.model.config import FIRST_SCHOOL_ID
+from classsize.model.format import FIRST_SCHOOL_ID
 
 
 def element_of(name: str) -> tuple[str, int | None]:
@@ -24,7 +24,7 @@ def quantity_label(name: str, config: Config) -> str:
     """The name a study's tables and plots give the quantity ``name``: an element of a
     vector site labelled as the data label it, ``race_probs[WHITE]`` for
     ``race_probs[0]`` (the race codes) and ``school_effect[9001]`` for
-    ``school_effect[0]`` (the school ids, :data:`~classsize.model.config.FIRST_SCHOOL_ID` + k)."""
+    ``school_effect[0]`` (the school ids, :data:`~classsize.model.format.FIRST_SCHOOL_ID` + k)."""
     site, index = element_of(name)
     if index is None:
         return name

@@ -199,7 +199,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_star(args: argparse.Namespace) -> int:
-    from classsize.inference.data.star import summary_text, write_star
+    from classsize.inference.data.star import write_star
+    from classsize.inference.data.star_metadata import summary_text
 
     metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
     print(summary_text(metadata))

@@ -3,9 +3,9 @@
 :class:`LoadedData` holds the two tables of a dataset folder once
 :func:`classsize.inference.data.read.load_dataset` has checked them, with the folder's
 metadata and truth, and turns them into what the model takes:
-:meth:`LoadedData.observed` (the arrays of :class:`classsize.model.Observed`),
-:meth:`LoadedData.race_coding`, :meth:`LoadedData.school_ids_in` and
-:meth:`LoadedData.covariate_matrix`.
+:meth:`LoadedData.observed` (the arrays of :class:`classsize.model.Observed`), with
+:meth:`LoadedData.race_coding` and :meth:`LoadedData.school_ids_in` saying what its
+race and school indices stand for.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ import numpy as np
 import pandas as pd
 
 from classsize.model import Config, Observed  # importing classsize.model enables JAX x64
-from classsize.model.config import COHORTS
-from classsize.model.experiment import scaled_log_income
-
-#: The name of family_income in :meth:`LoadedData.covariate_matrix` (it enters scaled).
-INCOME_COVARIATE_NAME = "log_income_scaled"
+from classsize.model.format import COHORTS
+from classsize.model.pieces import scaled_log_income
 
 
 @dataclass(frozen=True)
@@ -54,11 +51,6 @@ class LoadedData:
                 f"{self.n_schools} schools from {self.metadata.get('_source', self.source)})")
 
     # ---------------------------------------------------------------- ids
-    @property
-    def class_ids(self) -> np.ndarray:
-        """Class ids in ascending order: position ``j`` is class ``j`` of :meth:`observed`."""
-        return np.sort(self.classes["class_id"].to_numpy(np.int64))
-
     @property
     def school_ids(self) -> np.ndarray:
         """School ids in ascending order: position ``k`` is school ``k`` of :meth:`observed`."""
@@ -126,7 +118,7 @@ class LoadedData:
         model of these arrays needs ``n_schools = len(school_ids_in(cohort))``, which is
         :attr:`n_schools` for the whole dataset); races into :meth:`race_coding`
         (whole dataset, whichever cohort).  ``income_scaled`` is
-        :func:`~classsize.model.experiment.scaled_log_income` of ``family_income`` under
+        :func:`~classsize.model.pieces.scaled_log_income` of ``family_income`` under
         ``config`` (zeros without that column).  With ``cohort`` ("REGULAR" or
         "EXPERIMENTAL") only that cohort's students and the classes they sit in are
         kept, classes re-indexed.  Every class is real, so ``class_used`` is all True.
@@ -142,7 +134,7 @@ class LoadedData:
         class_is_small = (cl["class_size"] == "SMALL").to_numpy(np.int32)
         extra: dict[str, Any] = {}
         others = [c for c in self.student_covariates if c != "family_income"]
-        if others and "extra_covariates" in Observed._fields:
+        if others:
             extra["extra_covariates"] = jnp.asarray(st[others].to_numpy(np.float64), dtype=jnp.float64)
         if self.has_income:
             income = scaled_log_income(jnp.asarray(st["family_income"].to_numpy(np.float64)), config)
@@ -161,27 +153,3 @@ class LoadedData:
             class_used=jnp.ones(len(cl), dtype=bool),
             **extra,
         )
-
-    def covariate_matrix(
-        self, cohort: str | None = None, config: Config = Config()
-    ) -> tuple[np.ndarray, list[str]]:
-        """The listed student covariates as a float64 ``n x p`` matrix and their names.
-
-        Rows are the students of :meth:`observed` (same cohort, same order); columns
-        follow ``metadata["student_covariates"]``, with ``family_income`` entering as
-        its scaled log (named ``"log_income_scaled"``, scaled under ``config``).
-        """
-        st = self._cohort_students(cohort)
-        cols: list[np.ndarray] = []
-        names: list[str] = []
-        for name in self.student_covariates:
-            if name == "family_income":
-                x = np.asarray(scaled_log_income(st["family_income"].to_numpy(np.float64), config))
-                names.append(INCOME_COVARIATE_NAME)
-            else:
-                x = st[name].to_numpy(np.float64)
-                names.append(name)
-            cols.append(x.astype(np.float64))
-        if not cols:
-            return np.zeros((len(st), 0), dtype=np.float64), names
-        return np.column_stack(cols), names

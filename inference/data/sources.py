@@ -4,7 +4,7 @@ the fingerprint that names those data in a run's files.
 :func:`as_loaded` takes a data folder (``FOLDER`` or ``FOLDER#K``), a simulated
 :class:`classsize.model.Dataset`, a students and a classes ``pandas.DataFrame`` (with
 an optional ``dataset.json`` mapping), or an already loaded dataset.  Every form goes
-through the one reader, :func:`~.data.load_dataset`, with all its checks: tables are
+through the one reader, :func:`~.read.load_dataset`, with all its checks: tables are
 written to a private temporary folder and read back, and a refusal names the
 DataFrame (``students DataFrame, line 3 (data row 2), column 'test_score': ...``)
 rather than that folder.
@@ -17,12 +17,21 @@ import json
 import tempfile
 from pathlib import Path
 
+from classsize.model.format import (
+    CLASSES_FILE,
+    CLASSES_PARQUET,
+    METADATA_FILE,
+    STUDENTS_FILE,
+    STUDENTS_PARQUET,
+    TRUTH_FILE,
+)
+
 from classsize.inference.data.checks import DataError
-from classsize.inference.data.read import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE, TRUTH_FILE, load_dataset
+from classsize.inference.data.read import load_dataset
 from classsize.inference.data.dataset import LoadedData
 
 #: The files whose bytes make a folder's fingerprint (those present).
-_FINGERPRINTED = (STUDENTS_FILE, CLASSES_FILE, METADATA_FILE, TRUTH_FILE, "students.parquet", "classes.parquet")
+_FINGERPRINTED = (STUDENTS_FILE, CLASSES_FILE, METADATA_FILE, TRUTH_FILE, STUDENTS_PARQUET, CLASSES_PARQUET)
 
 
 def as_loaded(data, classes=None, *, metadata: dict | None = None) -> LoadedData:

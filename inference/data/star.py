@@ -42,6 +42,9 @@ Krueger's Table V (kindergarten; reprinted as Table 2.2.2 of Angrist and Pischke
 sample is the STAR records as they were supplied to him, not these public files, and
 his regular-with-aide classes have a coefficient of their own, where here they are
 LARGE; ``notebooks/04_real_data`` and the README compare the two point by point.
+
+What each step did, with its counts, goes into ``dataset.json``
+(:mod:`classsize.inference.data.star_metadata`).
 """
 
 from __future__ import annotations
@@ -53,15 +56,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classsize.model.config import KNOWN_RACE_CODES
 from classsize.model.files import atomic_write_text
+from classsize.model.format import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE
 
+from classsize.inference.data.star_metadata import star_metadata
 from classsize.inference.outputs import UsageError, prepare_out_dir
 
-NAME = "Tennessee STAR, kindergarten"
-SCORE_UNITS = "percentile points"
+#: The columns of the STAR students table: free lunch, not family income, is its covariate.
 STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "race", "free_lunch", "cohort"]
-CLASS_COLUMNS = ["class_id", "school_id", "n_students", "class_size", "teacher_has_ma"]
 _INSTALL_HINT = "the real STAR data needs the optional extra: pip install 'classsize[star]'"
 
 #: AER ``ethnicity`` -> project race code.
@@ -80,11 +82,7 @@ _CLTYPE_TO_STARK = {"small": "small", "reg": "regular", "reg+A": "regular+aide"}
 #: Teacher characteristics that, with school and class type, define an mlmRev teacher id.
 _TEACHER_TRAITS = ["degreek", "ladderk", "experiencek", "tethnicityk"]
 #: A teacher id with at most this many students may be a fragment of another class.
-_FRAGMENT_MAX_STUDENTS = 4
-
-#: The design's largest class of each type (small 13-17, regular 22-25 students); an id
-#: with more than 1.5 times as many students is reported as probably two classes.
-_DESIGN_MAX_SIZE = {"small": 17, "regular": 25, "regular+aide": 25}
+FRAGMENT_MAX_STUDENTS = 4
 
 #: Reasons a kindergarten student is left out, in the order they are checked (each
 #: student is counted under the first that applies).
@@ -97,33 +95,6 @@ DROP_REASONS = (
     "missing_free_lunch",
     "missing_race",
 )
-
-SOURCES = [
-    {
-        "dataset": "STAR",
-        "r_package": "AER",
-        "use": "student records: class type, reading and math scaled scores, free lunch, "
-        "school, teacher degree, ethnicity",
-        "citation": "Kleiber, C. and Zeileis, A. (2008). Applied Econometrics with R. "
-        "Springer. R package AER.",
-    },
-    {
-        "dataset": "star",
-        "r_package": "mlmRev",
-        "use": "the teacher id of each student's kindergarten class",
-        "citation": "Bates, D., Maechler, M. and Pinheiro, J. R package mlmRev: "
-        "Examples from Multilevel Modelling Software Review.",
-    },
-    {
-        "study": "Word, E. et al. (1990). Student/Teacher Achievement Ratio (STAR): "
-        "Tennessee's K-3 Class Size Study. Final Summary Report 1985-1990. "
-        "Tennessee State Department of Education.",
-    },
-    {
-        "score_metric": "Krueger, A. B. (1999). Experimental Estimates of Education "
-        "Production Functions. Quarterly Journal of Economics 114(2), 497-532.",
-    },
-]
 
 
 # ---------------------------------------------------------------------- loading
@@ -193,14 +164,14 @@ def _teacher_table(j: pd.DataFrame) -> pd.DataFrame:
 def _fragment_map(teachers: pd.DataFrame) -> dict[int, int]:
     """Teacher ids that are fragments of another class -> the id of that class.
 
-    A fragment has its teacher race missing, at most ``_FRAGMENT_MAX_STUDENTS``
+    A fragment has its teacher race missing, at most ``FRAGMENT_MAX_STUDENTS``
     students, and exactly one teacher in its school with the same class type, degree,
     career-ladder step and experience and a recorded race.
     """
     out: dict[int, int] = {}
     recorded = teachers[teachers["tethnicityk"].notna()]
     for tid, row in teachers[teachers["tethnicityk"].isna()].iterrows():
-        if row["n_source"] > _FRAGMENT_MAX_STUDENTS:
+        if row["n_source"] > FRAGMENT_MAX_STUDENTS:
             continue
         same = recorded[(recorded["schoolidk"] == row["schoolidk"]) & (recorded["stark"] == row["stark"])]
         for col in ("degreek", "ladderk", "experiencek"):
@@ -285,124 +256,9 @@ def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, d
     if not merge_aide:
         classes["aide"] = aide
 
-    metadata = _metadata(j, kept, classes, aide, teachers, fragments, dropped, join, merge_aide)
+    metadata = star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge_aide,
+                             fragment_max_students=FRAGMENT_MAX_STUDENTS)
     return students, classes, metadata
-
-
-def _class_type(kept: pd.DataFrame) -> pd.Series:
-    return kept["stark"].map({"small": "small", "regular": "regular", "regular+aide": "regular_aide"})
-
-
-def _metadata(j, kept, classes, aide, teachers, fragments, dropped, join, merge_aide) -> dict[str, Any]:
-    race_codes = [c for c in KNOWN_RACE_CODES if c in set(kept["race"])]
-    small = classes["class_size"] == "SMALL"
-    ctype = _class_type(kept)
-    class_type = np.where(small, "small", np.where(aide, "regular_aide", "regular"))
-    mean_by_type = kept.groupby(ctype)["test_score"].mean()
-    mean_by_size = kept.groupby("class_size")["test_score"].mean()
-    design_max = teachers["stark"].map(_DESIGN_MAX_SIZE)
-    merged_ids = teachers[teachers["n_source"] > 1.5 * design_max]
-    repaired = {fragments.get(int(t), int(t)) for t in teachers.index}
-    left_out = sorted(repaired - set(classes["class_id"].tolist()))
-    counts = {
-        "students_in_source": join["aer_kindergarten_students"],
-        "students_kept": int(len(kept)),
-        "students_dropped": int(sum(dropped.values())),
-        "dropped_by_reason": dropped,
-        "students_by_class_type": {k: int(v) for k, v in ctype.value_counts().sort_index().items()},
-        "teacher_ids_in_source": int(len(teachers)),
-        "teacher_ids_reattached": len(fragments),
-        "classes_in_source": len(repaired),
-        "classes": int(len(classes)),
-        "classes_by_class_type": {k: int(v) for k, v in pd.Series(class_type).value_counts().sort_index().items()},
-        "schools": int(classes["school_id"].nunique()),
-        "small_class_share": round(float(small.mean()), 4),
-        "small_student_share": round(float((kept["class_size"] == "SMALL").mean()), 4),
-    }
-    summary = {
-        "mean_percentile_by_class_size": {k: round(float(v), 3) for k, v in mean_by_size.items()},
-        "mean_percentile_by_class_type": {k: round(float(v), 3) for k, v in mean_by_type.items()},
-        "naive_difference_small_minus_large": round(float(mean_by_size["SMALL"] - mean_by_size["LARGE"]), 3),
-    }
-    large_note = (
-        "LARGE for regular and regular-with-aide classes alike (merged)"
-        if merge_aide
-        else "LARGE for regular and regular-with-aide classes alike; the column 'aide' is "
-        "True for the regular-with-aide classes"
-    )
-    derivation = {
-        "student_id": "0..n-1 in order of class_id, then of the AER STAR student id.",
-        "class_id": "The mlmRev star teacher id (tch) of the student's kindergarten class; "
-        f"{len(fragments)} ids with one to three students and a missing teacher race were "
-        "re-attached to the only teacher of the same school, class type, degree, "
-        "career-ladder step and experience (see teacher_id_repair).",
-        "school_id": "The kindergarten school id (AER schoolidk, equal to mlmRev sch), 1-79.",
-        "test_score": "Mean of the reading and math percentile ranks; each subject's "
-        "scaled score (readk, mathk) is ranked among all kindergarten students of regular "
-        "and regular-with-aide classes who took that test (ties count half), in 0-100.",
-        "race": "AER ethnicity: cauc WHITE, afam BLACK, hispanic HISPANIC, asian ASIAN, "
-        "amindian NATIVE_AMERICAN, other OTHER.",
-        "free_lunch": "AER lunchk: True for free lunch, False for non-free.",
-        "cohort": "EXPERIMENTAL for every student: STAR randomized students to class types "
-        "within schools.",
-        "n_students": "The number of kept students of the class.",
-        "class_size": "AER stark: SMALL for small classes; " + large_note + ".",
-        "teacher_has_ma": "AER degreek: True for master, master+ and specialist, False for bachelor.",
-    }
-    if not merge_aide:
-        derivation["aide"] = "True for the regular-with-aide classes (AER stark regular+aide)."
-    return {
-        "name": NAME,
-        "score_units": SCORE_UNITS,
-        "score_range": [0, 100],
-        "student_covariates": ["free_lunch"],
-        "optional_covariates": ["race"],
-        "ability": "normal",
-        "ability_reason": (
-            "Averaged percentile ranks are not a uniform box around a linear predictor: the "
-            "analyses use the normal alternative for the score's unexplained part."
-        ),
-        "race_codes": race_codes,
-        "merge_aide": bool(merge_aide),
-        "description": (
-            "The kindergarten year (1985-86) of Project STAR: students and teachers of "
-            "79 Tennessee schools randomly assigned, within school, to small classes, "
-            "regular classes or regular classes with a full-time aide. Classes are "
-            "teachers. There is no family income in these data; free-lunch status is "
-            "the student covariate."
-        ),
-        "derivation": derivation,
-        "counts": counts,
-        "summary": summary,
-        "join": {
-            **join,
-            "key": "AER STAR row name == mlmRev star id (student id)",
-            "checked": "one to one in kindergarten; school, class type, reading and math "
-            "scores, teacher experience and lunch status agree on every matched student",
-        },
-        "teacher_id_repair": {
-            "rule": "An mlmRev teacher id is one per distinct school, class type, degree, "
-            "career-ladder step, experience and teacher race. An id with a missing teacher "
-            f"race, at most {_FRAGMENT_MAX_STUDENTS} kindergarten students and exactly one "
-            "teacher in its school with the same class type, degree, career-ladder step "
-            "and experience is a fragment of that teacher's class and joins it.",
-            "reattached": {str(k): v for k, v in sorted(fragments.items())},
-            "probably_two_classes_rule": "more kindergarten students than 1.5 times the "
-            "design's largest class of its type (small 17, regular 25)",
-            "probably_two_classes": {
-                str(int(t)): f"{int(r.n_source)} students in a {r.stark} class: most likely two "
-                "classes whose teachers share every recorded characteristic; kept as one"
-                for t, r in merged_ids.iterrows()
-            },
-            "note": f"{len(teachers)} source ids - {len(fragments)} fragments = "
-            f"{len(teachers) - len(fragments)} classes, i.e. "
-            f"{len(teachers) - len(fragments) + len(merged_ids)} real classes counting the "
-            "merged pairs (about 325 kindergarten classes are reported for STAR); "
-            f"{len(left_out)} of them with no kept student left out "
-            f"({', '.join(map(str, left_out)) or 'none'}), leaving {len(classes)}.",
-        },
-        "sources": SOURCES,
-    }
 
 
 # ---------------------------------------------------------------------- writing
@@ -414,27 +270,7 @@ def write_star(out_dir: str | Path, merge_aide: bool = True, force: bool = False
     out = prepare_out_dir(out_dir, force)
     students, classes, metadata = convert_star(merge_aide=merge_aide)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "classes.csv", classes.to_csv(index=False))
-    atomic_write_text(out / "students.csv", students.to_csv(index=False))
-    atomic_write_text(out / "dataset.json", json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(out / CLASSES_FILE, classes.to_csv(index=False))
+    atomic_write_text(out / STUDENTS_FILE, students.to_csv(index=False))
+    atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     return metadata
-
-
-def summary_text(metadata: dict[str, Any]) -> str:
-    c, s = metadata["counts"], metadata["summary"]
-    dropped = ", ".join(f"{k} {v}" for k, v in c["dropped_by_reason"].items() if v)
-    lines = [
-        f"{metadata['name']}: {c['students_kept']} of {c['students_in_source']} students kept "
-        f"({c['students_dropped']} dropped: {dropped or 'none'})",
-        f"{c['classes']} classes in {c['schools']} schools; SMALL: "
-        f"{c['small_class_share']:.1%} of classes, {c['small_student_share']:.1%} of students",
-        "mean percentile by class size: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_size"].items())
-        + f" (naive SMALL - LARGE: {s['naive_difference_small_minus_large']:+.1f})",
-    ]
-    if not metadata["merge_aide"]:
-        lines.append(
-            "mean percentile by class type: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_type"].items())
-        )
-    return "\n".join(lines)

@@ -27,14 +27,14 @@ _SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def device_count_wanted() -> int:
-    """``$CLASSSIZE_DEVICES`` when set, else the number of cores this process may use."""
+    """``$CLASSSIZE_DEVICES`` when set, else the number of cores this process may use
+    (:func:`classsize.model.machine.machine_cores`)."""
     env = os.environ.get("CLASSSIZE_DEVICES")
     if env:
         return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    from classsize.model.machine import machine_cores
+
+    return machine_cores()
 
 
 def jax_started() -> bool:
@@ -68,27 +68,27 @@ def use_all_cores() -> bool:
 
 def _user_chose_cache() -> bool:
     """Whether a cache folder other than the package's was chosen (and no
-    ``CLASSSIZE_CACHE_DIR`` asks for the package's)."""
-    if os.environ.get("CLASSSIZE_CACHE_DIR"):
+    ``CLASSSIZE_CACHE_DIR`` asks for the package's: :func:`classsize.model.jaxcache.chosen_dir`)."""
+    from classsize.model import jaxcache
+
+    if jaxcache.chosen_dir() is not None:
         return False
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return True
     import jax
 
-    from classsize.model.jaxcache import enabled_dir
-
-    return bool(jax.config.jax_compilation_cache_dir) and enabled_dir() is None
+    return bool(jax.config.jax_compilation_cache_dir) and jaxcache.enabled_dir() is None
 
 
 def use_compilation_cache() -> None:
     """Turn on the package's persistent compilation cache (:mod:`classsize.model.jaxcache`),
     unless the user has chosen a cache folder (``JAX_COMPILATION_CACHE_DIR`` or
-    ``jax.config``) or turned it off (``CLASSSIZE_NO_CACHE=1``)."""
-    if os.environ.get("CLASSSIZE_NO_CACHE") == "1" or _user_chose_cache():
-        return
-    from classsize.model.jaxcache import enable_compilation_cache
+    ``jax.config``) or turned it off (``CLASSSIZE_NO_CACHE=1``, :func:`~classsize.model.jaxcache.cache_off`)."""
+    from classsize.model import jaxcache
 
-    enable_compilation_cache()
+    if jaxcache.cache_off() or _user_chose_cache():
+        return
+    jaxcache.enable_compilation_cache()
 
 
 def configure() -> None:

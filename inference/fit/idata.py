@@ -56,6 +56,8 @@ import math
 
 import numpy as np
 
+from classsize.model.pieces import pinned
+
 from classsize.inference.analyses.base import Problem
 
 #: At most this many draws (over all chains) go into the pointwise and posterior
@@ -98,10 +100,7 @@ DIMS = {
 
 def pinned_parameters(problem: Problem) -> dict[str, object]:
     """The parameters the analysis's priors pin to a value, with that value."""
-    import numpyro.distributions as dist
-
-    return {name: np.asarray(d.v).tolist() for name, d in (problem.priors or {}).items()
-            if isinstance(d, dist.Delta)}
+    return {name: np.asarray(d.v).tolist() for name, d in (problem.priors or {}).items() if pinned(d)}
 
 
 def coordinates(problem: Problem) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ import os
 import sys
 from typing import Iterator, Sequence
 
+from classsize.model.machine import machine_cores
 from classsize.model.precision import float64
 
 from classsize.inference.outputs import UsageError
@@ -64,14 +65,6 @@ def check_runner_args(address: str | None, workers: int | None) -> None:
     if workers is not None and not 1 <= workers <= machine_cores():
         raise UsageError(f"--workers must be between 1 and the {machine_cores()} core(s) of this machine, "
                          f"got {workers}")
-
-
-def machine_cores() -> int:
-    """The cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def worker_environment(devices: int) -> dict[str, str]:

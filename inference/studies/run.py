@@ -78,7 +78,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from classsize.model import Config
-from classsize.model.experiment import PARAMETERS
+from classsize.model.pieces import PARAMETERS
 from classsize.model.precision import float64
 from classsize.model.tables import DRAW_SITES, observed_from_draw
 
