@@ -255,7 +255,7 @@ def build_pymc_model(data_dir, ability: str | None = None):
     from classsize.model.pilot import SCORE_EFFECTS, pinned, prior_variance
 
     loaded, problem = load_structural(data_dir, ability)
-    config, priors, obs, ability = problem.config, problem.priors, problem.observed, problem.ability
+    config, priors, obs, ability = problem.design, problem.priors, problem.observed, problem.ability
     if ability not in ("uniform", "normal"):
         raise ValueError(f"ability must be 'uniform' or 'normal', got {ability!r}")
     uniform = ability == "uniform"

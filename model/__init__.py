@@ -1,4 +1,4 @@
-"""classsize.model: the configuration, the NumPyro model of the class-size experiment,
+"""classsize.model: the design and the configuration, the NumPyro model of the class-size experiment,
 the conversion between model traces and the two tables, and the notebook engine.
 
 Importing it changes no JAX setting: the simulators run in 64-bit mode inside a
@@ -6,6 +6,7 @@ context of their own (:mod:`.precision`).
 """
 
 from .config import Config, ConfigError
+from .design import Design
 from .experiment import class_size_experiment
 from .pieces import PARAMETERS, Observed, default_priors, fixed_parameters
 from .simulate import Dataset, simulate, simulate_many
@@ -13,6 +14,7 @@ from .simulate import Dataset, simulate, simulate_many
 __all__ = [
     "Config",
     "ConfigError",
+    "Design",
     "PARAMETERS",
     "Observed",
     "class_size_experiment",

@@ -125,7 +125,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
-from .config import Config
+from .design import Design
 from .pieces import (
     PARAMETERS,
     Observed,
@@ -159,7 +159,7 @@ def check_noise_ability(noisy: bool, ability: str) -> None:
         raise ValueError(f"scores with measurement noise are fitted with uniform ability only (ability is {ability!r})")
 
 
-def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: Observed,
+def condition_on_data(design: Design, priors: Mapping[str, Distribution], data: Observed,
                       ability: str = "uniform", pilot: Pilot | None = None):
     """The model conditioned on ``data`` (see the module docstring for the math).
 
@@ -174,7 +174,7 @@ def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: 
     check_noise_ability(noisy, ability)
     if pilot is None:
         with jax.ensure_compile_time_eval():
-            pilot = pilot_estimates(config, priors, data, ability)
+            pilot = pilot_estimates(design, priors, data, ability)
     uniform = ability == "uniform"
     weights = sample_parameters(
         priors, skip=tuple(k for k in PARAMETERS if k not in SCORE_WEIGHTS), pinned_as_deterministic=True
@@ -182,16 +182,16 @@ def condition_on_data(config: Config, priors: Mapping[str, Distribution], data: 
     beta_a, beta_s = weights["score_ability_weight"], weights["score_school_weight"]
     p = _count_parameters(priors, pilot)
     residual = _score_effects(priors, pilot, data, beta_a)
-    width, base, log_jacobian = _width_and_levels(config, priors, pilot, residual, beta_a, uniform and not noisy)
-    _intercept_and_range(config, priors, pilot, beta_a * base, beta_s, log_jacobian)
+    width, base, log_jacobian = _width_and_levels(design, priors, pilot, residual, beta_a, uniform and not noisy)
+    _intercept_and_range(design, priors, pilot, beta_a * base, beta_s, log_jacobian)
 
     def ability_uniform(who=slice(None)):
         return residual(who) - base[pilot.student_school[who]]
 
-    p.update(_assignment_rule(config, priors, pilot, data, ability_uniform, width if noisy else None))
+    p.update(_assignment_rule(design, priors, pilot, data, ability_uniform, width if noisy else None))
     ability_uniform = ability_uniform()
     noise_sd = weights["score_noise_sd"] if noisy else None
-    _observations(config, p, data, ability_uniform, beta_a, width, uniform, noise_sd,
+    _observations(design, p, data, ability_uniform, beta_a, width, uniform, noise_sd,
                   rule_has_ability=not (pinned(priors["regular_small_ability"])
                                         and bool(np.all(np.asarray(priors["regular_small_ability"].v) == 0))))
 
@@ -279,11 +279,11 @@ def _score_effects(priors, pilot: Pilot, data: Observed, beta_a):
     return residual
 
 
-def _width_and_levels(config: Config, priors, pilot: Pilot, residual, beta_a, windowed: bool):
+def _width_and_levels(design: Design, priors, pilot: Pilot, residual, beta_a, windowed: bool):
     """Step 3: the width :math:`W` and the school levels :math:`b_k` (ability units),
     with the log-Jacobian of their maps (and, in the windows of noise-free uniform
     ability, the prior of W)."""
-    with numpyro.plate("schools", config.n_schools):
+    with numpyro.plate("schools", design.n_schools):
         z = _standard("school_position")
     if windowed:
         r = residual()
@@ -298,14 +298,14 @@ def _width_and_levels(config: Config, priors, pilot: Pilot, residual, beta_a, wi
         width = _centred("ability_uniform_width", priors["ability_uniform_width"], *pilot.width)
         base = pilot.levels + pilot.level_scales * z
         log_jacobian = jnp.sum(jnp.log(pilot.level_scales))
-    return width, base, log_jacobian + config.n_schools * jnp.log(beta_a)
+    return width, base, log_jacobian + design.n_schools * jnp.log(beta_a)
 
 
-def _intercept_and_range(config: Config, priors, pilot: Pilot, level, beta_s, log_jacobian) -> None:
+def _intercept_and_range(design: Design, priors, pilot: Pilot, level, beta_s, log_jacobian) -> None:
     """Step 4: the intercept :math:`c` and range :math:`R` given the levels
     :math:`a_k = c + \\beta_S e_k` (score units), the school effects, and the factor
     holding every Jacobian and prior of steps 3 and 4."""
-    n_schools = config.n_schools
+    n_schools = design.n_schools
     half_range = (jnp.max(level) - jnp.min(level)) / 2.0
     midpoint = (jnp.max(level) + jnp.min(level)) / 2.0
     t = _standard("school_effect_range_excess")
@@ -326,7 +326,7 @@ def _intercept_and_range(config: Config, priors, pilot: Pilot, level, beta_s, lo
     numpyro.factor("reparameterisation", log_jacobian + log_prior)
 
 
-def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, ability_uniform, noisy_width=None) -> dict:
+def _assignment_rule(design: Design, priors, pilot: Pilot, data: Observed, ability_uniform, noisy_width=None) -> dict:
     r"""Step 5: the REGULAR cohort's assignment slopes, intercept and race shifts, each
     race's intercept mapped into the window its SMALL and LARGE students allow
     (``ability_uniform(who)``: the implied :math:`U_i` of the students ``who``).
@@ -335,7 +335,7 @@ def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, abili
     anywhere in [0, W], so the window asks only that her rule be positive (SMALL) or
     below 1 (LARGE) somewhere there: :math:`\lambda U_i` is replaced by
     :math:`\max(\lambda W, 0)` for SMALL students and :math:`\min(\lambda W, 0)` for LARGE."""
-    n_races = len(config.race_codes)
+    n_races = len(design.race_codes)
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     coef, coef_scale = pilot.assignment
     income = _centred("regular_small_income", priors["regular_small_income"], coef[n_races], coef_scale[n_races])
@@ -386,7 +386,7 @@ def _assignment_rule(config: Config, priors, pilot: Pilot, data: Observed, abili
     return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
 
 
-def _observations(config: Config, p: Mapping, data: Observed, ability_uniform, beta_a, width, uniform: bool,
+def _observations(design: Design, p: Mapping, data: Observed, ability_uniform, beta_a, width, uniform: bool,
                   noise_sd=None, rule_has_ability: bool = True) -> None:
     """Step 6: the observed sites, given the implied ability parts :math:`U_i` (with
     measurement noise of sd ``noise_sd``: the noise-free reading of each score)."""
@@ -409,7 +409,7 @@ def _observations(config: Config, p: Mapping, data: Observed, ability_uniform, b
     with numpyro.plate("classes", data.class_is_small.shape[-1]), numpyro.handlers.mask(mask=data.class_used):
         numpyro.sample("teacher_has_ma", _Bernoulli(teacher_ma_probability(p, data.class_is_small)),
                        obs=data.teacher_has_ma)
-        numpyro.sample("school", dist.Categorical(probs=jnp.ones(config.n_schools) / config.n_schools),
+        numpyro.sample("school", dist.Categorical(probs=jnp.ones(design.n_schools) / design.n_schools),
                        obs=data.school_of_class)
 
 

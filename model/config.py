@@ -8,25 +8,25 @@ and written to TOML with flat keys named after the fields::
     small_class_direct_effect = 0.0
     regular_small_race_shift = { WHITE = -0.25, ASIAN = -0.3 }
 
-Every rule broken by a configuration raises :class:`ConfigError` whose message is
-one line naming the field and the rule.
+A configuration is a design (:class:`~classsize.model.design.Design`: cohorts,
+races, income range, class sizes, schools; ``config.design``) and the parameter
+values of the process, the truth a simulation draws from.  A fit needs the design
+alone.  Every rule broken by a configuration raises :class:`ConfigError` (the
+design's rules are :mod:`classsize.model.design`'s, the parameters' are here) whose
+message is one line naming the field and the rule; it is imported from here, where
+a configuration is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .format import KNOWN_RACE_CODES
-
-
-class ConfigError(ValueError):
-    """A configuration breaks a rule; the message is one line naming the field."""
+from .design import DESIGN_FIELDS, INT_FIELDS, ConfigError, Design, check, finite, is_number
 
 
 class FrozenDict(dict):
@@ -65,12 +65,12 @@ class Config:
       + teacher_ma_effect * MA + score_school_weight * school_effect + Normal(0, score_noise_sd)``
     """
 
-    n_regular: int = 4000
-    n_experimental: int = 2000
-    race_codes: tuple[str, ...] = ("WHITE", "BLACK", "HISPANIC", "ASIAN")
+    n_regular: int = Design.n_regular
+    n_experimental: int = Design.n_experimental
+    race_codes: tuple[str, ...] = Design.race_codes
     race_probs: tuple[float, ...] = (0.5, 0.15, 0.2, 0.15)
-    income_min: int = 30000
-    income_max: int = 150000
+    income_min: int = Design.income_min
+    income_max: int = Design.income_max
     ability_income_weight: float = 10.0
     ability_uniform_width: float = 25.0
     regular_small_intercept: float = 0.1
@@ -78,11 +78,11 @@ class Config:
     regular_small_race_shift: Mapping[str, float] = field(default_factory=_default_race_shift)
     regular_small_ability: float = 0.02
     experimental_p_small: float = 0.5
-    small_class_size: float = 15.0
-    large_class_size: float = 30.0
+    small_class_size: float = Design.small_class_size
+    large_class_size: float = Design.large_class_size
     p_ma_small: float = 0.5
     p_ma_large: float = 0.4
-    n_schools: int = 20
+    n_schools: int = Design.n_schools
     school_effect_range: float = 5.0
     score_intercept: float = 45.0
     score_ability_weight: float = 1.0
@@ -102,12 +102,18 @@ class Config:
         object.__setattr__(
             self, "regular_small_race_shift", FrozenDict(self.regular_small_race_shift)
         )
-        _validate(self)
+        object.__setattr__(self, "_design", Design(**{name: getattr(self, name) for name in DESIGN_FIELDS}))
+        _validate_truth(self)
 
     # ------------------------------------------------------------------ derived
     @property
+    def design(self) -> Design:
+        """The design part of the configuration: what a fit needs (and what it is given)."""
+        return self._design
+
+    @property
     def n_students(self) -> int:
-        return self.n_regular + self.n_experimental
+        return self._design.n_students
 
     @property
     def race_shift_vector(self) -> tuple[float, ...]:
@@ -116,12 +122,11 @@ class Config:
 
     @property
     def max_small_classes(self) -> int:
-        """Most SMALL classes any dataset can have (every student in a SMALL class)."""
-        return max(1, math.floor(self.n_students / self.small_class_size))
+        return self._design.max_small_classes
 
     @property
     def max_large_classes(self) -> int:
-        return max(1, math.floor(self.n_students / self.large_class_size))
+        return self._design.max_large_classes
 
     def estimands(self) -> dict[str, float]:
         """The causal estimands this configuration implies.
@@ -211,18 +216,9 @@ def _toml_value(v: Any) -> str:
     raise TypeError(type(v))
 
 
-_INT_FIELDS = {"n_regular", "n_experimental", "income_min", "income_max", "n_schools"}
-#: The largest value of an integer field (the arrays of the model hold 32-bit integers).
-INT_FIELD_MAX = 2**31 - 1
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _coerce(key: str, annotation: Any, value: Any, source: str) -> Any:
     ann = str(annotation)
-    if key in _INT_FIELDS:
+    if key in INT_FIELDS:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -233,75 +229,39 @@ def _coerce(key: str, annotation: Any, value: Any, source: str) -> Any:
             raise ConfigError(f"{source}: field '{key}' must be a list of strings, got {value!r}")
         return tuple(value)
     if key == "race_probs":
-        if not isinstance(value, list) or not all(_is_number(x) for x in value):
+        if not isinstance(value, list) or not all(is_number(x) for x in value):
             raise ConfigError(f"{source}: field '{key}' must be a list of numbers, got {value!r}")
         return tuple(float(x) for x in value)
     if key == "regular_small_race_shift":
-        if not isinstance(value, dict) or not all(_is_number(x) for x in value.values()):
+        if not isinstance(value, dict) or not all(is_number(x) for x in value.values()):
             raise ConfigError(
                 f"{source}: field '{key}' must be a table of race code = number, got {value!r}"
             )
         return {str(k): float(x) for k, x in value.items()}
     if "float" in ann:
-        if not _is_number(value):
+        if not is_number(value):
             raise ConfigError(f"{source}: field '{key}' must be a number, got {value!r}")
         return float(value)
     return value
 
 
-def _check(cond: bool, name: str, rule: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"field '{name}' {rule} (got {value!r})")
-
-
-def _finite(name: str, value: Any) -> None:
-    _check(_is_number(value) and math.isfinite(value), name, "must be a finite number", value)
-
-
-def _validate(c: Config) -> None:
+def _validate_truth(c: Config) -> None:
+    """The rules of the parameters (the design's are :class:`~classsize.model.design.Design`'s)."""
     for f in fields(c):
         v = getattr(c, f.name)
-        if f.name in _INT_FIELDS:
-            _check(isinstance(v, int) and not isinstance(v, bool), f.name, "must be an integer", v)
-            _check(v <= INT_FIELD_MAX, f.name, f"must be at most {INT_FIELD_MAX}", v)
-        elif isinstance(v, (int, float)):
-            _finite(f.name, v)
-    _check(c.n_regular >= 0, "n_regular", "must be >= 0", c.n_regular)
-    _check(c.n_experimental >= 0, "n_experimental", "must be >= 0", c.n_experimental)
-    _check(c.n_students > 0, "n_regular", "plus n_experimental must be > 0", c.n_students)
-    _check(len(c.race_codes) > 0, "race_codes", "must name at least one race", c.race_codes)
-    for code in c.race_codes:
-        _check(code in KNOWN_RACE_CODES, "race_codes", f"has an unknown race code; known: {', '.join(KNOWN_RACE_CODES)}", code)
-    _check(len(set(c.race_codes)) == len(c.race_codes), "race_codes", "must not repeat a code", c.race_codes)
-    _check(len(c.race_probs) == len(c.race_codes), "race_probs", "must have one probability per race code", c.race_probs)
+        if f.name not in DESIGN_FIELDS and isinstance(v, (int, float)):
+            finite(f.name, v)
+    check(len(c.race_probs) == len(c.race_codes), "race_probs", "must have one probability per race code", c.race_probs)
     for p in c.race_probs:
-        _finite("race_probs", p)
-        _check(0.0 <= p <= 1.0, "race_probs", "must be probabilities in [0, 1]", c.race_probs)
-    _check(abs(sum(c.race_probs) - 1.0) < 1e-9, "race_probs", "must sum to 1", c.race_probs)
+        finite("race_probs", p)
+        check(0.0 <= p <= 1.0, "race_probs", "must be probabilities in [0, 1]", c.race_probs)
+    check(abs(sum(c.race_probs) - 1.0) < 1e-9, "race_probs", "must sum to 1", c.race_probs)
     for code, shift in c.regular_small_race_shift.items():
-        _check(code in c.race_codes, "regular_small_race_shift", f"names a race code not in race_codes", code)
-        _finite("regular_small_race_shift", shift)
-    _check(c.income_min > 0, "income_min", "must be > 0 (income enters through its logarithm)", c.income_min)
-    _check(c.income_max > c.income_min, "income_max", "must be > income_min", c.income_max)
-    _check(c.ability_uniform_width > 0, "ability_uniform_width", "must be > 0", c.ability_uniform_width)
+        check(code in c.race_codes, "regular_small_race_shift", "names a race code not in race_codes", code)
+        finite("regular_small_race_shift", shift)
+    check(c.ability_uniform_width > 0, "ability_uniform_width", "must be > 0", c.ability_uniform_width)
     for name in ("experimental_p_small", "p_ma_small", "p_ma_large"):
         v = getattr(c, name)
-        _check(0.0 <= v <= 1.0, name, "must be a probability in [0, 1]", v)
-    for name in ("small_class_size", "large_class_size"):
-        _check(getattr(c, name) >= 1, name, "must be >= 1 (a class holds at least one student)", getattr(c, name))
-        _at_most_students(c, name)
-    _check(c.n_schools > 0, "n_schools", "must be > 0", c.n_schools)
-    _at_most_students(c, "n_schools")
-    _check(c.school_effect_range >= 0, "school_effect_range", "must be >= 0", c.school_effect_range)
-    _check(c.score_noise_sd >= 0, "score_noise_sd", "must be >= 0", c.score_noise_sd)
-
-
-def _at_most_students(c: Config, name: str) -> None:
-    """A class size or a number of schools above the number of students means nothing
-    (one class holds them all; schools stay empty): refused beyond that number, or
-    beyond the field's default (the notebook's number) for designs smaller than it."""
-    default = Config.__dataclass_fields__[name].default
-    value = getattr(c, name)
-    _check(value <= max(c.n_students, default), name,
-           f"must be at most the number of students (n_regular + n_experimental = {c.n_students}) "
-           f"or the notebook's {default:g}, whichever is larger", value)
+        check(0.0 <= v <= 1.0, name, "must be a probability in [0, 1]", v)
+    check(c.school_effect_range >= 0, "school_effect_range", "must be >= 0", c.school_effect_range)
+    check(c.score_noise_sd >= 0, "score_noise_sd", "must be >= 0", c.score_noise_sd)

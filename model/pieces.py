@@ -18,6 +18,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .config import Config
+from .design import Design
 
 #: Structural parameters that are scalars, in the order they are sampled.
 SCALAR_PARAMETERS = (
@@ -55,7 +56,7 @@ def fixed_parameters(config: Config) -> dict[str, Distribution]:
     return out
 
 
-def default_priors(config: Config = Config()) -> dict[str, Distribution]:
+def default_priors(design: Design = Design(), score_noise_sd: float = 0.0) -> dict[str, Distribution]:
     r"""Weakly informative priors, the ones inference and calibration use.
 
     The effects of interest are centred on zero (:math:`\mathcal N(0, 10)` points), so a
@@ -63,12 +64,13 @@ def default_priors(config: Config = Config()) -> dict[str, Distribution]:
     data cannot tell them apart from other parameters: ``score_ability_weight = 1``
     (ability is measured in score points: only the product of the weight with the
     ability's income weight and width is identified) and ``score_school_weight = 1``
-    (likewise with ``school_effect_range``).  ``score_noise_sd`` is pinned to the
-    configuration's value: 0 (the notebook's scores carry no noise beyond ability)
-    unless the configuration says otherwise; :func:`free_noise_prior` is the prior
-    that samples it instead.
+    (likewise with ``school_effect_range``).  ``score_noise_sd`` is pinned to
+    ``score_noise_sd``: 0 (the notebook's scores carry no noise beyond ability) unless
+    the caller knows otherwise; :func:`free_noise_prior` is the prior that samples it
+    instead.  Of the design only the race codes enter (one probability and one
+    assignment shift per race).
     """
-    k = len(config.race_codes)
+    k = len(design.race_codes)
     return {
         "race_probs": dist.Dirichlet(2.0 * jnp.ones(k)),
         "ability_income_weight": dist.Normal(0.0, 10.0),
@@ -85,7 +87,7 @@ def default_priors(config: Config = Config()) -> dict[str, Distribution]:
         "small_class_direct_effect": dist.Normal(0.0, 10.0),
         "teacher_ma_effect": dist.Normal(0.0, 10.0),
         "score_school_weight": dist.Delta(1.0),
-        "score_noise_sd": dist.Delta(jnp.asarray(config.score_noise_sd, dtype=jnp.result_type(float))),
+        "score_noise_sd": dist.Delta(jnp.asarray(score_noise_sd, dtype=jnp.result_type(float))),
         "regular_small_race_shift": dist.Normal(jnp.zeros(k), 0.3).to_event(1),
     }
 
@@ -146,9 +148,9 @@ def sample_parameters(
 
 
 # ------------------------------------------------------------------ shared pieces
-def scaled_log_income(income, config: Config):
+def scaled_log_income(income, design: Design):
     """:math:`s = (\\log x - \\log x_{min}) / (\\log x_{max} - \\log x_{min})`, in [0, 1)."""
-    lo, hi = jnp.log(config.income_min), jnp.log(config.income_max)
+    lo, hi = jnp.log(design.income_min), jnp.log(design.income_max)
     return (jnp.log(income) - lo) / (hi - lo)
 
 
@@ -183,7 +185,7 @@ def score_without_ability(p: Mapping, small, has_ma, school_effect):
     )
 
 
-def allocate_to_classes(small, config: Config):
+def allocate_to_classes(small, design: Design):
     """The notebook's round-robin allocation, on the padded ``classes`` plate.
 
     Returns ``(class_of_student, n_small_classes, n_large_classes)``: the slot of each
@@ -196,12 +198,12 @@ def allocate_to_classes(small, config: Config):
     rank_large = jnp.arange(n) - rank_small - 1
     n_small = rank_small[-1] + 1
     n_large = n - n_small
-    n_small_classes = _class_count(n_small, config.small_class_size)
-    n_large_classes = _class_count(n_large, config.large_class_size)
+    n_small_classes = _class_count(n_small, design.small_class_size)
+    n_large_classes = _class_count(n_large, design.large_class_size)
     slot = jnp.where(
         small == 1,
         rank_small % jnp.maximum(n_small_classes, 1),
-        config.max_small_classes + rank_large % jnp.maximum(n_large_classes, 1),
+        design.max_small_classes + rank_large % jnp.maximum(n_large_classes, 1),
     )
     return slot, n_small_classes, n_large_classes
 
@@ -212,11 +214,11 @@ def _class_count(n_students, target_size: float):
     return jnp.where(n_students > 0, jnp.maximum(count, 1), 0)
 
 
-def class_slots(config: Config, n_small_classes, n_large_classes):
+def class_slots(design: Design, n_small_classes, n_large_classes):
     """``(slot_is_small, slot_is_used)`` for the padded ``classes`` plate."""
-    j = jnp.arange(config.max_small_classes + config.max_large_classes)
-    is_small = j < config.max_small_classes
-    used = jnp.where(is_small, j < n_small_classes, j - config.max_small_classes < n_large_classes)
+    j = jnp.arange(design.max_small_classes + design.max_large_classes)
+    is_small = j < design.max_small_classes
+    used = jnp.where(is_small, j < n_small_classes, j - design.max_small_classes < n_large_classes)
     return is_small, used
 
 

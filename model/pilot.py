@@ -33,7 +33,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
-from .config import Config
+from .design import Design
 from .pieces import noise_free, pinned
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
@@ -220,12 +220,12 @@ def _score_pilot(y, X, school, n_schools: int, uniform: bool):
     return theta, scale, width
 
 
-def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ability: str = "uniform") -> Pilot:
+def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ability: str = "uniform") -> Pilot:
     """The pilot of one dataset (concrete arrays of an :class:`~classsize.model.pieces.Observed`):
     the compiled :func:`_pilot_estimates` with the pinned values and prior variances of
     ``priors``, and the group layouts (schools, SMALL and
     LARGE REGULAR students by race, when given)."""
-    n_races = len(config.race_codes)
+    n_races = len(design.race_codes)
     effect_priors = [priors[k] for k in SCORE_EFFECTS]
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
@@ -247,14 +247,14 @@ def pilot_estimates(config: Config, priors: Mapping[str, Distribution], data, ab
             jnp.reshape(prior_variance(slope_priors[1]), (1,)),
         ]),
         jnp.asarray(noise_prior.v if pinned(noise_prior) else 0.0, dtype=float),
-        n_schools=config.n_schools, n_races=n_races, uniform=ability == "uniform", noisy=noisy,
+        n_schools=design.n_schools, n_races=n_races, uniform=ability == "uniform", noisy=noisy,
         free=tuple(j for j, d in enumerate(effect_priors) if not pinned(d)),
         assignment_pins=(pinned(alpha_prior) and pinned(shift_prior),) + tuple(pinned(d) for d in slope_priors),
     )
     school = np.asarray(numbers["student_school"])
     race = np.asarray(data.race)
     layouts = dict(
-        schools=group_layout(school, config.n_schools),
+        schools=group_layout(school, design.n_schools),
         small_by_race=group_layout(race, n_races, np.asarray(numbers["constrained"])),
         large_by_race=group_layout(race, n_races, np.asarray(numbers["capped"])),
     )

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .design import Design
 from .format import FIRST_LARGE_CLASS_ID, FIRST_SCHOOL_ID, FIRST_SMALL_CLASS_ID
 
 #: Model sites a draw must hold to become tables.
@@ -32,34 +32,34 @@ DRAW_SITES = (
 )
 
 
-def first_large_class_id(config: Config) -> int:
+def first_large_class_id(design: Design) -> int:
     """8001, the notebook's first LARGE class id, unless a design can have more than 1000
     SMALL classes (over 15,000 SMALL students): the notebook's ids would then collide,
     so LARGE classes start at the next thousand above every possible SMALL id."""
     room = FIRST_LARGE_CLASS_ID - FIRST_SMALL_CLASS_ID
-    return FIRST_SMALL_CLASS_ID + room * max(1, -(-config.max_small_classes // room))
+    return FIRST_SMALL_CLASS_ID + room * max(1, -(-design.max_small_classes // room))
 
 
-def slot_to_class_id(slot: np.ndarray, config: Config) -> np.ndarray:
+def slot_to_class_id(slot: np.ndarray, design: Design) -> np.ndarray:
     slot = np.asarray(slot)
     return np.where(
-        slot < config.max_small_classes,
+        slot < design.max_small_classes,
         FIRST_SMALL_CLASS_ID + slot,
-        first_large_class_id(config) + slot - config.max_small_classes,
+        first_large_class_id(design) + slot - design.max_small_classes,
     ).astype(np.int64)
 
 
 def tables_from_draw(
-    draw: Mapping[str, np.ndarray], config: Config, shuffle_seed: int
+    draw: Mapping[str, np.ndarray], design: Design, shuffle_seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two tables of one forward draw of the model (one dataset, not batched)."""
     d = {k: np.asarray(draw[k]) for k in DRAW_SITES}
-    n = config.n_students
+    n = design.n_students
     n_small, n_large = int(d["n_small_classes"]), int(d["n_large_classes"])
     slots = np.concatenate(
-        [np.arange(n_small), config.max_small_classes + np.arange(n_large)]
+        [np.arange(n_small), design.max_small_classes + np.arange(n_large)]
     )
-    class_id = slot_to_class_id(slots, config)
+    class_id = slot_to_class_id(slots, design)
     school_id = FIRST_SCHOOL_ID + d["school"][slots].astype(np.int64)
     n_students = np.bincount(d["class_of_student"], minlength=slots.max() + 1)[slots]
     classes = pd.DataFrame(
@@ -67,19 +67,19 @@ def tables_from_draw(
             "class_id": class_id,
             "school_id": school_id,
             "n_students": n_students.astype(np.int64),
-            "class_size": np.where(slots < config.max_small_classes, "SMALL", "LARGE"),
+            "class_size": np.where(slots < design.max_small_classes, "SMALL", "LARGE"),
             "teacher_has_ma": d["teacher_has_ma"][slots].astype(bool),
         }
     )
     student_slot = d["class_of_student"]
-    race_codes = np.asarray(config.race_codes)
-    cohort = np.where(np.arange(n) < config.n_regular, "REGULAR", "EXPERIMENTAL")
+    race_codes = np.asarray(design.race_codes)
+    cohort = np.where(np.arange(n) < design.n_regular, "REGULAR", "EXPERIMENTAL")
     order = np.random.default_rng(shuffle_seed).permutation(n)
     order = order[np.argsort(student_slot[order], kind="stable")]
     students = pd.DataFrame(
         {
             "student_id": np.arange(n, dtype=np.int64),
-            "class_id": slot_to_class_id(student_slot[order], config),
+            "class_id": slot_to_class_id(student_slot[order], design),
             "school_id": FIRST_SCHOOL_ID + d["school"][student_slot[order]].astype(np.int64),
             "test_score": d["test_score"][order].astype(np.float64),
             "family_income": d["family_income"][order].astype(np.int64),
@@ -95,12 +95,12 @@ def school_effects_from_draw(draw: Mapping[str, np.ndarray]) -> dict[str, float]
     return {str(FIRST_SCHOOL_ID + k): float(v) for k, v in enumerate(eff)}
 
 
-def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None):
+def observed_from_draw(draw: Mapping, design: Design, cohort: str | None = None):
     """Encode a forward draw of the model directly as an :class:`~classsize.model.pieces.Observed`.
 
     No tables and no CSV round trip: the arrays keep the model's padded ``classes``
-    plate (``config.max_small_classes + config.max_large_classes`` slots, SMALL slots
-    first), so every draw of one ``config`` gives arrays of the same shapes and draws
+    plate (``design.max_small_classes + design.max_large_classes`` slots, SMALL slots
+    first), so every draw of one ``design`` gives arrays of the same shapes and draws
     can be stacked and fitted in one vectorised call.  ``class_used`` marks the slots
     the draw uses; with ``cohort`` ("REGULAR" or "EXPERIMENTAL") only that cohort's
     students are kept (the first ``n_regular`` students are REGULAR, the rest
@@ -123,33 +123,33 @@ def observed_from_draw(draw: Mapping, config: Config, cohort: str | None = None)
         raise ValueError(f"cohort must be None, 'REGULAR' or 'EXPERIMENTAL', got {cohort!r}")
     d = {k: jnp.asarray(draw[k]) for k in DRAW_SITES}
     if d["test_score"].ndim == 2:
-        return jax.vmap(lambda one: observed_from_draw(one, config, cohort))(d)
-    if d["test_score"].ndim != 1 or d["test_score"].shape[0] != config.n_students:
+        return jax.vmap(lambda one: observed_from_draw(one, design, cohort))(d)
+    if d["test_score"].ndim != 1 or d["test_score"].shape[0] != design.n_students:
         raise ValueError(
-            f"draw['test_score'] has shape {d['test_score'].shape}; expected ({config.n_students},) "
-            f"or (datasets, {config.n_students}) for this config"
+            f"draw['test_score'] has shape {d['test_score'].shape}; expected ({design.n_students},) "
+            f"or (datasets, {design.n_students}) for this design"
         )
-    n_slots = config.max_small_classes + config.max_large_classes
+    n_slots = design.max_small_classes + design.max_large_classes
     if cohort is None:
-        students = slice(0, config.n_students)
+        students = slice(0, design.n_students)
     elif cohort == "REGULAR":
-        students = slice(0, config.n_regular)
+        students = slice(0, design.n_regular)
     else:
-        students = slice(config.n_regular, config.n_students)
-    index = jnp.arange(config.n_students)[students]
+        students = slice(design.n_regular, design.n_students)
+    index = jnp.arange(design.n_students)[students]
     slot = d["class_of_student"][students].astype(jnp.int32)
-    slot_is_small = jnp.arange(n_slots) < config.max_small_classes
+    slot_is_small = jnp.arange(n_slots) < design.max_small_classes
     slot_used = jnp.where(
         slot_is_small,
         jnp.arange(n_slots) < d["n_small_classes"],
-        jnp.arange(n_slots) - config.max_small_classes < d["n_large_classes"],
+        jnp.arange(n_slots) - design.max_small_classes < d["n_large_classes"],
     )
     if cohort is not None:
         slot_used = slot_used & (jnp.zeros(n_slots, jnp.int32).at[slot].add(1) > 0)
     return Observed(
         race=d["race"][students].astype(jnp.int32),
-        income_scaled=jnp.asarray(scaled_log_income(d["family_income"][students], config), dtype=jnp.float64),
-        is_experimental=index >= config.n_regular,
+        income_scaled=jnp.asarray(scaled_log_income(d["family_income"][students], design), dtype=jnp.float64),
+        is_experimental=index >= design.n_regular,
         small_class=d["small_class"][students].astype(jnp.int32),
         class_of_student=slot,
         test_score=d["test_score"][students].astype(jnp.float64),

@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from classsize.model import Config, Observed
+from classsize.model import Observed
+from classsize.model.design import Design
 from classsize.model.format import STUDENTS_FILE
 
 from classsize.inference.data.checks import DataError
@@ -44,7 +45,8 @@ class Problem:
     """
 
     analysis: "Analysis"
-    config: Config
+    #: the design the data are encoded in (its schools, race codes, income range)
+    design: Design
     priors: dict | None
     inputs: dict
     observed: Observed
@@ -99,9 +101,9 @@ class Analysis:
         raise NoNoiseParameter(f"the {self.name} analysis has no measurement-noise parameter (its residual sd "
                                f"absorbs the noise)")
 
-    def check_design(self, config: Config, sbc: bool) -> None:
-        """Raise ValueError (one line) when a study of ``config`` cannot use this analysis."""
-        cohort_size = {"REGULAR": config.n_regular, "EXPERIMENTAL": config.n_experimental}
+    def check_design(self, design: Design, sbc: bool) -> None:
+        """Raise ValueError (one line) when a study of ``design`` cannot use this analysis."""
+        cohort_size = {"REGULAR": design.n_regular, "EXPERIMENTAL": design.n_experimental}
         if self.cohort is not None and cohort_size[self.cohort] == 0:
             raise ValueError(f"the {self.name} analysis needs {self.cohort} students "
                              f"(n_{self.cohort.lower()} > 0)")
@@ -123,46 +125,44 @@ class Analysis:
                             f"the {self.name} analysis needs {self.cohort} students; the data have none",
                             column="cohort")
 
-    def fit_config(self, data: LoadedData) -> Config:
-        """The design a fit needs: the data's schools and race coding; income units of the notebook."""
-        race_codes = data.race_coding(Config())
-        n = len(race_codes)
-        return Config(n_schools=len(data.school_ids_in(self.cohort)), race_codes=race_codes,
-                      race_probs=tuple([1.0 / n] * n), regular_small_race_shift={})
+    def fit_design(self, data: LoadedData) -> Design:
+        """The design a fit needs: the data's schools and race coding; the income range
+        (its units) and class-size targets of the notebook."""
+        return Design(n_schools=len(data.school_ids_in(self.cohort)), race_codes=data.race_coding())
 
     def problem(self, data: LoadedData, ability: str = "uniform") -> Problem:
         """This analysis bound to a loaded dataset."""
         self.check(data)
-        config = self.fit_config(data)
-        observed = data.observed(config, cohort=self.cohort)
+        design = self.fit_design(data)
+        observed = data.observed(design, cohort=self.cohort)
         has_regular = bool(np.any(~np.asarray(observed.is_experimental)))
-        problem = self.bind(config, observed, ability, has_regular=has_regular, has_income=data.has_income)
+        problem = self.bind(design, observed, ability, has_regular=has_regular, has_income=data.has_income)
         return dataclasses.replace(problem, data=data)
 
-    def bind(self, config: Config, observed: Observed, ability: str = "uniform", *, has_regular: bool = True,
+    def bind(self, design: Design, observed: Observed, ability: str = "uniform", *, has_regular: bool = True,
              has_income: bool = True) -> Problem:
         raise NotImplementedError
 
-    def signature(self, config: Config, ability: str, *variant) -> tuple:
+    def signature(self, design: Design, ability: str, *variant) -> tuple:
         """What a problem's compiled program depends on besides its arrays' shapes: the
         analysis, the design, the ability and the subclass's ``variant``."""
-        return (self.name, config, ability, *variant)
+        return (self.name, design, ability, *variant)
 
-    def bind_many(self, config: Config, observed: Observed, ability: str = "uniform") -> Problem:
+    def bind_many(self, design: Design, observed: Observed, ability: str = "uniform") -> Problem:
         """A problem for a stack of datasets of one shape (leading axis), as studies fit them."""
         n = int(np.shape(observed.test_score)[0])
-        ones = [self.bind(config, jax.tree.map(lambda a: np.asarray(a)[i], observed), ability)
+        ones = [self.bind(design, jax.tree.map(lambda a: np.asarray(a)[i], observed), ability)
                 for i in range(n)]
         return self.stack(ones)
 
     def stack(self, problems: list[Problem]) -> Problem:
         first = problems[0]
         inputs = _stack([p.inputs for p in problems])
-        return Problem(self, first.config, first.priors, inputs, _stack([p.observed for p in problems]),
+        return Problem(self, first.design, first.priors, inputs, _stack([p.observed for p in problems]),
                        first.ability, first.static, first.signature)
 
     # ------------------------------------------------------------------- model
-    def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict | None:
+    def priors(self, design: Design, *, has_regular: bool = True, has_income: bool = True) -> dict | None:
         """The priors of the model's structural parameters (None: the model has its own)."""
         return None
 
@@ -201,9 +201,9 @@ class Analysis:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- studies
-    def study_quantities(self, config: Config, sbc: bool) -> tuple[str, ...]:
+    def study_quantities(self, design: Design, sbc: bool) -> tuple[str, ...]:
         """What a recovery study checks: the estimands (and, for SBC, what the subclass adds)."""
         return self.estimand_names
 
-    def prior_variances(self, config: Config, names) -> dict[str, float]:
+    def prior_variances(self, design: Design, names) -> dict[str, float]:
         raise NotImplementedError

@@ -27,7 +27,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from classsize.model import Config, class_size_experiment, default_priors
+from classsize.model import class_size_experiment, default_priors
+from classsize.model.design import Design
 from classsize.model.conditioned import check_noise_ability
 from classsize.model.pieces import (PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, free_noise_prior, pinned,
                                     sample_parameters)
@@ -115,24 +116,24 @@ class ConditionedAnalysis(Analysis):
             raise DataError(where, str(e), key="score_noise_sd") from None
         return Analysis.problem(spec, data, ability)
 
-    def priors(self, config: Config, *, has_regular: bool = True, has_income: bool = True) -> dict:
-        priors = default_priors(config)
+    def priors(self, design: Design, *, has_regular: bool = True, has_income: bool = True) -> dict:
+        priors = default_priors(design)
         if self.score_noise == "free":
             priors["score_noise_sd"] = free_noise_prior()
         elif self.score_noise is not None:
             priors["score_noise_sd"] = dist.Delta(jnp.asarray(float(self.score_noise)))
-        if self.pin_assignment or not has_regular or config.n_regular == 0:
+        if self.pin_assignment or not has_regular or design.n_regular == 0:
             priors = _pin(priors, ASSIGNMENT_PARAMETERS)
         if not has_income:
             priors = _pin(priors, ["ability_income_weight"])
         return priors
 
-    def bind(self, config, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
-        priors = self.priors(config, has_regular=has_regular, has_income=has_income)
+    def bind(self, design, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
+        priors = self.priors(design, has_regular=has_regular, has_income=has_income)
         observed = jax.tree.map(jnp.asarray, observed)
-        pilot = pilot_estimates(config, priors, observed, ability)
-        return Problem(self, config, priors, {"data": observed, "pilot": pilot}, observed, ability,
-                       signature=self.signature(config, ability, has_regular, has_income, self.score_noise))
+        pilot = pilot_estimates(design, priors, observed, ability)
+        return Problem(self, design, priors, {"data": observed, "pilot": pilot}, observed, ability,
+                       signature=self.signature(design, ability, has_regular, has_income, self.score_noise))
 
     def stack(self, problems: list[Problem]) -> Problem:
         pilots = padded_alike([p.inputs["pilot"] for p in problems])
@@ -141,7 +142,7 @@ class ConditionedAnalysis(Analysis):
 
     # ------------------------------------------------------------------- model
     def model_function(self, problem: Problem) -> Callable:
-        return partial(class_size_experiment, problem.config, problem.priors, ability=problem.ability)
+        return partial(class_size_experiment, problem.design, problem.priors, ability=problem.ability)
 
     def estimands(self, draws):
         direct = np.asarray(draws["small_class_direct_effect"])
@@ -167,8 +168,8 @@ class ConditionedAnalysis(Analysis):
         experimental = np.asarray(obs.is_experimental).astype(bool)
         order = np.argsort(experimental, kind="stable")  # the model's order: REGULAR first
         n_regular = int(np.sum(~experimental))
-        config = problem.config.replace(n_regular=n_regular, n_experimental=len(order) - n_regular)
-        lo, hi = np.log(config.income_min), np.log(config.income_max)
+        design = problem.design.replace(n_regular=n_regular, n_experimental=len(order) - n_regular)
+        lo, hi = np.log(design.income_min), np.log(design.income_max)
         income = np.exp(lo + np.asarray(obs.income_scaled) * (hi - lo))
         covariates = None if obs.extra_covariates is None else jnp.asarray(np.asarray(obs.extra_covariates)[order])
         samples = {n: jnp.asarray(draws[n]) for n in FORWARD_SITES if n in draws}
@@ -176,7 +177,7 @@ class ConditionedAnalysis(Analysis):
         sites = tuple(intervention or ())
         program = problem.programs.get(("forward", sites))
         if program is None:
-            program = problem.programs[("forward", sites)] = _forward_program(problem, config, sites)
+            program = problem.programs[("forward", sites)] = _forward_program(problem, design, sites)
         if not sites:
             out = program(key, samples, race, jnp.asarray(income[order]), covariates)
         else:
@@ -191,7 +192,7 @@ class ConditionedAnalysis(Analysis):
         forward model's first and last sample sites)."""
         from numpyro.infer import Predictive
 
-        priors, n_schools = problem.priors, problem.config.n_schools
+        priors, n_schools = problem.priors, problem.design.n_schools
 
         def parameters():
             p = sample_parameters(priors)
@@ -202,30 +203,30 @@ class ConditionedAnalysis(Analysis):
         return {k: np.asarray(v) for k, v in out.items()}
 
     # ----------------------------------------------------------------- studies
-    def study_quantities(self, config: Config, sbc: bool) -> tuple[str, ...]:
+    def study_quantities(self, design: Design, sbc: bool) -> tuple[str, ...]:
         """The estimands, and for SBC every structural parameter the analysis samples,
         a vector one element by element: each scalar parameter, then ``race_probs[i]``
-        and ``regular_small_race_shift[i]`` for race ``config.race_codes[i]``, and
+        and ``regular_small_race_shift[i]`` for race ``design.race_codes[i]``, and
         ``school_effect[k]`` for school ``k`` (see
         :func:`~classsize.inference.analyses.quantities.quantity_draws`)."""
         if not sbc:
             return self.estimand_names
-        priors = self.priors(config)
+        priors = self.priors(design)
 
         def sampled(name):
             return name in priors and not pinned(priors[name])
 
         extra = [p for p in SCALAR_PARAMETERS if sampled(p) and p not in self.estimand_names]
-        extra += [f"{p}[{i}]" for p in RACE_PARAMETERS if sampled(p) for i in range(len(config.race_codes))]
+        extra += [f"{p}[{i}]" for p in RACE_PARAMETERS if sampled(p) for i in range(len(design.race_codes))]
         if "school_effect_range" in priors:  # the model draws an effect per school
-            extra += [f"school_effect[{k}]" for k in range(config.n_schools)]
+            extra += [f"school_effect[{k}]" for k in range(design.n_schools)]
         return self.estimand_names + tuple(extra)
 
-    def prior_variances(self, config: Config, names) -> dict[str, float]:
+    def prior_variances(self, design: Design, names) -> dict[str, float]:
         """Prior variance of each quantity (exact: the parameters are independent a priori,
         ``total = direct + ma * (p_ma_small - p_ma_large)``, and a school effect is
         uniform on ``[-R, R]`` given the range ``R``, so its variance is ``E[R^2] / 3``)."""
-        priors = self.priors(config)
+        priors = self.priors(design)
         out = {}
         for name in names:
             site, index = element_of(name)
@@ -249,7 +250,7 @@ class ConditionedAnalysis(Analysis):
         return out
 
 
-def _forward_program(problem: Problem, config: Config, sites: tuple[str, ...]):
+def _forward_program(problem: Problem, design: Design, sites: tuple[str, ...]):
     """The jitted forward run of ``problem`` with the do-operator on ``sites`` (none:
     the replicates), the intervened values its traced arguments."""
     from numpyro import handlers
@@ -263,19 +264,19 @@ def _forward_program(problem: Problem, config: Config, sites: tuple[str, ...]):
         def replicate(key, samples, race, income, covariates):
             model = handlers.condition(class_size_experiment, {"race": race, "family_income": income})
             return predictive(model, samples, ["small_class", "test_score"])(
-                key, config, problem.priors, ability=problem.ability, covariates=covariates)
+                key, design, problem.priors, ability=problem.ability, covariates=covariates)
 
         return replicate
 
-    sizes = {"small_class": config.n_students,
-             "teacher_has_ma": config.max_small_classes + config.max_large_classes}
+    sizes = {"small_class": design.n_students,
+             "teacher_has_ma": design.max_small_classes + design.max_large_classes}
     returned = ["test_score", "small_class", "class_of_student", "school", "school_effect", "score_school_weight"]
 
     @jax.jit
     def world(key, samples, race, income, covariates, school, values):
         fixed = {k: jnp.full(sizes[k], v, dtype=jnp.int32) for k, v in values.items()}
         model = handlers.do(handlers.condition(class_size_experiment, {"race": race, "family_income": income}), fixed)
-        out = predictive(model, samples, returned)(key, config, problem.priors, ability=problem.ability,
+        out = predictive(model, samples, returned)(key, design, problem.priors, ability=problem.ability,
                                                    covariates=covariates)
         # each student stays in her own school: swap the drawn class school's effect for hers
         drawn = jnp.take_along_axis(out["school"], out["class_of_student"], axis=1)

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from classsize.model import Config
+from classsize.model.design import Design
 from classsize.model.format import FIRST_SCHOOL_ID
 
 
@@ -20,7 +20,7 @@ def element_of(name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def quantity_label(name: str, config: Config) -> str:
+def quantity_label(name: str, design: Design) -> str:
     """The name a study's tables and plots give the quantity ``name``: an element of a
     vector site labelled as the data label it, ``race_probs[WHITE]`` for
     ``race_probs[0]`` (the race codes) and ``school_effect[9001]`` for
@@ -28,7 +28,7 @@ def quantity_label(name: str, config: Config) -> str:
     site, index = element_of(name)
     if index is None:
         return name
-    label = FIRST_SCHOOL_ID + index if site == "school_effect" else config.race_codes[index]
+    label = FIRST_SCHOOL_ID + index if site == "school_effect" else design.race_codes[index]
     return f"{site}[{label}]"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from classsize.model import Config
+from classsize.model.design import Design
 
 from classsize.inference.analyses.base import Analysis, Problem
 
@@ -64,13 +64,13 @@ class RegressionAnalysis(Analysis):
     #: the regression explains the scores; class sizes are its covariates
     modeled_data: ClassVar[tuple[str, ...]] = ("test_score",)
 
-    def check_design(self, config: Config, sbc: bool) -> None:
+    def check_design(self, design: Design, sbc: bool) -> None:
         """A regression has no generative prior of the data, so no SBC."""
         if sbc:
             raise ValueError(f"--from-prior needs an analysis with a generative prior; the {self.name} analysis "
-                             "has no generative prior of the data (use a fixed truth: the default Config or "
-                             "--config FILE)")
-        super().check_design(config, sbc)
+                             "has no generative prior of the data (use a fixed truth: the default Design or "
+                             "--design FILE)")
+        super().check_design(design, sbc)
 
     def coverage_note(self, passed: bool) -> str:
         if passed:
@@ -80,7 +80,7 @@ class RegressionAnalysis(Analysis):
                 "  both the score and the chance of a SMALL class, so the regression is confounded\n"
                 "  (see the bias above)")
 
-    def bind(self, config, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
+    def bind(self, design, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
         o = observed
         inputs = dict(
             income_scaled=jnp.asarray(o.income_scaled),
@@ -91,8 +91,8 @@ class RegressionAnalysis(Analysis):
             covariates=o.extra_covariates,
             test_score=jnp.asarray(o.test_score),
         )
-        static = {"n_schools": config.n_schools, "n_races": len(config.race_codes)}
-        return Problem(self, config, None, inputs, observed, ability, static, self.signature(config, "uniform"))
+        static = {"n_schools": design.n_schools, "n_races": len(design.race_codes)}
+        return Problem(self, design, None, inputs, observed, ability, static, self.signature(design, "uniform"))
 
     def model_function(self, problem: Problem) -> Callable:
         return partial(naive_regression, **problem.static)
@@ -143,5 +143,5 @@ class RegressionAnalysis(Analysis):
         out = Predictive(self.model_function(problem), num_samples=n)(key, **inputs)
         return {k: np.asarray(v) for k, v in out.items() if k != "test_score"}
 
-    def prior_variances(self, config: Config, names) -> dict[str, float]:
+    def prior_variances(self, design: Design, names) -> dict[str, float]:
         return {name: NAIVE_COEFFICIENT_SD**2 for name in names}

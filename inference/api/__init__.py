@@ -16,7 +16,8 @@ The package's Python API, in one place (``import classsize as cs``):
 * ``cs.load_run(run_dir)``: the ``FitResult`` of a finished ``classsize fit`` run.
 * ``cs.use_all_cores()``: expose every CPU core as a JAX device so that chains run
   side by side; call it before any JAX computation.
-* ``cs.Config``, ``cs.ANALYSES``, ``cs.__version__``.
+* ``cs.Config`` (a design and the parameters: what a simulation takes), ``cs.Design``
+  (what a fit needs), ``cs.ANALYSES``, ``cs.__version__``.
 
 Importing the package loads none of NumPy, JAX or the model (each name is imported
 when first used) and changes no JAX setting.  Its calls run in JAX's 64-bit mode
@@ -39,8 +40,9 @@ _NAMES = {
     "Comparison": ("classsize.inference.commands.compare", "Comparison"),
     "use_all_cores": ("classsize.inference.engine.runtime", "use_all_cores"),
     "Config": ("classsize.model.config", "Config"),
+    "Design": ("classsize.model.design", "Design"),
     "Dataset": ("classsize.model.simulate", "Dataset"),
-    "ANALYSES": ("classsize.inference.analyses.base", "ANALYSES"),
+    "ANALYSES": ("classsize.inference.analyses.registry", "ANALYSES"),
 }
 
 __all__ = sorted([*_NAMES, "simulate", "recover", "__version__"])

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from classsize.model import Config, Observed  # importing classsize.model enables JAX x64
+from classsize.model import Observed
+from classsize.model.design import Design
 from classsize.model.format import COHORTS
 from classsize.model.pieces import scaled_log_income
 
@@ -76,17 +77,17 @@ class LoadedData:
         return "family_income" in self.students.columns
 
     # ---------------------------------------------------------------- encodings
-    def race_coding(self, config: Config = Config()) -> tuple[str, ...]:
+    def race_coding(self, design: Design = Design()) -> tuple[str, ...]:
         """The race codes that :meth:`observed` indexes into.
 
-        ``config.race_codes`` when every race in the data is one of them (so simulated
+        ``design.race_codes`` when every race in the data is one of them (so simulated
         data are coded as the model that made them); otherwise the sorted codes that
         occur in the data (the whole dataset, whichever cohort is asked for), and a
         model of such data needs a configuration with these codes.
         """
         present = sorted(set(self.students["race"]))
-        if set(present) <= set(config.race_codes):
-            return tuple(config.race_codes)
+        if set(present) <= set(design.race_codes):
+            return tuple(design.race_codes)
         return tuple(present)
 
     def _cohort_students(self, cohort: str | None) -> pd.DataFrame:
@@ -109,7 +110,7 @@ class LoadedData:
         cl = self.classes if cohort is None else self.classes[self.classes["class_id"].isin(st["class_id"])]
         return cl.sort_values("class_id", kind="stable")
 
-    def observed(self, config: Config = Config(), cohort: str | None = None) -> Observed:
+    def observed(self, design: Design = Design(), cohort: str | None = None) -> Observed:
         """The data as arrays for :func:`classsize.model.class_size_experiment`.
 
         Students are in the order of :attr:`students`; classes are sorted by class_id
@@ -119,7 +120,7 @@ class LoadedData:
         :attr:`n_schools` for the whole dataset); races into :meth:`race_coding`
         (whole dataset, whichever cohort).  ``income_scaled`` is
         :func:`~classsize.model.pieces.scaled_log_income` of ``family_income`` under
-        ``config`` (zeros without that column).  With ``cohort`` ("REGULAR" or
+        ``design`` (zeros without that column).  With ``cohort`` ("REGULAR" or
         "EXPERIMENTAL") only that cohort's students and the classes they sit in are
         kept, classes re-indexed.  Every class is real, so ``class_used`` is all True.
         The listed student covariates other than family_income (e.g. free lunch) are
@@ -130,14 +131,14 @@ class LoadedData:
         cl = self.classes_of(cohort)
         class_pos = pd.Index(cl["class_id"]).get_indexer(st["class_id"])
         school_pos = pd.Index(self.school_ids_in(cohort)).get_indexer(cl["school_id"])
-        race_pos = pd.Index(self.race_coding(config)).get_indexer(st["race"])
+        race_pos = pd.Index(self.race_coding(design)).get_indexer(st["race"])
         class_is_small = (cl["class_size"] == "SMALL").to_numpy(np.int32)
         extra: dict[str, Any] = {}
         others = [c for c in self.student_covariates if c != "family_income"]
         if others:
             extra["extra_covariates"] = jnp.asarray(st[others].to_numpy(np.float64), dtype=jnp.float64)
         if self.has_income:
-            income = scaled_log_income(jnp.asarray(st["family_income"].to_numpy(np.float64)), config)
+            income = scaled_log_income(jnp.asarray(st["family_income"].to_numpy(np.float64)), design)
         else:
             income = jnp.zeros(len(st), dtype=jnp.float64)
         return Observed(

@@ -106,7 +106,7 @@ def pinned_parameters(problem: Problem) -> dict[str, object]:
 def coordinates(problem: Problem) -> dict[str, np.ndarray]:
     """Each dim's labels: the bound dataset's ids (positions when it has none)."""
     obs = problem.observed
-    codes = tuple(problem.config.race_codes)
+    codes = tuple(problem.design.race_codes)
     n_covariates = 0 if obs.extra_covariates is None else int(np.shape(obs.extra_covariates)[-1])
     coords = {
         "race": np.asarray(codes),
@@ -114,7 +114,7 @@ def coordinates(problem: Problem) -> dict[str, np.ndarray]:
         "race_stick": np.arange(len(codes) - 1),
         "student_id": np.arange(problem.n_students),
         "class_id": np.arange(int(np.shape(obs.class_is_small)[-1])),
-        "school_id": np.arange(problem.config.n_schools),
+        "school_id": np.arange(problem.design.n_schools),
         "covariate": np.arange(n_covariates),
     }
     data = problem.data
