@@ -1,0 +1,219 @@
+"""What each ``classsize`` command does once its arguments are parsed
+(:mod:`classsize.inference.commands.cli` builds the parser and runs these).
+
+Each ``cmd_*`` checks what it was given before any work, refusing bad input with a
+:class:`~classsize.inference.outputs.UsageError` (one line, exit 2), and imports the
+rest of the package only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from classsize.model.format import (CLASSES_FILE, CLASSES_PARQUET, METADATA_FILE, STUDENTS_FILE, STUDENTS_PARQUET,
+                                    TRUTH_FILE)
+
+from classsize.inference.outputs import Progress, UsageError, announce, load_config, prepare_out_dir, run_plan
+
+#: Seeds run from 0 to this (a study adds 2**32 to its simulation seeds for its fits).
+SEED_MAX = 2**62
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.replicates < 1:
+        raise UsageError(f"--replicates must be >= 1, got {args.replicates}")
+    if args.seed + args.replicates - 1 > SEED_MAX:
+        raise UsageError(f"--seed + --replicates - 1 must be at most 2**62, got {args.seed + args.replicates - 1}")
+    if args.format == "parquet" and args.engine == "notebook":
+        raise UsageError("--format parquet is written by the model engine only (use --format csv with --engine notebook)")
+    out = prepare_out_dir(args.out, args.force)
+    last = args.seed + args.replicates - 1
+    if args.replicates > 1:
+        announce(f"simulating {args.replicates} datasets of {config.n_students} students "
+                 f"(seeds {args.seed}..{last}, {args.engine} engine) into {out}", args.quiet)
+    if args.format == "parquet":
+        from classsize.model.simulate import write_replicates
+
+        write_replicates(out, config, args.seed, args.replicates, "parquet")
+        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) to "
+              f"{out / STUDENTS_PARQUET}, {out / CLASSES_PARQUET}, {out / TRUTH_FILE}")
+        return 0
+    if args.engine == "notebook":
+        from classsize.model.notebook import simulate_notebook
+
+        for k in range(args.replicates):
+            ds = simulate_notebook(config, args.seed + k)
+            ds.write(out if args.replicates == 1 else out / f"replicate_{k:04d}")
+    elif args.replicates == 1:
+        from classsize.model import simulate
+
+        ds = simulate(config, args.seed)
+        ds.write(out)
+    else:
+        from classsize.model.simulate import write_replicates
+
+        write_replicates(out, config, args.seed, args.replicates, "csv")
+    if args.replicates > 1:
+        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) under {out}")
+    else:
+        print(ds.summary())
+        print(f"wrote {out / STUDENTS_FILE}, {out / CLASSES_FILE}, {out / TRUTH_FILE}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded default: simulate the notebook's data, then fit it."""
+    from classsize.model import Config, simulate
+
+    out = prepare_out_dir(args.out, args.force)
+    data_dir = out / "data"
+    announce(f"demo: simulating the notebook's experiment (seed {args.seed}), then fitting the three analyses",
+             args.quiet)
+    ds = simulate(Config(), args.seed)
+    ds.write(data_dir)
+    print(f"Simulated the notebook's experiment (seed {args.seed}) into {data_dir}:")
+    print(ds.summary())
+    from classsize.inference.commands.compare import compare_models
+
+    print()
+    return compare_models(data_dir, out / "compare", quick=args.quick, quiet=args.quiet)
+
+
+def _check_sampler_args(args: argparse.Namespace) -> None:
+    for name in ("chains", "warmup", "samples"):
+        least = 0 if name == "warmup" else 1
+        if getattr(args, name) < least:
+            raise UsageError(f"--{name} must be >= {least}, got {getattr(args, name)}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from classsize.inference.analyses.registry import get_analysis
+    from classsize.inference.data.read import load_dataset
+    from classsize.inference.fit.result import fit
+    from classsize.inference.engine.sampling import ChainRunner
+
+    _check_sampler_args(args)
+    _check_noise_args(args, [args.analysis])
+    loaded = load_dataset(args.data_dir)
+    analysis = get_analysis(args.analysis)
+    analysis.check(loaded)  # a cohort the data lack: refused before anything runs
+    out = prepare_out_dir(args.out, args.force)
+    runner = ChainRunner(args.chains, args.warmup, args.samples,
+                         progress=Progress(f"fit {args.analysis}", quiet=args.quiet))
+    students = loaded.students if analysis.cohort is None else loaded.students[
+        loaded.students["cohort"] == analysis.cohort]
+    announce(f"fitting the {args.analysis} analysis to {len(students)} students: "
+             f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
+    result = fit(loaded, args.analysis, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                 seed=args.seed, ability=args.ability, score_noise=args.score_noise, runner=runner)
+    result.write(out)
+    print(result.table())
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {out / 'posterior.nc'} and {out / 'summary.json'}")
+    return 1 if (args.strict and result.warnings) else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from classsize.inference.analyses.registry import ANALYSES
+    from classsize.inference.commands.compare import compare_models
+    from classsize.inference.data.read import load_dataset
+
+    _check_sampler_args(args)
+    _check_noise_args(args, ANALYSES)
+    load_dataset(args.data_dir)  # bad input fails before anything is written
+    out = prepare_out_dir(args.out, args.force)
+    return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                          seed=args.seed, ability=args.ability, score_noise=args.score_noise,
+                          strict=args.strict, quiet=args.quiet)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Exit status 0 when the study's verdict passes, 1 when it fails, 2 on bad input,
+    3 when batches failed (the finished ones are kept for --resume)."""
+    _check_sampler_args(args)
+    for name in ("datasets", "batch_size", "rank_draws", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.rank_draws > args.chains * args.samples:
+        raise UsageError(f"--rank-draws ({args.rank_draws}) must not exceed the draws of a fit "
+                         f"(--chains x --samples = {args.chains * args.samples})")
+    if not 0 <= args.seed <= 2**62:
+        raise UsageError(f"--seed must be between 0 and 2**62, got {args.seed}")
+    config = load_config(args.config)
+    from classsize.inference.analyses.registry import get_analysis
+
+    try:
+        get_analysis(args.analysis).check_design(config, sbc=args.from_prior)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.resume and args.force:
+        raise UsageError("--resume and --force exclude each other")
+    from classsize.inference.studies.distributed import check_runner_args, open_runner
+
+    check_runner_args(args.scheduler, args.workers)
+    if args.resume:
+        from classsize.inference.studies.plan import StudyPlan, check_resume
+
+        check_resume(args.out, StudyPlan(args.analysis, args.datasets, config, args.from_prior, args.seed, args.chains,
+                                         args.warmup, args.samples, args.batch_size or 1, args.rank_draws),
+                     batch_size_given=args.batch_size is not None)
+    out = prepare_out_dir(args.out, args.force or args.resume)
+    from classsize.inference.studies.run import StudyIncomplete, run_study
+
+    try:
+        with open_runner(args.scheduler, args.workers) as runner:
+            announce(f"recover {args.analysis}: {args.datasets} datasets, each {args.chains} chain(s) x "
+                     f"({args.warmup} warm-up + {args.samples} draws), "
+                     f"{getattr(runner, 'description', 'in this process')}", args.quiet)
+            result = run_study(args.analysis, args.datasets, config=config, from_prior=args.from_prior,
+                               seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                               batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
+                               resume=args.resume, runner=runner,
+                               progress=Progress(f"recover {args.analysis}", "datasets", quiet=args.quiet))
+    except StudyIncomplete as e:
+        print(f"classsize recover: {e}; the finished batches are in {out / 'batches'} (rerun with --resume)",
+              file=sys.stderr)
+        return 3
+    print(result.verdict, flush=True)
+    paths = result.write(out)
+    print(f"wrote {', '.join(p.name for p in paths)} in {out}")
+    return 0 if result.passed else 1
+
+
+def cmd_star(args: argparse.Namespace) -> int:
+    from classsize.inference.data.star import write_star
+    from classsize.inference.data.star_metadata import summary_text
+
+    metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
+    print(summary_text(metadata))
+    out = Path(args.out)
+    print(f"wrote {out / STUDENTS_FILE}, {out / CLASSES_FILE}, {out / METADATA_FILE}")
+    return 0
+
+
+def _check_noise_args(args: argparse.Namespace, models) -> None:
+    """Refuse, before anything runs, a noise the analyses or the ability cannot take:
+    none of ``models`` has a noise parameter, or the ability is not uniform."""
+    from classsize.inference.analyses.base import NoNoiseParameter
+    from classsize.inference.analyses.registry import get_analysis
+    from classsize.model.conditioned import check_noise_ability
+
+    if args.score_noise is None:
+        return
+    try:
+        check_noise_ability(args.score_noise != 0, args.ability or "uniform")
+    except ValueError as e:
+        raise UsageError(f"--score-noise: {e}") from None
+    refusals = []
+    for name in models:
+        try:
+            get_analysis(name).with_score_noise(args.score_noise)
+        except NoNoiseParameter as e:
+            refusals.append(str(e))
+    if len(refusals) == len(models):
+        raise UsageError(f"--score-noise: {'; '.join(refusals)}")
