@@ -46,7 +46,7 @@ def _default_race_shift() -> FrozenDict:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Design):
     """Every number of the class-size simulation, with the notebook's values as defaults.
 
     Process (notebook cells 2-9), for student ``i`` with scaled log income
@@ -65,12 +65,7 @@ class Config:
       + teacher_ma_effect * MA + score_school_weight * school_effect + Normal(0, score_noise_sd)``
     """
 
-    n_regular: int = Design.n_regular
-    n_experimental: int = Design.n_experimental
-    race_codes: tuple[str, ...] = Design.race_codes
     race_probs: tuple[float, ...] = (0.5, 0.15, 0.2, 0.15)
-    income_min: int = Design.income_min
-    income_max: int = Design.income_max
     ability_income_weight: float = 10.0
     ability_uniform_width: float = 25.0
     regular_small_intercept: float = 0.1
@@ -78,11 +73,8 @@ class Config:
     regular_small_race_shift: Mapping[str, float] = field(default_factory=_default_race_shift)
     regular_small_ability: float = 0.02
     experimental_p_small: float = 0.5
-    small_class_size: float = Design.small_class_size
-    large_class_size: float = Design.large_class_size
     p_ma_small: float = 0.5
     p_ma_large: float = 0.4
-    n_schools: int = Design.n_schools
     school_effect_range: float = 5.0
     score_intercept: float = 45.0
     score_ability_weight: float = 1.0
@@ -92,7 +84,6 @@ class Config:
     score_noise_sd: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "race_codes", tuple(self.race_codes))
         object.__setattr__(self, "race_probs", tuple(self.race_probs))
         if not isinstance(self.regular_small_race_shift, Mapping):
             raise ConfigError(
@@ -102,31 +93,21 @@ class Config:
         object.__setattr__(
             self, "regular_small_race_shift", FrozenDict(self.regular_small_race_shift)
         )
+        super().__post_init__()  # the design's rules
         object.__setattr__(self, "_design", Design(**{name: getattr(self, name) for name in DESIGN_FIELDS}))
         _validate_truth(self)
 
     # ------------------------------------------------------------------ derived
     @property
     def design(self) -> Design:
-        """The design part of the configuration: what a fit needs (and what it is given)."""
+        """The design alone, without the parameters: what a fit needs (and what it is given)."""
         return self._design
-
-    @property
-    def n_students(self) -> int:
-        return self._design.n_students
 
     @property
     def race_shift_vector(self) -> tuple[float, ...]:
         """``regular_small_race_shift`` aligned with ``race_codes`` (0 for races not named)."""
         return tuple(float(self.regular_small_race_shift.get(c, 0.0)) for c in self.race_codes)
 
-    @property
-    def max_small_classes(self) -> int:
-        return self._design.max_small_classes
-
-    @property
-    def max_large_classes(self) -> int:
-        return self._design.max_large_classes
 
     def estimands(self) -> dict[str, float]:
         """The causal estimands this configuration implies.
@@ -151,13 +132,13 @@ class Config:
     # ------------------------------------------------------------------ TOML
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
+        for name in FIELD_ORDER:
+            v = getattr(self, name)
             if isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, Mapping):
                 v = {k: float(x) for k, x in v.items()}
-            out[f.name] = v
+            out[name] = v
         return out
 
     def to_toml(self) -> str:
@@ -168,7 +149,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "configuration") -> "Config":
-        known = {f.name: f for f in fields(cls)}
+        known = {name: cls.__dataclass_fields__[name] for name in FIELD_ORDER}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
@@ -191,6 +172,16 @@ class Config:
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
         return cls.from_dict(data, source=str(path))
+
+
+#: Every key of a configuration, in the order its files (TOML, ``truth.json``) list them.
+FIELD_ORDER = ("n_regular", "n_experimental", "race_codes", "race_probs", "income_min", "income_max",
+               "ability_income_weight", "ability_uniform_width", "regular_small_intercept", "regular_small_income",
+               "regular_small_race_shift", "regular_small_ability", "experimental_p_small", "small_class_size",
+               "large_class_size", "p_ma_small", "p_ma_large", "n_schools", "school_effect_range", "score_intercept",
+               "score_ability_weight", "small_class_direct_effect", "teacher_ma_effect", "score_school_weight",
+               "score_noise_sd")
+assert set(FIELD_ORDER) == set(Config.__dataclass_fields__)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -37,13 +37,19 @@ class Design:
     ``small_class_size`` (SMALL) and ``large_class_size`` (LARGE) students, spread over
     ``n_schools`` schools."""
 
+    #: the cohorts: REGULAR students (class sizes by the assignment rule) and
+    #: EXPERIMENTAL students (class sizes by a coin)
     n_regular: int = 4000
     n_experimental: int = 2000
+    #: the race codes students are recorded with
     race_codes: tuple[str, ...] = ("WHITE", "BLACK", "HISPANIC", "ASIAN")
+    #: family incomes are whole numbers in [income_min, income_max)
     income_min: int = 30000
     income_max: int = 150000
+    #: the class-size targets: each size's students fill floor(n / size) classes
     small_class_size: float = 15.0
     large_class_size: float = 30.0
+    #: the schools classes are spread over
     n_schools: int = 20
 
     def __post_init__(self) -> None:
