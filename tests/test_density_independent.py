@@ -185,7 +185,7 @@ def _discrepancies(noise_sd: float, seed: int, free_noise: bool = False, planted
     from classsize.model.pilot import pilot_estimates, pinned
 
     config, draw, observed = _tiny_dataset(noise_sd, seed)
-    priors = default_priors(config)
+    priors = default_priors(config, config.score_noise_sd)
     if free_noise:
         priors["score_noise_sd"] = free_noise_prior()
     pilot = pilot_estimates(config, priors, observed)

@@ -31,7 +31,7 @@ def test_expected_clipped_rule_equals_numerical_integration():
     import jax.numpy as jnp
     from scipy import integrate, special
 
-    from classsize.model.conditioned import expected_clipped_rule
+    from classsize.model.noise import expected_clipped_rule
 
     rng = np.random.default_rng(0)
     n = 300
@@ -59,10 +59,10 @@ def test_noisy_score_density_is_the_convolution_and_finite_in_the_tails():
     import jax.numpy as jnp
     from scipy import integrate, stats
 
-    from classsize.model.conditioned import _NoisyUniformScore
+    from classsize.model.noise import NoisyUniformScore
 
     low, width, sd = 40.0, 25.0, 2.0
-    d = _NoisyUniformScore(jnp.asarray(low), jnp.asarray(width), jnp.asarray(sd))
+    d = NoisyUniformScore(jnp.asarray(low), jnp.asarray(width), jnp.asarray(sd))
     log_prob = jax.jit(d.log_prob)
     density = lambda y: float(jnp.exp(log_prob(jnp.asarray(y))))  # noqa: E731
     grid = np.linspace(low - 40, low + width + 40, 200_001)

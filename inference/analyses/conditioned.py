@@ -29,7 +29,7 @@ import numpyro.distributions as dist
 
 from classsize.model import class_size_experiment, default_priors
 from classsize.model.design import Design
-from classsize.model.conditioned import check_noise_ability
+from classsize.model.noise import check_noise_ability
 from classsize.model.pieces import (PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, free_noise_prior, pinned,
                                     sample_parameters)
 from classsize.model.pilot import padded_alike, pilot_estimates

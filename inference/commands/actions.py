@@ -3,7 +3,7 @@
 
 Each ``cmd_*`` checks what it was given before any work, refusing bad input with a
 :class:`~classsize.inference.outputs.UsageError` (one line, exit 2), and imports the
-rest of the package only when it runs.
+rest of the package (the model and JAX among it) only when it runs.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from classsize.model.format import (CLASSES_FILE, CLASSES_PARQUET, METADATA_FILE, STUDENTS_FILE, STUDENTS_PARQUET,
-                                    TRUTH_FILE)
-
 from classsize.inference.outputs import Progress, UsageError, announce, load_config, prepare_out_dir, run_plan
 
 #: Seeds run from 0 to this (a study adds 2**32 to its simulation seeds for its fits).
@@ -22,6 +19,8 @@ SEED_MAX = 2**62
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from classsize.model.format import CLASSES_FILE, CLASSES_PARQUET, STUDENTS_FILE, STUDENTS_PARQUET, TRUTH_FILE
+
     config = load_config(args.config)
     if args.replicates < 1:
         raise UsageError(f"--replicates must be >= 1, got {args.replicates}")
@@ -188,6 +187,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_star(args: argparse.Namespace) -> int:
     from classsize.inference.data.star import write_star
     from classsize.inference.data.star_metadata import summary_text
+    from classsize.model.format import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE
 
     metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
     print(summary_text(metadata))
@@ -201,7 +201,7 @@ def _check_noise_args(args: argparse.Namespace, models) -> None:
     none of ``models`` has a noise parameter, or the ability is not uniform."""
     from classsize.inference.analyses.base import NoNoiseParameter
     from classsize.inference.analyses.registry import get_analysis
-    from classsize.model.conditioned import check_noise_ability
+    from classsize.model.noise import check_noise_ability
 
     if args.score_noise is None:
         return

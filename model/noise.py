@@ -1,0 +1,119 @@
+r"""Scores with measurement noise: the rule, the score's density and the assignment rule given a noisy score.
+
+A score with noise of sd :math:`\sigma` is the uniform ability convolved with the
+noise (:class:`NoisyUniformScore`), so noisy scores are conditioned on with uniform
+ability only (:func:`check_noise_ability`, the one home of that rule).  Given a noisy
+score, the REGULAR cohort's assignment rule is averaged over ability's truncated
+normal distribution given the score (:func:`expected_clipped_rule`).  The
+differences of normal CDFs are taken in log space in both tails.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+
+from .pieces import Observed, regular_small_probability
+
+
+def check_noise_ability(noisy: bool, ability: str) -> None:
+    """The rule of measurement noise: a score with noise is the uniform ability convolved
+    with the noise (the module docstring), so noisy scores are conditioned on with
+    uniform ability only.  Raises ValueError (one line) for noise with any other ability."""
+    if noisy and ability != "uniform":
+        raise ValueError(f"scores with measurement noise are fitted with uniform ability only (ability is {ability!r})")
+
+
+class NoisyUniformScore(dist.Distribution):
+    r"""``Uniform(low, low + width)`` plus :math:`\mathcal N(0, \sigma)` noise: density
+    :math:`[\Phi((y - \mathrm{low})/\sigma) - \Phi((y - \mathrm{low} - \mathrm{width})/\sigma)]
+    / \mathrm{width}`, evaluated in log space in both tails."""
+
+    support = dist.constraints.real
+
+    def __init__(self, low, width, noise_sd):
+        self.low, self.width, self.noise_sd = low, width, noise_sd
+        super().__init__(batch_shape=jnp.shape(low))
+
+    def bounds(self, value):
+        """The support of the uniform part, standardised around ``value``: ``(A, B)``."""
+        return (self.low - value) / self.noise_sd, (self.low + self.width - value) / self.noise_sd
+
+    def log_prob(self, value):
+        return _log_diff_ndtr(*self.bounds(value)) - jnp.log(self.width)
+
+    def sample(self, key, sample_shape=()):
+        k1, k2, shape = *jax.random.split(key), sample_shape + self.batch_shape
+        return self.low + self.width * jax.random.uniform(k1, shape) + self.noise_sd * jax.random.normal(k2, shape)
+
+
+def _log1mexp(x):
+    r""":math:`\log(1 - e^x)` for :math:`x < 0`, accurate near 0 and far from it."""
+    near = x > -0.6931471805599453
+    return jnp.where(near, jnp.log(-jnp.expm1(jnp.where(near, x, -1.0))),
+                     jnp.log1p(-jnp.exp(jnp.where(near, -1.0, x))))
+
+
+def _log_diff_ndtr(a, b):
+    r""":math:`\log(\Phi(b) - \Phi(a))` for :math:`a < b`, from the tail away from the
+    interval (relative accuracy near machine precision wherever the result is a
+    normal number)."""
+    flip = a > 0  # both in the upper tail: Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
+    log_hi = jax.scipy.special.log_ndtr(hi)
+    return log_hi + _log1mexp(jax.scipy.special.log_ndtr(lo) - log_hi)
+
+
+def _truncated_mass(lo, hi, log_mass):
+    r""":math:`(\Phi(hi) - \Phi(lo)) / e^{\mathrm{log\_mass}}`, 0 where ``hi <= lo``."""
+    nonempty = hi > lo
+    return jnp.where(nonempty, jnp.exp(_log_diff_ndtr(lo, jnp.where(nonempty, hi, lo + 1.0)) - log_mass), 0.0)
+
+
+def expected_clipped_rule(intercept, slope, lower, upper):
+    r""":math:`E[\mathrm{clip}(a + \lambda X, 0, 1)]` for :math:`X` standard normal
+    truncated to [``lower``, ``upper``] (``intercept`` :math:`a`, ``slope`` :math:`\lambda`).
+
+    The clipped rule is linear between :math:`x_0 = -a/\lambda` and :math:`x_1 = (1 -
+    a)/\lambda` and constant outside, so the expectation is exact in closed form:
+    with :math:`[L, R]` the linear part within the bounds, :math:`[L_1, R_1]` the part
+    where the rule is 1 and :math:`Z = \Phi(\mathrm{upper}) - \Phi(\mathrm{lower})`,
+
+    .. math:: \big[a(\Phi(R) - \Phi(L)) + \lambda(\varphi(L) - \varphi(R))
+              + \Phi(R_1) - \Phi(L_1)\big] / Z,
+
+    each ratio to :math:`Z` taken in log space (:func:`_log_diff_ndtr`), so the result
+    is accurate to a few units of :math:`10^{-16}` absolute (rounding in the sum of
+    the three terms) even where the bounds lie far in a tail.  ``slope = 0`` gives
+    :math:`\mathrm{clip}(a, 0, 1)`.
+    """
+    log_mass = _log_diff_ndtr(lower, upper)
+    flat = slope == 0
+    safe = jnp.where(flat, 1.0, slope)
+    x0, x1 = -intercept / safe, (1.0 - intercept) / safe
+    lo = jnp.clip(jnp.minimum(x0, x1), lower, upper)
+    hi = jnp.clip(jnp.maximum(x0, x1), lower, upper)
+    log_pdf = -0.5 * jnp.log(2.0 * jnp.pi)
+    pdf_lo = jnp.exp(log_pdf - 0.5 * lo * lo - log_mass)
+    pdf_hi = jnp.exp(log_pdf - 0.5 * hi * hi - log_mass)
+    linear = intercept * _truncated_mass(lo, hi, log_mass) + safe * (pdf_lo - pdf_hi)
+    one = jnp.clip(x1, lower, upper)
+    top = _truncated_mass(jnp.where(safe > 0, one, lower), jnp.where(safe > 0, upper, one), log_mass)
+    return jnp.where(flat, jnp.clip(intercept, 0.0, 1.0), linear + top)
+
+
+def noisy_small_probability(p: Mapping, data: Observed, ability_uniform, score: NoisyUniformScore, beta_a,
+                             noise_sd, rule_has_ability: bool):
+    r"""P(SMALL) given the score: the REGULAR rule averaged over ability's distribution
+    given the score, :math:`U_i \sim \mathcal N(\tilde U_i, \sigma/\beta_A)` truncated
+    to [0, W] (:math:`\tilde U_i` the score's noise-free reading), by
+    :func:`expected_clipped_rule`; the EXPERIMENTAL coin as it is."""
+    rule = regular_small_probability(p, data.income_scaled, data.race, 0.0)
+    if rule_has_ability:
+        lower, upper = score.bounds(data.test_score)  # U's bounds 0 and W, standardised
+        slope = p["regular_small_ability"]
+        rule = expected_clipped_rule(rule + slope * ability_uniform, slope * noise_sd / beta_a, lower, upper)
+    return jnp.clip(jnp.where(data.is_experimental, p["experimental_p_small"], rule), 0.0, 1.0)
