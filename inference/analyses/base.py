@@ -101,6 +101,12 @@ class Analysis:
         raise NoNoiseParameter(f"the {self.name} analysis has no measurement-noise parameter (its residual sd "
                                f"absorbs the noise)")
 
+    def knowing(self, config) -> "Analysis":
+        """The analysis as it fits data simulated from ``config`` (a study's truth): what
+        the simulation fixed and the analysis leaves open, it takes from ``config`` (as a
+        fit takes it from a folder's ``dataset.json``)."""
+        return self
+
     def check_design(self, design: Design, sbc: bool) -> None:
         """Raise ValueError (one line) when a study of ``design`` cannot use this analysis."""
         cohort_size = {"REGULAR": design.n_regular, "EXPERIMENTAL": design.n_experimental}

@@ -85,6 +85,13 @@ class ConditionedAnalysis(Analysis):
             raise ValueError(f"score_noise must be a number >= 0, 'free' or None (got {score_noise!r})")
         return dataclasses.replace(self, score_noise=score_noise)
 
+    def knowing(self, config) -> "ConditionedAnalysis":
+        """The scores' noise sd, when the analysis leaves it open, is the simulation's:
+        ``config.score_noise_sd``."""
+        if self.score_noise is None and config.score_noise_sd != 0:
+            return self.with_score_noise(config.score_noise_sd)
+        return self
+
     def unfittable_schools(self, observed, n_schools: int) -> np.ndarray:
         """How many schools of each stacked dataset hold no students: the uniform
         ability's per-school extremes then do not exist."""
