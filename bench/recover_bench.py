@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from classsize.inference.data.read import load_dataset
     from classsize.inference.fit.result import fit
     from classsize.inference.engine.sampling import ChainRunner
-    from classsize.inference.studies.run import FIT_SEED_OFFSET
+    from classsize.inference.studies.fitting import FIT_SEED_OFFSET
     from classsize.model import Config, simulate
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw

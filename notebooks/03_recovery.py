@@ -53,7 +53,7 @@ numpyro.set_host_device_count(2)  # the studies spread their fits over the devic
 import matplotlib.pyplot as plt
 import numpy as np
 
-from classsize.inference.fit.figures import (
+from classsize.inference.studies.figures import (
     plot_coverage,
     plot_ecdf_difference,
     plot_rank_histograms,

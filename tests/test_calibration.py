@@ -29,6 +29,7 @@ import pytest
 from scipy import stats
 
 from classsize.inference.studies import calibration as cal
+from classsize.inference.studies import fitting
 from classsize.inference.studies import run as st
 from classsize.inference.studies import verdicts
 from classsize.inference.analyses.conditioned import ESTIMANDS
@@ -80,8 +81,8 @@ def test_vector_elements_truths_and_prior_variances():
     # e ~ Uniform(-R, R), R ~ LogNormal(log 5, 0.5): Var e = E[R^2] / 3 = 25 e^{0.5} / 3
     assert var["school_effect[3]"] == pytest.approx(25 * np.exp(0.5) / 3, rel=1e-6)
     # the prior draws of a study carry the truths: the school effects of each dataset
-    sim = st.simulate_study("structural", DESIGN, [0, 1], from_prior=True)
-    truths = st.quantities_of(analysis, sim, analysis.study_quantities(DESIGN, sbc=True))
+    sim = fitting.simulate_study(analysis, DESIGN, [0, 1], from_prior=True)
+    truths = fitting.quantities_of(analysis, sim, analysis.study_quantities(DESIGN, sbc=True))
     np.testing.assert_array_equal(truths["school_effect[2]"], sim["school_effect"][:, 2])
     np.testing.assert_array_equal(truths["regular_small_race_shift[1]"], sim["regular_small_race_shift"][:, 1])
 
@@ -135,7 +136,7 @@ def _check_race_probabilities_are_exact(result, seed, n):
     alarm: about 1e-3 over the fits.  A direct check that ranks cannot replace: a rank
     test fails by chance when the datasets' truths themselves sit unevenly in their
     exact posteriors."""
-    sim = st.simulate_study("structural", DESIGN, list(range(seed, seed + n)), from_prior=True)
+    sim = fitting.simulate_study(get_analysis("structural"), DESIGN, list(range(seed, seed + n)), from_prior=True)
     rows_of = result.table.set_index(["quantity", "dataset"]).sort_index()
     k, n_students = len(DESIGN.race_codes), DESIGN.n_regular + DESIGN.n_experimental
     for i in range(k):
@@ -210,8 +211,8 @@ _SETTINGS = {"model": "structural", "datasets": 30, "sim_seeds": "0..29", "chain
 def _summarised(values, finite=True, truth=0.5, rank_draws=19):
     q = {"a": np.asarray(values, dtype=float).reshape(1, -1)}
     diag = {"finite": finite}
-    return st._summarise_fit(q, {"a": truth}, {"a": 1.0}, diag, rank_draws, np.random.default_rng(0),
-                             {"a": (np.nan, 100.0)})["quantities"]["a"]
+    return fitting._summarise_fit(q, {"a": truth}, {"a": 1.0}, diag, rank_draws, np.random.default_rng(0),
+                                  {"a": (np.nan, 100.0)})["quantities"]["a"]
 
 
 def test_a_fit_with_non_finite_draws_misses_and_ranks_at_the_top():
@@ -250,9 +251,10 @@ def test_non_finite_fits_count_against_the_verdicts():
     assert not passed and "verdict: FAIL" in verdict
     # coverage: the same 40 datasets; 8 more misses fail the 80% and 90% checks
     settings = {**_SETTINGS, "datasets": 40, "sim_seeds": "0..39"}
-    summary, verdict, passed = verdicts.coverage_verdict(_table(uniform), names, settings)
+    summary, verdict, passed = verdicts.coverage_verdict(_table(uniform), names, settings, get_analysis("structural"))
     assert passed, verdict
-    summary, verdict, passed = verdicts.coverage_verdict(_table(uniform, failed), names, settings)
+    summary, verdict, passed = verdicts.coverage_verdict(_table(uniform, failed), names, settings,
+                                                       get_analysis("structural"))
     s = summary.set_index("level")
     assert (s["n"] == 40).all() and s.loc[0.5, "covered"] == 20 - 0 and s.loc[0.9, "covered"] == 36 - 8
     assert "8 fit(s) gave non-finite draws: datasets 1, 3, 5, 7, 9, 11, 13, 15" in verdict

@@ -23,8 +23,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from classsize.inference.analyses.registry import get_analysis
+from classsize.inference.studies import fitting
 from classsize.inference.studies import plan as bt
 from classsize.inference.studies import run as st
+from classsize.inference.studies.result import StudyResult
 from classsize.inference.commands.cli import main
 from classsize.model import Config
 
@@ -92,11 +95,11 @@ def test_batch_files_and_manifest(reference):
 def test_plan_pickles_and_differences_are_named():
     import pickle
 
-    plan = bt.StudyPlan("randomized", 6, SMALL, True, 3, 2, 60, 60, 3, 99)
+    plan = bt.StudyPlan(get_analysis("randomized"), 6, SMALL, True, 3, 2, 60, 60, 3, 99)
     again = pickle.loads(pickle.dumps(plan))
     assert again == plan and again.plan_hash == plan.plan_hash
     assert [list(plan.datasets_of(b)) for b in range(plan.n_batches)] == [[0, 1, 2], [3, 4, 5]]
-    other = bt.StudyPlan("randomized", 6, SMALL.replace(n_schools=6), True, 4, 2, 60, 60, 3, 99)
+    other = bt.StudyPlan(get_analysis("randomized"), 6, SMALL.replace(n_schools=6), True, 4, 2, 60, 60, 3, 99)
     diff = bt.manifest_differences(plan.manifest, other.manifest)
     assert diff == ["--seed 3 there, 4 here", "--config another design or truth there, this one here"]
     assert other.plan_hash != plan.plan_hash
@@ -133,7 +136,7 @@ def test_padding_group_layouts_changes_no_extreme():
 # ============================================================================ resuming
 def test_interrupted_study_resumes_with_only_the_missing_batch(tmp_path, reference, monkeypatch, capsys):
     out = tmp_path / "out"
-    real, fitted = st.fit_batch, []
+    real, fitted = fitting.fit_batch, []
 
     def interrupted(plan, batch):
         if batch == 1:
@@ -141,7 +144,7 @@ def test_interrupted_study_resumes_with_only_the_missing_batch(tmp_path, referen
         fitted.append(batch)
         return real(plan, batch)
 
-    monkeypatch.setattr(st, "fit_batch", interrupted)
+    monkeypatch.setattr(fitting, "fit_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(study_args(tmp_path, out))
     assert fitted == [0]
@@ -155,7 +158,7 @@ def test_interrupted_study_resumes_with_only_the_missing_batch(tmp_path, referen
         fitted.append(batch)
         return real(plan, batch)
 
-    monkeypatch.setattr(st, "fit_batch", counted)
+    monkeypatch.setattr(fitting, "fit_batch", counted)
     fitted.clear()
     assert main(study_args(tmp_path, out, "--resume")) in (0, 1)
     assert fitted == [1]
@@ -196,7 +199,7 @@ def test_resume_refuses_another_study(tmp_path, reference, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "nothing to resume" in err and len(err.strip().splitlines()) == 1
     # a batch file of another plan is not used: fitted again
-    plan = bt.StudyPlan("randomized", 6, SMALL, True, 3, 2, 60, 60, 3, 99)
+    plan = bt.StudyPlan(get_analysis("randomized"), 6, SMALL, True, 3, 2, 60, 60, 3, 99)
     assert len(list(bt.finished_batches(reference, plan))) == 2
     foreign = tmp_path / "foreign"
     (foreign / "batches").mkdir(parents=True)
@@ -253,7 +256,7 @@ def by_value():
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def small_study(out: Path, runner) -> st.StudyResult:
+def small_study(out: Path, runner) -> StudyResult:
     """The study of ``STUDY`` through the Python API."""
     return st.run_study("randomized", 6, config=SMALL, from_prior=True, seed=3, chains=2, warmup=60, samples=60,
                         batch_size=3, out=out, runner=runner, progress=False)

@@ -26,6 +26,7 @@ import pytest
 from scipy import stats
 
 from classsize.inference.studies import calibration as cal
+from classsize.inference.studies import fitting
 from classsize.inference.studies import run as st
 from classsize.inference.studies import verdicts
 from classsize.inference.analyses.conditioned import ASSIGNMENT_PARAMETERS, ESTIMANDS
@@ -175,7 +176,8 @@ def test_coverage_counts_and_bands_by_hand():
         rows.append(row)
     table = pd.DataFrame(rows)
     settings = {**SETTINGS, "model": "randomized", "datasets": 10, "sim_seeds": "0..9"}
-    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",), settings)
+    randomized = get_analysis("randomized")
+    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",), settings, randomized)
     s = summary.set_index("level")
     assert s["covered"].tolist() == [5, 8, 9, 10] and (s["n"] == 10).all()
     assert s.loc[0.5, "cp95_lower"] == pytest.approx(0.18709, abs=1e-5)
@@ -187,10 +189,10 @@ def test_coverage_counts_and_bands_by_hand():
     # 0 of 10 covered at 95% is far outside the band: the estimand fails, and for naive
     # the verdict says that this is the expected confounding
     table["covered_95"] = False
-    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",), settings)
+    summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",), settings, randomized)
     assert not passed and "verdict: FAIL: small_class_direct_effect (under-covers)" in verdict
     summary, verdict, passed = verdicts.coverage_verdict(table, ("small_class_direct_effect",),
-                                                          {**settings, "model": "naive"})
+                                                          {**settings, "model": "naive"}, get_analysis("naive"))
     assert not passed and "naive: fails, as expected" in verdict
 
 
@@ -414,7 +416,7 @@ def test_cli_sbc_randomized(tmp_path, capsys):
     assert {"small_class_total_effect", "experimental_p_small", "school_effect_range"} <= quantities
     assert not quantities & set(ASSIGNMENT_PARAMETERS)  # pinned in the randomized analysis
     # with the assignment pinned, the REGULAR cohort of every SBC dataset is all LARGE
-    draws = st.simulate_study("randomized", SMALL, [0, 1, 2, 3], from_prior=True)
+    draws = fitting.simulate_study(get_analysis("randomized"), SMALL, [0, 1, 2, 3], from_prior=True)
     assert not draws["small_class"][:, :SMALL.n_regular].any()
     assert (draws["regular_small_intercept"] == 0).all()
 
@@ -552,12 +554,12 @@ def test_batched_posterior_equals_fit(tmp_path, model):
 
     seed, chains, warmup, samples = 8, 2, 300, 300
     simulate(SMALL, seed).write(tmp_path)
-    theirs = fit(tmp_path, model, chains=chains, warmup=warmup, samples=samples, seed=seed + st.FIT_SEED_OFFSET,
+    theirs = fit(tmp_path, model, chains=chains, warmup=warmup, samples=samples, seed=seed + fitting.FIT_SEED_OFFSET,
                  progress=False, posterior_predictive=False)
     fitter = ChainRunner(chains, warmup, samples)
     observed = observed_from_draw(draw_many(SMALL, [seed]), SMALL, get_analysis(model).cohort)
-    out = fitter.run(get_analysis(model).bind_many(SMALL, observed), [seed + st.FIT_SEED_OFFSET])
-    mine = st.quantities_of(get_analysis(model), {k: v[0] for k, v in out.sites.items()}, ESTIMANDS)
+    out = fitter.run(get_analysis(model).bind_many(SMALL, observed), [seed + fitting.FIT_SEED_OFFSET])
+    mine = fitting.quantities_of(get_analysis(model), {k: v[0] for k, v in out.sites.items()}, ESTIMANDS)
     for name in ESTIMANDS:
         a, b = theirs.estimand_draws[name], mine[name]
         assert _posterior_agrees(a.ravel(), b.ravel(), az.ess(a), az.ess(b)), (name, a.mean(), b.mean())
@@ -587,7 +589,7 @@ def test_vmap_and_map_agree():
     from classsize.model.tables import observed_from_draw
 
     obs = observed_from_draw(draw_many(SMALL, [0, 1, 2]), SMALL, "EXPERIMENTAL")
-    seeds = [s + st.FIT_SEED_OFFSET for s in range(3)]
+    seeds = [s + fitting.FIT_SEED_OFFSET for s in range(3)]
     problem = get_analysis("randomized").bind_many(SMALL, obs)
     runs = {v: ChainRunner(2, 200, 300, vectorize=v).run(problem, seeds) for v in ("map", "vmap")}
     for name in ("small_class_direct_effect", "teacher_ma_effect"):

@@ -12,7 +12,9 @@ The package's Python API, in one place (``import classsize as cs``):
 * ``cs.compare(data, analyses=(...))``: several analyses on the same data
   (:class:`~classsize.inference.commands.compare.Comparison`).
 * ``cs.recover(analysis, datasets, ...)``: a recovery study, SBC from the prior or
-  coverage at a fixed truth (:class:`~classsize.inference.studies.run.StudyResult`).
+  coverage at a fixed truth (:class:`~classsize.inference.studies.result.StudyResult`: an
+  ``SBCStudy`` or a ``CoverageStudy``; ``.verdict``, ``.table``, ``.summary``, ``.plot()``,
+  ``.write(folder)``).
 * ``cs.load_run(run_dir)``: the ``FitResult`` of a finished ``classsize fit`` run.
 * ``cs.use_all_cores()``: expose every CPU core as a JAX device so that chains run
   side by side; call it before any JAX computation.

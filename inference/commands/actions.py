@@ -146,8 +146,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     from classsize.inference.analyses.registry import get_analysis
 
+    analysis = get_analysis(args.analysis)
     try:
-        get_analysis(args.analysis).check_design(config, sbc=args.from_prior)
+        analysis.check_design(config, sbc=args.from_prior)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.resume and args.force:
@@ -158,7 +159,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.resume:
         from classsize.inference.studies.plan import StudyPlan, check_resume
 
-        check_resume(args.out, StudyPlan(args.analysis, args.datasets, config, args.from_prior, args.seed, args.chains,
+        check_resume(args.out, StudyPlan(analysis, args.datasets, config, args.from_prior, args.seed, args.chains,
                                          args.warmup, args.samples, args.batch_size or 1, args.rank_draws),
                      batch_size_given=args.batch_size is not None)
     out = prepare_out_dir(args.out, args.force or args.resume)

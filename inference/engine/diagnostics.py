@@ -6,7 +6,7 @@ Sampler trouble is reported, never hidden: divergences, an R-hat above
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -59,6 +59,30 @@ def fit_diagnostics(sites: Mapping[str, np.ndarray], quantities: Mapping[str, np
             for k in quantities
         },
     }
+
+
+class OneFit(NamedTuple):
+    """One dataset's part of a run: its sites and sampler statistics ``(chains,
+    samples, ...)``, its quantities and their :func:`fit_diagnostics`."""
+
+    sites: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    quantities: dict[str, np.ndarray]
+    diagnostics: dict[str, Any]
+
+
+def one_fit(draws, k: int, analysis, quantities: Callable[[Mapping[str, np.ndarray]], Mapping]) -> OneFit:
+    """Dataset ``k`` of a run's ``draws`` (:class:`~.sampling.Draws`, arrays ``(datasets,
+    chains, samples, ...)``) fitted with ``analysis``: its sites, its statistics, the
+    quantities ``quantities(sites)`` and :func:`fit_diagnostics` of both, with the
+    tree-depth limit of the analysis's NUTS settings (10 unless they set one).  What a
+    single fit and each fit of a recovery study read from their draws."""
+    sites = {n: v[k] for n, v in draws.sites.items()}
+    stats = {n: v[k] for n, v in draws.stats.items()}
+    q = dict(quantities(sites))
+    diag = fit_diagnostics(sites, q, stats["diverging"], stats["n_steps"],
+                           analysis.kernel_settings.get("max_tree_depth", 10))
+    return OneFit(sites, stats, q, diag)
 
 
 def fit_problems(diag: Mapping) -> list[str]:

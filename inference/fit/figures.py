@@ -1,10 +1,10 @@
-"""Plots: forest plot of estimands across analyses, posterior predictive check,
-counterfactual scores under an intervention, and the figures of the recovery studies
-(:data:`STUDY_PLOTS`, one set per kind of study).
+"""The figures of fits: forest plot of estimands across analyses, posterior predictive
+check, counterfactual scores under an intervention (the recovery studies' figures are
+in :mod:`classsize.inference.studies.figures`).
 
 Figures are made with ``matplotlib.pyplot`` under whatever backend the user has chosen
-(or matplotlib's own default, which is Agg where there is no display): nothing here
-switches it, so ``result.plot()`` followed by ``plt.show()`` shows the figure.
+(:mod:`classsize.inference.plotting`), so ``result.plot()`` followed by ``plt.show()``
+shows the figure.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+
+from classsize.inference.plotting import label_axes, pyplot, save_figure
 
 LABELS = {
     "small_class_direct_effect": "SMALL class, direct\n(MA held fixed)",
@@ -23,16 +25,9 @@ COLOURS = {"structural": "#1b7837", "randomized": "#2166ac", "naive": "#b2182b"}
 SIZE_COLOURS = {"SMALL": "#1b7837", "LARGE": "#b2182b"}
 
 
-def _pyplot():
-    """``matplotlib.pyplot``, its backend left as it is."""
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def forest(results: Mapping[str, object], ax=None, units: str = "test-score points"):
     """One row per (estimand, analysis): mean, 50% and 90% intervals, truth as a dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     estimands = [e for e in LABELS if any(e in r.estimand_draws for r in results.values())]
     names = list(results)
     if ax is None:
@@ -80,7 +75,7 @@ def ppc_plot(idata, axes=None, units: str = "points"):
     a = ppc_arrays(idata)
     cohorts = [c for c in ("REGULAR", "EXPERIMENTAL") if np.any(a["cohort"] == c)]
     if axes is None:
-        fig, axes = _pyplot().subplots(1, len(cohorts) + 1, figsize=(4.2 * len(cohorts) + 3.6, 3.4),
+        fig, axes = pyplot().subplots(1, len(cohorts) + 1, figsize=(4.2 * len(cohorts) + 3.6, 3.4),
                                        gridspec_kw={"width_ratios": [4] * len(cohorts) + [3]})
     axes = list(np.ravel(axes))
     fig = axes[0].figure
@@ -102,7 +97,7 @@ def ppc_plot(idata, axes=None, units: str = "points"):
             if g.size:
                 ax.stairs(np.histogram(g, bins, density=True)[0], bins, color=colour, lw=2,
                           label=f"observed {size} (n={g.size}, mean {g.mean():.1f})")
-        _label(ax, f"{cohort}: scores by class size", f"test score ({units})", "density")
+        label_axes(ax, f"{cohort}: scores by class size", f"test score ({units})", "density")
         ax.legend(fontsize=6, loc="upper left")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend
     ax = axes[len(cohorts)]
@@ -118,7 +113,7 @@ def ppc_plot(idata, axes=None, units: str = "points"):
                         textcoords="offset points", ha="center", fontsize=6)
     ax.set_yticks(range(len(rates)), [f"{r.cohort}\n(n={r.n})" for r in rates.itertuples()], fontsize=7)
     ax.set_ylim(-0.7, len(rates) - 0.3)
-    _label(ax, "Students in a SMALL class", "share of the cohort (%)", "")
+    label_axes(ax, "Students in a SMALL class", "share of the cohort (%)", "")
     ax.legend(fontsize=6, loc="best")
     fig.suptitle("Posterior predictive check: the data (thick, dots) against data replicated from the posterior",
                  fontsize=9)
@@ -132,7 +127,7 @@ def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
     cf = counterfactual
     units = units or cf.units
     if axes is None:
-        fig, axes = _pyplot().subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+        fig, axes = pyplot().subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
     ax1, ax2 = np.ravel(axes)[:2]
     rng = np.random.default_rng(0)
     pooled = {}
@@ -146,7 +141,7 @@ def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
                  label=f"{label}: mean {x.mean():.1f}")
     ax1.hist(cf.observed_scores, bins=bins, density=True, histtype="step", color="k", lw=1.2,
              label=f"observed: mean {cf.observed_scores.mean():.1f}")
-    _label(ax1, f"{cf.analysis}: scores of {cf.students} ({cf.scores.shape[1]}) in both worlds",
+    label_axes(ax1, f"{cf.analysis}: scores of {cf.students} ({cf.scores.shape[1]}) in both worlds",
            f"test score ({units})", "density")
     ax1.legend(fontsize=7)
     effect = cf.effect
@@ -156,7 +151,7 @@ def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
     ax2.axvline(effect.mean(), color="#2166ac", lw=2, label=f"mean {effect.mean():.2f}")
     if cf.truth is not None:
         ax2.axvline(cf.truth, color="k", ls="--", label=f"truth {cf.truth:g}")
-    _label(ax2, "Average effect, one value per posterior draw", f"mean score difference ({units})",
+    label_axes(ax2, "Average effect, one value per posterior draw", f"mean score difference ({units})",
            "posterior density")
     ax2.legend(fontsize=7)
     return ax1.figure
@@ -168,141 +163,8 @@ def _figure_of(fig_or_ax):
     return fig_or_ax if isinstance(fig_or_ax, Figure) else fig_or_ax.figure
 
 
-def save_figure(fig, path, dpi: int = 120) -> None:
-    """Lay the figure out, write it to ``path`` as PNG and close it."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi, format="png")
-    _pyplot().close(fig)
-
-
 def save(fig_or_ax, path) -> None:
     """Write the figure (or the figure of the axes) to ``path`` as PNG, atomically."""
     from classsize.model.files import atomic_write
 
     atomic_write(path, lambda p: save_figure(_figure_of(fig_or_ax), p))
-
-
-# ============================================================================ recovery studies
-# Each takes a finished study (:class:`~classsize.inference.studies.run.StudyResult`) and returns a figure.
-def _panels(n: int, width: float, height: float, per_row: int | None = None):
-    """A figure of ``n`` panels, at most ``per_row`` a row (default: one row), unused ones
-    hidden; returns ``(fig, flat array of axes)``."""
-    ncol = min(per_row or n, n)
-    nrow = -(-n // ncol)
-    fig, axes = _pyplot().subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
-    axes = axes.ravel()
-    for ax in axes[n:]:
-        ax.axis("off")
-    return fig, axes
-
-
-def _label(ax, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=8)
-    ax.set_xlabel(xlabel, fontsize=7)
-    ax.set_ylabel(ylabel, fontsize=7)
-    ax.tick_params(labelsize=7)
-
-
-def _verdict(ok) -> str:
-    return "pass" if ok else "FAIL"
-
-
-def plot_ecdf_difference(result):
-    """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
-    simultaneous band (Säilynoja, Bürkner and Vehtari 2022) at the level the verdict uses."""
-    from classsize.inference.studies.calibration import ecdf_counts
-
-    names = list(result.ranks)
-    fig, axes = _panels(len(names), 3.3, 2.6, per_row=4)
-    band = result.band
-    passed = result.summary.set_index("quantity")["pass"]
-    for ax, q in zip(axes, names):
-        r = result.ranks[q]
-        if band is None or r.size == 0:
-            ax.set_title(f"{q}\n(no fitted datasets)", fontsize=8)
-            continue
-        ecdf = ecdf_counts(r, band.n_values) / r.size
-        ax.fill_between(band.z, band.lower - band.z, band.upper - band.z, step="post", color="0.85",
-                        label=f"{1 - band.alpha:.2%} simultaneous band")
-        ax.step(band.z, ecdf - band.z, where="post", color="#2166ac", lw=1.2, label="ranks")
-        ax.axhline(0.0, color="k", lw=0.6)
-        _label(ax, f"{q} ({_verdict(passed[q])})", "fractional rank of the truth", "ECDF - uniform CDF")
-    axes[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle(f"SBC of {result.model}: ECDF difference of the ranks ({len(result.ranks[names[0]])} datasets)",
-                 fontsize=9)
-    return fig
-
-
-def plot_rank_histograms(result):
-    """Histograms of the ranks with the 99% pointwise binomial range of a bin's count."""
-    from scipy import stats
-
-    from classsize.inference.studies.calibration import chi_square_bins
-
-    names = list(result.ranks)
-    fig, axes = _panels(len(names), 3.3, 2.4, per_row=4)
-    n_values = result.band.n_values if result.band is not None else int(result.settings["rank_draws"]) + 1
-    for ax, q in zip(axes, names):
-        r = result.ranks[q]
-        n = r.size
-        bins = chi_square_bins(max(n, 1), n_values)
-        edges = np.round(np.linspace(0, n_values, bins + 1))
-        if n:
-            p = np.diff(edges) / n_values  # bins of unequal width when n_values is not a multiple
-            lo, hi = stats.binom.ppf(0.005, n, p), stats.binom.ppf(0.995, n, p)
-            ax.bar(edges[:-1], hi - lo, width=np.diff(edges), bottom=lo, align="edge", color="0.85",
-                   label="99% range per bin")
-            ax.stairs(n * p, edges, color="0.5", lw=0.8)
-            ax.hist(r, bins=edges, color="#2166ac", alpha=0.8, label="ranks")
-        _label(ax, q, "rank of the truth", "datasets")
-    fig.suptitle(f"SBC of {result.model}: rank histograms", fontsize=9)
-    return fig
-
-
-def plot_coverage(result):
-    """Observed coverage against the nominal level, with the Clopper-Pearson bands."""
-    names = list(dict.fromkeys(result.summary["quantity"]))
-    fig, axes = _panels(len(names), 3.4, 3.2)
-    for ax, q in zip(axes, names):
-        s = result.summary[result.summary["quantity"] == q]
-        lv = s["level"].to_numpy(float)
-        ax.plot([0.4, 1.0], [0.4, 1.0], "k--", lw=0.8, label="nominal")
-        ax.vlines(lv, s["band_lower"], s["band_upper"], color="0.6", lw=6, label="family band")
-        ax.vlines(lv, s["cp95_lower"], s["cp95_upper"], color="0.3", lw=2, label="95% band")
-        ax.plot(lv, s["coverage"], "o", color="#b2182b", label="observed")
-        ax.set_xlim(0.4, 1.0)
-        ax.set_ylim(-0.02, 1.02)
-        _label(ax, f"{q} ({_verdict(s['pass'].all())})", "nominal level of the central interval",
-               "share of datasets covered")
-    axes[0].legend(fontsize=6, loc="lower right")
-    n = int(result.summary["n"].max()) if len(result.summary) else 0
-    fig.suptitle(f"Coverage of {result.model} at a fixed truth ({n} datasets)", fontsize=9)
-    return fig
-
-
-def plot_z_contraction(result):
-    """Posterior z-score against posterior contraction, one point per dataset."""
-    names = list(dict.fromkeys(result.table["quantity"]))
-    fig, axes = _panels(len(names), 3.4, 3.2)
-    t = result.table[result.table["status"] == "fitted"]
-    for ax, q in zip(axes, names):
-        u = t[t["quantity"] == q]
-        ok = u["fit_ok"].astype(bool)
-        ax.scatter(u.loc[ok, "contraction"], u.loc[ok, "z_score"], s=10, color="#2166ac", label="fit passes")
-        ax.scatter(u.loc[~ok, "contraction"], u.loc[~ok, "z_score"], s=14, marker="x", color="#b2182b",
-                   label="fit flagged")
-        for y in (-2, 2):
-            ax.axhline(y, color="0.6", lw=0.7, ls="--")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlim(min(0.0, float(u["contraction"].min()) if len(u) else 0.0), 1.02)
-        _label(ax, q, "posterior contraction 1 - var_post / var_prior", "posterior z-score (mean - truth) / sd")
-    axes[0].legend(fontsize=6)
-    fig.suptitle(f"{result.model}: z-score vs contraction", fontsize=9)
-    return fig
-
-
-#: The figures of each kind of study, by file name (``sbc``: from the prior; ``fixed``: coverage).
-STUDY_PLOTS = {
-    "sbc": {"sbc_ecdf_diff.png": plot_ecdf_difference, "sbc_ranks.png": plot_rank_histograms},
-    "fixed": {"coverage.png": plot_coverage, "z_contraction.png": plot_z_contraction},
-}

@@ -43,7 +43,7 @@ from classsize.model.precision import float64
 from classsize.inference.analyses.base import Problem
 
 from classsize.inference.analyses.registry import get_analysis
-from classsize.inference.engine.diagnostics import fit_diagnostics, sampler_warnings
+from classsize.inference.engine.diagnostics import one_fit, sampler_warnings
 from classsize.inference.fit.idata import inference_data, write_netcdf
 from classsize.inference.outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together
 from classsize.inference.engine.sampling import ChainRunner, Draws
@@ -288,11 +288,7 @@ def fit(
 def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None, posterior_predictive=True,
                       seed=0, provenance: dict | None = None) -> FitResult:
     """The :class:`FitResult` of dataset 0 of ``draws``."""
-    sites = {k: v[0] for k, v in draws.sites.items()}  # (chains, samples, ...)
-    stats = {k: v[0] for k, v in draws.stats.items()}
-    estimands = problem.estimands(sites)
-    diag = fit_diagnostics(sites, estimands, stats["diverging"], stats["n_steps"],
-                           problem.analysis.kernel_settings.get("max_tree_depth", 10))
+    sites, stats, estimands, diag = one_fit(draws, 0, problem.analysis, problem.estimands)
     summaries = {k: _estimand_summary(v, *diag["per_quantity"][k]) for k, v in estimands.items()}
     diagnostics = {
         "divergences": diag["divergences"],

@@ -1,10 +1,11 @@
 """Recovery studies on Dask distributed: each batch of datasets one task.
 
-:class:`DaskRunner` is a runner for :func:`~.study.run_study`: it submits one task
-per batch (:func:`fit_batch_task`, which runs :func:`~.study.fit_batch` in the
+:class:`DaskRunner` is a runner for :func:`~.run.run_study`: it submits one task
+per batch (:func:`fit_batch_task`, which runs :func:`~.fitting.fit_batch` in the
 worker) and yields the batches' records as they complete; the process that runs the
-study writes each one into the output folder (:mod:`.batches`), so the workers need
-no shared file system.
+study writes each one into the output folder (:mod:`.plan`), so the workers need
+no shared file system.  The task's plan carries the analysis itself
+(:class:`~.plan.StudyPlan`), pickled to the worker.
 
 - ``DaskRunner(workers=N)`` starts a ``LocalCluster`` of ``N`` worker processes on
   this machine, one thread each, and gives each worker ``cores // N`` JAX devices
@@ -20,7 +21,7 @@ fitting: the scheduler runs the task again on another worker (up to Dask's
 ``distributed.scheduler.allowed-failures`` times); a task that raises is retried
 :data:`RETRIES` times.  Each batch's record reaches the study once, whatever the
 attempts, so every dataset is counted once.  A batch that fails on every attempt is
-reported when the other batches are done (:class:`~.study.StudyIncomplete`); the
+reported when the other batches are done (:class:`~.run.StudyIncomplete`); the
 finished batches stay in the output folder for ``--resume``.
 
 Dask is an optional extra (``pip install 'classsize[dask]'``): this module imports
@@ -93,10 +94,10 @@ def worker_devices() -> int:
 
 @float64
 def fit_batch_task(plan, batch: int) -> dict:
-    """The task of one batch: :func:`~.study.fit_batch` in the worker (in 64-bit mode:
+    """The task of one batch: :func:`~.fitting.fit_batch` in the worker (in 64-bit mode:
     a task runs in a thread of its own)."""
     _set_up_worker()
-    from classsize.inference.studies.run import fit_batch
+    from classsize.inference.studies.fitting import fit_batch
 
     return fit_batch(plan, batch)
 
@@ -159,7 +160,7 @@ class DaskRunner:
 
     def run(self, plan, batches: Sequence[int]) -> Iterator[dict]:
         """Submit one task per batch; yield each batch's record as it completes, then
-        raise :class:`~.study.StudyIncomplete` if a batch failed on every attempt."""
+        raise :class:`~.run.StudyIncomplete` if a batch failed on every attempt."""
         from distributed import as_completed
 
         from classsize.inference.studies.run import StudyIncomplete

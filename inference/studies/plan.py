@@ -1,11 +1,14 @@
 """A recovery study's plan and its batch files: what makes a study resumable.
 
-A study (:mod:`.study`) is cut into batches of ``batch_size`` consecutive datasets:
+A study (:mod:`.run`) is cut into batches of ``batch_size`` consecutive datasets:
 batch ``b`` holds datasets ``b * batch_size`` up to the next multiple (the last
-batch may be short).  :class:`StudyPlan` is everything that decides a study's
-numbers: the analysis, the design (``config``), SBC or a fixed truth, the seed,
-the number of datasets, the chain lengths, the batch size, the rank draws and the
-versions of the software that computes them.  Dataset ``k``'s simulation and fit
+batch may be short), ``ceil(N / batch_size)`` batches in all.  :class:`StudyPlan` is
+everything that decides a study's numbers: the analysis (the
+:class:`~classsize.inference.analyses.base.Analysis` itself, which travels with the
+plan to the processes that fit its batches), the design (``config``), SBC or a fixed
+truth, the seed, the number of datasets, the chain lengths, the batch size, the rank
+draws and the versions of the software that computes them.  The manifest records
+the analysis by its name.  Dataset ``k``'s simulation and fit
 depend only on the seed and ``k``, so a batch gives the same numbers whichever
 process fits it and whenever.
 
@@ -30,6 +33,7 @@ from typing import Any, Iterator
 
 from classsize.model import Config
 
+from classsize.inference.analyses.base import Analysis
 from classsize.inference.outputs import FORMAT_VERSION, UsageError, check_format
 
 #: Folder of the batch files inside a study's output folder.
@@ -56,7 +60,7 @@ def software_versions() -> dict[str, str]:
 class StudyPlan:
     """The settings that decide a study's numbers (see the module docstring)."""
 
-    model: str
+    analysis: Analysis
     n_datasets: int
     config: Config
     from_prior: bool
@@ -75,6 +79,8 @@ class StudyPlan:
 
     @property
     def mode(self) -> str:
+        """The kind of study as its files name it: ``"sbc"`` (truths from the prior) or
+        ``"fixed"`` (coverage at the truth of ``config``)."""
         return "sbc" if self.from_prior else "fixed"
 
     @property
@@ -88,10 +94,13 @@ class StudyPlan:
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
-        """The plan as JSON-ready values, with the software versions and a hash of both."""
-        body = {"format_version": FORMAT_VERSION, "format": BATCH_FORMAT, "model": self.model, "mode": self.mode, "datasets": self.n_datasets,
-                "seed": self.seed, "chains": self.chains, "warmup": self.warmup, "samples": self.samples,
-                "batch_size": self.batch_size, "rank_draws": self.rank_draws,
+        """The plan as JSON-ready values, with the software versions and a hash of both
+        (``plan_hash``: the first 16 hex digits of the SHA-256 of the body's sorted JSON,
+        where the analysis is its name and the configuration the hash of its TOML text)."""
+        body = {"format_version": FORMAT_VERSION, "format": BATCH_FORMAT, "model": self.analysis.name,
+                "mode": self.mode, "datasets": self.n_datasets, "seed": self.seed, "chains": self.chains,
+                "warmup": self.warmup, "samples": self.samples, "batch_size": self.batch_size,
+                "rank_draws": self.rank_draws,
                 "config_hash": hashlib.sha256(self.config.to_toml().encode()).hexdigest()[:16],
                 "versions": software_versions()}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,5 +1,6 @@
 """The verdicts of the recovery studies: the summary table and the printed verdict of
-a study's tidy table (one row per dataset and quantity; see :mod:`.study`).
+a study's tidy table (one row per dataset and quantity; see :mod:`.result`), which
+:class:`~.result.SBCStudy` and :class:`~.result.CoverageStudy` judge with.
 
 **SBC** (:func:`sbc_verdict`): each quantity's ranks are tested for uniformity (a
 chi-square test and the ECDF band test, :mod:`.calibration`); a quantity's p-value is
@@ -16,7 +17,7 @@ posterior mean, mean posterior sd, mean z-score and mean contraction are reporte
 Both count flagged fits (divergences, R-hat above 1.01, bulk ESS below 400) and keep
 them in the statistics (dropping them would select on the fits' outcome).  A fit with
 non-finite draws counts against the verdict: each of its quantities has the top rank
-and intervals that miss the truth (:mod:`.study`), and the verdict lists it.
+and intervals that miss the truth (:mod:`.fitting`), and the verdict lists it.
 Unfittable datasets (a school without students) are left out and counted: that is
 decided by the data alone, before any fit, and conditioning on the data leaves the
 posterior, hence the calibration, unchanged.
@@ -36,7 +37,6 @@ from classsize.inference.studies.calibration import (
     holm,
     verdict_band,
 )
-from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.diagnostics import ESS_MIN, R_HAT_MAX
 
 
@@ -142,8 +142,9 @@ def _fmt_p(p) -> str:
     return f"{'nan':>7}" if p is None or not np.isfinite(p) else f"{p:7.3f}" if p >= 0.001 else f"{p:7.0e}"
 
 
-def coverage_verdict(table, names, settings):
-    """``(summary, verdict text, passed)`` of a coverage study's table."""
+def coverage_verdict(table, names, settings, analysis):
+    """``(summary, verdict text, passed)`` of a coverage study's table; the verdict ends
+    with what ``analysis`` says of its coverage (:meth:`~classsize.inference.analyses.base.Analysis.coverage_note`)."""
     import pandas as pd
 
     used = _in_statistics(table)
@@ -204,7 +205,7 @@ def coverage_verdict(table, names, settings):
         lines.append("verdict: PASS: every interval covers the truth at its nominal rate")
     else:
         lines.append(f"verdict: FAIL: {', '.join(failing)}: coverage departs from nominal at this truth")
-    note = get_analysis(settings["model"]).coverage_note(passed)
+    note = analysis.coverage_note(passed)
     if note:
         lines.append(note)
     return summary, "\n".join(lines), passed
