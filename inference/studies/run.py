@@ -102,7 +102,7 @@ def run_study(model: str | Analysis = "structural", n_datasets: int = 100, *, co
     batch (such as :class:`~classsize.inference.outputs.Progress`), or True / False for a
     tqdm bar or none (default: a bar when standard error is a terminal).
     """
-    analysis = get_analysis(model)
+    analysis = get_analysis(model).knowing(config)
     analysis.check_design(config, sbc=from_prior)
     if n_datasets < 1:
         raise ValueError("the study needs at least one dataset")
