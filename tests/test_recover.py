@@ -310,7 +310,7 @@ def test_log_density_of_draw_encoding_equals_loaded_data(tmp_path, model):
     one = {k: v[0] for k, v in draws.items()}
     _dataset_from_draw(SMALL, one, 0).write(tmp_path)
     analysis = get_analysis(model).problem(load_dataset(tmp_path))
-    config, priors = analysis.config, analysis.priors
+    config, priors = analysis.design, analysis.priors
     assert config.n_schools == SMALL.n_schools
     mine = observed_from_draw(one, SMALL, get_analysis(model).cohort)
     energy = _energy_functions(get_analysis(model).priors(SMALL), config, priors, mine)
