@@ -62,7 +62,9 @@ class Config(Design):
     * per class: ``MA ~ Bernoulli(p_ma_small or p_ma_large)``, ``school ~ Uniform{1..n_schools}``
     * per school: ``effect ~ Uniform(-school_effect_range, school_effect_range)``
     * ``score = score_intercept + score_ability_weight * ability + small_class_direct_effect * SMALL
-      + teacher_ma_effect * MA + score_school_weight * school_effect + Normal(0, score_noise_sd)``
+      + teacher_ma_effect * MA + score_school_weight * school_effect + class_effect
+      + Normal(0, score_noise_sd)``, with ``class_effect ~ Normal(0, class_effect_sd)`` per
+      class (the teacher's effect; 0, the notebook's process, leaves it out)
     """
 
     race_probs: tuple[float, ...] = (0.5, 0.15, 0.2, 0.15)
@@ -82,6 +84,7 @@ class Config(Design):
     teacher_ma_effect: float = 10.0
     score_school_weight: float = 1.0
     score_noise_sd: float = 0.0
+    class_effect_sd: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "race_probs", tuple(self.race_probs))
@@ -134,6 +137,8 @@ class Config(Design):
         out: dict[str, Any] = {}
         for name in FIELD_ORDER:
             v = getattr(self, name)
+            if name in OPTIONAL_KEYS and v == 0:
+                continue
             if isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, Mapping):
@@ -180,7 +185,10 @@ FIELD_ORDER = ("n_regular", "n_experimental", "race_codes", "race_probs", "incom
                "regular_small_race_shift", "regular_small_ability", "experimental_p_small", "small_class_size",
                "large_class_size", "p_ma_small", "p_ma_large", "n_schools", "school_effect_range", "score_intercept",
                "score_ability_weight", "small_class_direct_effect", "teacher_ma_effect", "score_school_weight",
-               "score_noise_sd")
+               "score_noise_sd", "class_effect_sd")
+#: Keys a configuration writes only when they differ from 0, the notebook's process (so
+#: its files keep the notebook's keys).
+OPTIONAL_KEYS = ("class_effect_sd",)
 assert set(FIELD_ORDER) == set(Config.__dataclass_fields__)
 
 
@@ -256,3 +264,4 @@ def _validate_truth(c: Config) -> None:
         check(0.0 <= v <= 1.0, name, "must be a probability in [0, 1]", v)
     check(c.school_effect_range >= 0, "school_effect_range", "must be >= 0", c.school_effect_range)
     check(c.score_noise_sd >= 0, "score_noise_sd", "must be >= 0", c.score_noise_sd)
+    check(c.class_effect_sd >= 0, "class_effect_sd", "must be >= 0", c.class_effect_sd)

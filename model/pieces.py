@@ -243,3 +243,6 @@ class Observed(NamedTuple):
     class_used: jax.Array  # bool
     #: further student covariates of the score (n x q), e.g. free lunch in real data
     extra_covariates: jax.Array | None = None
+    #: class-level covariates of the score (class slots x q), e.g. an aide or the
+    #: teacher's experience, with weights ``class_covariate_weights``
+    class_covariates: jax.Array | None = None
