@@ -129,12 +129,15 @@ from .design import Design
 from .pieces import (
     PARAMETERS,
     Observed,
+    class_effects_on,
     noise_free,
     pinned,
     sample_parameters,
     small_probability,
     teacher_ma_probability,
 )
+from .classrooms import class_levels
+from .coordinates import centred, standard
 from .noise import NoisyUniformScore, check_noise_ability, noisy_small_probability
 from .pilot import SCORE_EFFECTS, Pilot, group_extreme, group_extremes, pilot_estimates, prior_variance
 
@@ -174,15 +177,20 @@ def condition_on_data(design: Design, priors: Mapping[str, Distribution], data: 
     beta_a, beta_s = weights["score_ability_weight"], weights["score_school_weight"]
     p = _count_parameters(priors, pilot)
     residual = _score_effects(priors, pilot, data, beta_a)
-    width, base, log_jacobian = _width_and_levels(design, priors, pilot, residual, beta_a, uniform and not noisy)
+    noise_sd = weights["score_noise_sd"] if noisy else None
+    if class_effects_on(priors):
+        width, base, level, group, log_jacobian = _width_and_class_levels(
+            design, priors, pilot, data, residual, beta_a, uniform and not noisy, noise_sd)
+    else:
+        width, base, log_jacobian = _width_and_levels(design, priors, pilot, residual, beta_a, uniform and not noisy)
+        level, group = base, pilot.student_school
     _intercept_and_range(design, priors, pilot, beta_a * base, beta_s, log_jacobian)
 
     def ability_uniform(who=slice(None)):
-        return residual(who) - base[pilot.student_school[who]]
+        return residual(who) - level[group[who]]
 
     p.update(_assignment_rule(design, priors, pilot, data, ability_uniform, width if noisy else None))
     ability_uniform = ability_uniform()
-    noise_sd = weights["score_noise_sd"] if noisy else None
     _observations(design, p, data, ability_uniform, beta_a, width, uniform, noise_sd,
                   rule_has_ability=not (pinned(priors["regular_small_ability"])
                                         and bool(np.all(np.asarray(priors["regular_small_ability"].v) == 0))))
@@ -218,32 +226,10 @@ class _UniformScore(dist.Uniform):
         return jnp.broadcast_to(-self._log_width, jnp.shape(value))
 
 
-def _standard(name: str, shape: tuple = ()):
-    """A standardised coordinate: a flat site on the real line whose density is added by factors."""
-    return numpyro.sample(name, dist.ImproperUniform(dist.constraints.real, (), tuple(shape)))
-
-
-def _centred(name: str, prior: Distribution, loc, scale):
-    r"""Site ``name`` with distribution ``prior``, sampled as ``name_std``: :math:`x =
-    T(\mathrm{loc} + \mathrm{scale}\,\xi)` with ``T`` the bijection onto the prior's support
-    (the one NUTS uses anyway); a pinned (``Delta``) prior gives a deterministic site."""
-    if pinned(prior):
-        return numpyro.deterministic(name, prior.v)
-    transform = dist.biject_to(prior.support)
-    shape = transform.inverse_shape(prior.shape())
-    xi = _standard(f"{name}_std", shape)
-    scale = jnp.broadcast_to(scale, shape)
-    u = loc + scale * xi
-    value = numpyro.deterministic(name, transform(u))
-    log_density = jnp.sum(prior.log_prob(value)) + jnp.sum(transform.log_abs_det_jacobian(u, value))
-    numpyro.factor(f"{name}_density", log_density + jnp.sum(jnp.log(scale)))
-    return value
-
-
 def _count_parameters(priors, pilot: Pilot) -> dict:
     """Step 1: parameters informed by counts alone."""
     names = ("race_probs", "experimental_p_small", "p_ma_small", "p_ma_large")
-    return {name: _centred(name, priors[name], *getattr(pilot, name)) for name in names}
+    return {name: centred(name, priors[name], *getattr(pilot, name)) for name in names}
 
 
 def _score_effects(priors, pilot: Pilot, data: Observed, beta_a):
@@ -255,17 +241,27 @@ def _score_effects(priors, pilot: Pilot, data: Observed, beta_a):
     effects = {}
     for j, name in enumerate(SCORE_EFFECTS):
         loc, scale = (pilot.effects[free.index(j)], pilot.effect_scales[free.index(j)]) if j in free else (0.0, 1.0)
-        effects[name] = _centred(name, effect_priors[j], loc, scale)
-    eta = None
-    if data.extra_covariates is not None and data.extra_covariates.shape[-1] > 0:
-        q = data.extra_covariates.shape[-1]
-        eta_prior = priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1))
-        eta = _centred("extra_covariate_weights", eta_prior, pilot.effects[len(free):], pilot.effect_scales[len(free):])
+        effects[name] = centred(name, effect_priors[j], loc, scale)
+    start = len(free)
+
+    def weights(name, covariates):
+        nonlocal start
+        if covariates is None or covariates.shape[-1] == 0:
+            return None
+        q = covariates.shape[-1]
+        prior = priors.get(name, dist.Normal(jnp.zeros(q), 10.0).to_event(1))
+        start += q
+        return centred(name, prior, pilot.effects[start - q:start], pilot.effect_scales[start - q:start])
+
+    eta = weights("extra_covariate_weights", data.extra_covariates)
+    theta = weights("class_covariate_weights", data.class_covariates)
 
     def residual(who=slice(None)):
-        r = ((data.test_score[who] - effects["small_class_direct_effect"] * data.small_class[who]
-              - effects["teacher_ma_effect"] * pilot.student_ma[who]) / beta_a
-             - effects["ability_income_weight"] * data.income_scaled[who])
+        score = data.test_score[who] - effects["small_class_direct_effect"] * data.small_class[who]
+        score = score - effects["teacher_ma_effect"] * pilot.student_ma[who]
+        if theta is not None:
+            score = score - data.class_covariates[data.class_of_student[who]] @ theta
+        r = score / beta_a - effects["ability_income_weight"] * data.income_scaled[who]
         return r if eta is None else r - data.extra_covariates[who] @ eta
 
     return residual
@@ -276,21 +272,40 @@ def _width_and_levels(design: Design, priors, pilot: Pilot, residual, beta_a, wi
     with the log-Jacobian of their maps (and, in the windows of noise-free uniform
     ability, the prior of W)."""
     with numpyro.plate("schools", design.n_schools):
-        z = _standard("school_position")
+        z = standard("school_position")
     if windowed:
         r = residual()
         lo, hi = group_extremes(r, pilot.schools, evaluate=residual)
         spread = hi - lo
-        v = _standard("ability_uniform_width_excess")
+        v = standard("ability_uniform_width_excess")
         width = numpyro.deterministic("ability_uniform_width", jnp.max(spread) + pilot.width_unit * jnp.exp(v))
         base = hi - width + (width - spread) * jax.scipy.special.ndtr(z)
         log_jacobian = jnp.log(pilot.width_unit) + v + jnp.sum(jnp.log(width - spread) - 0.5 * z * z)
         log_jacobian = log_jacobian + priors["ability_uniform_width"].log_prob(width)
     else:
-        width = _centred("ability_uniform_width", priors["ability_uniform_width"], *pilot.width)
+        width = centred("ability_uniform_width", priors["ability_uniform_width"], *pilot.width)
         base = pilot.levels + pilot.level_scales * z
         log_jacobian = jnp.sum(jnp.log(pilot.level_scales))
     return width, base, log_jacobian + design.n_schools * jnp.log(beta_a)
+
+
+def _width_and_class_levels(design: Design, priors, pilot: Pilot, data: Observed, residual, beta_a,
+                            windowed: bool, noise_sd=None):
+    """Step 3 with class effects (:mod:`classsize.model.classrooms`): the width, the
+    school levels, the class levels and which class each student is in, with the
+    log-Jacobian of the maps of :math:`W` and :math:`b_k` (and the prior of W)."""
+    if windowed:
+        v = standard("ability_uniform_width_excess")
+
+        def width_above(spread):
+            return numpyro.deterministic("ability_uniform_width", spread + pilot.width_unit * jnp.exp(v))
+
+        level, base, log_jacobian, width = class_levels(priors, pilot, data, residual, width_above, beta_a, True)
+        log_jacobian = log_jacobian + jnp.log(pilot.width_unit) + v + priors["ability_uniform_width"].log_prob(width)
+    else:
+        width = centred("ability_uniform_width", priors["ability_uniform_width"], *pilot.width)
+        level, base, log_jacobian, width = class_levels(priors, pilot, data, residual, width, beta_a, False, noise_sd)
+    return width, base, level, data.class_of_student, log_jacobian + design.n_schools * jnp.log(beta_a)
 
 
 def _intercept_and_range(design: Design, priors, pilot: Pilot, level, beta_s, log_jacobian) -> None:
@@ -300,8 +315,8 @@ def _intercept_and_range(design: Design, priors, pilot: Pilot, level, beta_s, lo
     n_schools = design.n_schools
     half_range = (jnp.max(level) - jnp.min(level)) / 2.0
     midpoint = (jnp.max(level) + jnp.min(level)) / 2.0
-    t = _standard("school_effect_range_excess")
-    s = _standard("score_intercept_position")
+    t = standard("school_effect_range_excess")
+    s = standard("score_intercept_position")
     excess = pilot.range_unit * jnp.exp(t)
     effect_range = numpyro.deterministic("school_effect_range", half_range / beta_s + excess)
     intercept = numpyro.deterministic(
@@ -330,18 +345,18 @@ def _assignment_rule(design: Design, priors, pilot: Pilot, data: Observed, abili
     n_races = len(design.race_codes)
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     coef, coef_scale = pilot.assignment
-    income = _centred("regular_small_income", priors["regular_small_income"], coef[n_races], coef_scale[n_races])
-    slope = _centred("regular_small_ability", priors["regular_small_ability"], coef[n_races + 1], coef_scale[n_races + 1])
+    income = centred("regular_small_income", priors["regular_small_income"], coef[n_races], coef_scale[n_races])
+    slope = centred("regular_small_ability", priors["regular_small_ability"], coef[n_races + 1], coef_scale[n_races + 1])
     out = {"regular_small_income": income, "regular_small_ability": slope}
     if pinned(shift_prior):
-        alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races] - shift_prior.v),
+        alpha = centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races] - shift_prior.v),
                          jnp.sqrt(jnp.mean(coef_scale[:n_races] ** 2) / n_races))
         shift = numpyro.deterministic("regular_small_race_shift", shift_prior.v)
         return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
     alpha_sd = jnp.sqrt(prior_variance(alpha_prior))
-    alpha = _centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races]) * n_races / (n_races + 1.0),
+    alpha = centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races]) * n_races / (n_races + 1.0),
                      jnp.where(alpha_sd > 0, alpha_sd, 1.0) / jnp.sqrt(n_races + 1.0))
-    xi = _standard("regular_small_race_position", (n_races,))
+    xi = standard("regular_small_race_position", (n_races,))
 
     if noisy_width is None:
         def linear(who=slice(None)):

@@ -18,6 +18,8 @@ structural parameters        --         fixed (``Delta``) or drawn from priors
 ``teacher_has_ma``           classes    Bernoulli(p_ma_small or p_ma_large)
 ``school``                   classes    uniform over schools
 ``school_effect``            schools    Uniform(-school_effect_range, school_effect_range)
+``class_effect_sd``          --         only with class effects (see below)
+``class_effect``             classes    Normal(0, class_effect_sd), the teacher's effect
 ``test_score``               students   score equation (+ optional noise)
 ===========================  =========  ==============================================
 
@@ -34,6 +36,13 @@ can be ``jit``-ed and ``vmap``-ed over seeds.  Student :math:`i` with rank
 n_\mathrm{classes}` of that size, the notebook's rule.  (The notebook divides by zero
 when fewer students than one class's target size land in a size; here such a size
 gets one class.)
+
+**Class effects.**  With ``class_effect_sd`` not pinned to 0 each class adds its
+own effect :math:`u_c \sim \mathcal N(0, \sigma_u)` to its students' scores (the
+teacher's effect, which makes students of one class alike).  Pinned to 0, the
+notebook's process, the two sites are left out, so a seed draws the same numbers as
+without them.  Class covariates (``class_covariates``: each student's class's values,
+held as observed) add :math:`z_c^\top\theta` (``class_covariate_weights``).
 
 **Conditioning.**  With data, ability is marginalised exactly
 (:mod:`classsize.model.conditioned`): with noise-free scores (``score_noise_sd``
@@ -58,6 +67,7 @@ from .conditioned import condition_on_data
 from .pieces import (
     Observed,
     allocate_to_classes,
+    class_effects_on,
     class_slots,
     fixed_parameters,
     noise_free,
@@ -77,6 +87,7 @@ def class_size_experiment(
     ability: str = "uniform",
     pilot=None,
     covariates=None,
+    class_covariates=None,
 ):
     r"""The class-size experiment.
 
@@ -92,23 +103,32 @@ def class_size_experiment(
     :param covariates: further student covariates of ability (students x q, e.g. free
         lunch in real data), with weights ``extra_covariate_weights``; simulation only
         (conditioning reads them from ``data.extra_covariates``).
+    :param class_covariates: each student's class's covariates (students x q, e.g. an
+        aide), with weights ``class_covariate_weights``; simulation only (conditioning
+        reads them per class from ``data.class_covariates``).
     :param pilot: :func:`classsize.model.pilot.pilot_estimates` of ``data``, when the
         caller has computed it (a fit does, once); otherwise it is computed here.
     """
     priors = fixed_parameters(config) if priors is None else priors
     if data is None:
-        return _simulate(config, priors, ability, covariates)
+        return _simulate(config, priors, ability, covariates, class_covariates)
     return condition_on_data(config, priors, data, ability, pilot)
 
 
-def _simulate(config: Config, priors: Mapping[str, Distribution], ability_kind: str = "uniform", covariates=None):
+def _weighted(name: str, priors, covariates):
+    """``covariates @ weights``, the weights a site ``name`` (prior ``priors[name]``, by
+    default Normal(0, 10) each); None without covariates."""
+    if covariates is None or covariates.shape[-1] == 0:
+        return None
+    q = covariates.shape[-1]
+    return covariates @ numpyro.sample(name, priors.get(name, dist.Normal(jnp.zeros(q), 10.0).to_event(1)))
+
+
+def _simulate(config: Config, priors: Mapping[str, Distribution], ability_kind: str = "uniform", covariates=None,
+              class_covariates=None):
     p = sample_parameters(priors)
-    covariate_term = 0.0
-    if covariates is not None and covariates.shape[-1] > 0:
-        q = covariates.shape[-1]
-        eta = numpyro.sample("extra_covariate_weights",
-                             priors.get("extra_covariate_weights", dist.Normal(jnp.zeros(q), 10.0).to_event(1)))
-        covariate_term = covariates @ eta
+    covariate_term = _weighted("extra_covariate_weights", priors, covariates)
+    covariate_term = 0.0 if covariate_term is None else covariate_term
     n = config.n_students
     is_experimental = jnp.arange(n) >= config.n_regular
     with numpyro.plate("students", n):
@@ -143,10 +163,19 @@ def _simulate(config: Config, priors: Mapping[str, Distribution], ability_kind: 
             "school_effect",
             dist.Uniform(-p["school_effect_range"], p["school_effect_range"]),
         )
+    class_term = _weighted("class_covariate_weights", priors, class_covariates)
+    if class_effects_on(priors):
+        sd = numpyro.sample("class_effect_sd", priors["class_effect_sd"])
+        with numpyro.plate("classes", slot_is_small.shape[0]), numpyro.handlers.mask(mask=slot_used):
+            class_effect = numpyro.sample("class_effect", dist.Normal(0.0, sd))
+        effect = jnp.asarray(class_effect)[slot]
+        class_term = effect if class_term is None else class_term + effect
     with numpyro.plate("students", n):
         has_ma, school, school_effect = jnp.asarray(has_ma), jnp.asarray(school), jnp.asarray(school_effect)
         mean = score_without_ability(p, small, has_ma[slot], school_effect[school[slot]])
         mean = mean + p["score_ability_weight"] * ability
+        if class_term is not None:
+            mean = mean + class_term
         if noise_free(priors["score_noise_sd"]):
             return numpyro.sample("test_score", dist.Delta(mean))
         return numpyro.sample("test_score", dist.Normal(mean, p["score_noise_sd"]))

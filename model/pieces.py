@@ -45,7 +45,8 @@ PARAMETERS = RACE_PARAMETERS[:1] + SCALAR_PARAMETERS + RACE_PARAMETERS[1:]
 
 # --------------------------------------------------------------------------- priors
 def fixed_parameters(config: Config) -> dict[str, Distribution]:
-    """Every structural parameter pinned to the configuration (``Delta`` sites)."""
+    """Every structural parameter pinned to the configuration (``Delta`` sites), and
+    ``class_effect_sd``."""
     values = {name: getattr(config, name) for name in SCALAR_PARAMETERS}
     values["race_probs"] = jnp.asarray(config.race_probs)
     values["regular_small_race_shift"] = jnp.asarray(config.race_shift_vector)
@@ -53,6 +54,7 @@ def fixed_parameters(config: Config) -> dict[str, Distribution]:
     for name in PARAMETERS:
         v = jnp.asarray(values[name], dtype=jnp.result_type(float))
         out[name] = dist.Delta(v, event_dim=v.ndim)
+    out["class_effect_sd"] = dist.Delta(jnp.asarray(config.class_effect_sd, dtype=jnp.result_type(float)))
     return out
 
 
@@ -67,7 +69,8 @@ def default_priors(design: Design = Design(), score_noise_sd: float = 0.0) -> di
     (likewise with ``school_effect_range``).  ``score_noise_sd`` is pinned to
     ``score_noise_sd``: 0 (the notebook's scores carry no noise beyond ability) unless
     the caller knows otherwise; :func:`free_noise_prior` is the prior that samples it
-    instead.  Of the design only the race codes enter (one probability and one
+    instead.  ``class_effect_sd`` is pinned to 0 (no class effects, the notebook's
+    process); :func:`free_class_effect_prior` samples it.  Of the design only the race codes enter (one probability and one
     assignment shift per race).
     """
     k = len(design.race_codes)
@@ -89,6 +92,7 @@ def default_priors(design: Design = Design(), score_noise_sd: float = 0.0) -> di
         "score_school_weight": dist.Delta(1.0),
         "score_noise_sd": dist.Delta(jnp.asarray(score_noise_sd, dtype=jnp.result_type(float))),
         "regular_small_race_shift": dist.Normal(jnp.zeros(k), 0.3).to_event(1),
+        "class_effect_sd": dist.Delta(jnp.asarray(0.0)),
     }
 
 
@@ -100,6 +104,26 @@ def free_noise_prior() -> Distribution:
     r"""The prior of ``score_noise_sd`` when it is sampled: :math:`\mathrm{HalfNormal}(5)`
     points, positive down to 0, so noise-free scores can pull it there."""
     return dist.HalfNormal(NOISE_PRIOR_SCALE)
+
+
+#: Scale (score points) of :func:`free_class_effect_prior`.
+CLASS_EFFECT_PRIOR_SCALE = 3.7
+
+
+def free_class_effect_prior(scale: float = 1.0) -> Distribution:
+    r"""The prior of ``class_effect_sd`` when it is sampled: :math:`\mathrm{HalfNormal}(3.7\,k)`
+    points (``scale`` :math:`k`).  At :math:`k = 1` its median, 2.5 points, is an
+    intraclass correlation of about 0.1 beside the notebook's within-class score sd
+    (:math:`\sqrt{25^2/12 + \ldots} \approx 7.5` points); it reaches down to 0, so data
+    without class effects can pull the sd there."""
+    return dist.HalfNormal(CLASS_EFFECT_PRIOR_SCALE * scale)
+
+
+def class_effects_on(priors: Mapping[str, Distribution]) -> bool:
+    """Whether the model has class effects: a ``class_effect_sd`` prior that does not
+    pin the sd to 0 (absent or pinned to 0: none, the notebook's process)."""
+    d = priors.get("class_effect_sd")
+    return d is not None and not pinned_to_zero(d)
 
 
 def pinned(prior: Distribution) -> bool:

@@ -34,7 +34,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .design import Design
-from .pieces import noise_free, pinned
+from .pieces import class_effects_on, noise_free, pinned
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
 SCORE_EFFECTS = ("small_class_direct_effect", "teacher_ma_effect", "ability_income_weight")
@@ -118,6 +118,7 @@ class Pilot(NamedTuple):
     capped: jax.Array  # LARGE students of the REGULAR cohort (their P(SMALL) must be < 1)
     has_cap: jax.Array  # per race: has such students
     schools: Groups  # students of each school
+    classes: Groups  # students of each class slot (with class effects; else a 1 x 1 stand-in)
     small_by_race: Groups  # SMALL REGULAR students of each race
     large_by_race: Groups  # LARGE REGULAR students of each race
     effects: jax.Array  # free score effects, then extra covariate weights
@@ -134,6 +135,8 @@ class Pilot(NamedTuple):
     experimental_p_small: tuple
     p_ma_small: tuple
     p_ma_large: tuple
+    class_counts: jax.Array  # students of each class slot
+    class_effect_sd: tuple  # (log sd, its scale), score units, with class effects
 
 
 def prior_variance(d: Distribution, default: float = 1.0):
@@ -235,6 +238,7 @@ def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ab
 
     noise_prior = priors["score_noise_sd"]
     noisy = ability == "uniform" and not noise_free(noise_prior)
+    classrooms = class_effects_on(priors)
     numbers = _pilot_estimates(
         data,
         jnp.stack([pinned_value(d) for d in effect_priors]),
@@ -250,6 +254,7 @@ def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ab
         n_schools=design.n_schools, n_races=n_races, uniform=ability == "uniform", noisy=noisy,
         free=tuple(j for j, d in enumerate(effect_priors) if not pinned(d)),
         assignment_pins=(pinned(alpha_prior) and pinned(shift_prior),) + tuple(pinned(d) for d in slope_priors),
+        classrooms=classrooms,
     )
     school = np.asarray(numbers["student_school"])
     race = np.asarray(data.race)
@@ -257,12 +262,14 @@ def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ab
         schools=group_layout(school, design.n_schools),
         small_by_race=group_layout(race, n_races, np.asarray(numbers["constrained"])),
         large_by_race=group_layout(race, n_races, np.asarray(numbers["capped"])),
+        classes=(group_layout(np.asarray(data.class_of_student), int(np.shape(data.class_used)[-1])) if classrooms
+                 else Groups(jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), bool))),
     )
     return Pilot(**numbers, **layouts)
 
 
 #: The fields of :class:`Pilot` that are group layouts.
-LAYOUTS = ("schools", "small_by_race", "large_by_race")
+LAYOUTS = ("schools", "small_by_race", "large_by_race", "classes")
 
 
 def _bucket(width: int) -> int:
@@ -287,15 +294,62 @@ def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
     return [p._replace(**{name: pad(getattr(p, name), widths[name]) for name in LAYOUTS}) for p in pilots]
 
 
-@partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "noisy", "free", "assignment_pins"))
+def _class_pilot(y, X, within, data, n_schools: int, uniform: bool):
+    r"""Pilot of the score effects with class effects: the columns that vary within a
+    class (``within``: income, student covariates) by :func:`_score_pilot` within
+    classes, then the class-level columns (class size, MA, class covariates) by least
+    squares of the class means of the rest on them, within schools, with the standard
+    errors of that class-level regression (the clustered ones).  Returns the effects,
+    their scales, W (score units) and the class-level residual variance."""
+    n, q = X.shape
+    n_slots = data.class_used.shape[-1]
+    cls = data.class_of_student
+    inside = [j for j in range(q) if j in within]
+    between = [j for j in range(q) if j not in within]
+    theta_w, scale_w, width = _score_pilot(y, X[:, inside], cls, n_slots, uniform)
+    rest = y - X[:, inside] @ theta_w
+    count = jax.ops.segment_sum(jnp.ones(n), cls, num_segments=n_slots)
+    used = (count > 0).astype(float)
+    school = data.school_of_class
+    per_school = jnp.maximum(jax.ops.segment_sum(used, school, num_segments=n_schools), 1.0)
+
+    def demeaned(a):  # class-level values less their school's mean over the classes with students
+        a = a * used.reshape((-1,) + (1,) * (a.ndim - 1))
+        mean = jax.ops.segment_sum(a, school, num_segments=n_schools) / per_school.reshape((-1,) + (1,) * (a.ndim - 1))
+        return (a - mean[school]) * used.reshape((-1,) + (1,) * (a.ndim - 1))
+
+    md = demeaned(_segment_mean(rest, cls, n_slots))
+    Xb = demeaned(_segment_mean(X[:, between], cls, n_slots)) if between else jnp.zeros((n_slots, 0))
+    k = len(between)
+    if k:
+        gram = Xb.T @ Xb
+        gram = gram + (1e-9 * jnp.trace(gram) / k + 1e-300) * jnp.eye(k)
+        theta_b = jnp.linalg.solve(gram, Xb.T @ md)
+    else:
+        gram, theta_b = jnp.zeros((0, 0)), jnp.zeros(0)
+    n_used_schools = jnp.sum(jax.ops.segment_sum(used, school, num_segments=n_schools) > 0)
+    dof = jnp.maximum(jnp.sum(used) - n_used_schools - k, 1.0)
+    between_var = jnp.sum((md - Xb @ theta_b) ** 2) / dof
+    scale_b = jnp.sqrt(between_var * jnp.diag(jnp.linalg.inv(gram))) if k else jnp.zeros(0)
+    effects = jnp.zeros(q).at[jnp.asarray(inside, int)].set(theta_w).at[jnp.asarray(between, int)].set(theta_b)
+    scales = jnp.ones(q).at[jnp.asarray(inside, int)].set(scale_w).at[jnp.asarray(between, int)].set(scale_b)
+    return effects, scales, width, between_var, count
+
+
+@partial(jax.jit, static_argnames=("n_schools", "n_races", "uniform", "noisy", "free", "assignment_pins",
+                                   "classrooms"))
 def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pins, assignment_prior_variance,
-                     noise_sd, *, n_schools, n_races, uniform, noisy, free, assignment_pins) -> dict:
+                     noise_sd, *, n_schools, n_races, uniform, noisy, free, assignment_pins,
+                     classrooms=False) -> dict:
     """Every numeric pilot quantity in one compiled function of the data.
 
     With ``noisy`` (uniform ability, scores with measurement noise of sd ``noise_sd``,
     0 when the noise is sampled) the scores have no hard edges: the score effects are
     the least-squares ones, the levels and ability parts come from school means, and
-    the width from the residual variance less the noise's."""
+    the width from the residual variance less the noise's.  With ``classrooms`` (class
+    effects) the score effects come from :func:`_class_pilot`, and the class effects'
+    sd from the class-level residual variance less the part the students' own
+    variation explains."""
     n = data.test_score.shape[-1]
     student_ma = data.teacher_has_ma[data.class_of_student]
     student_school = data.school_of_class[data.class_of_student]
@@ -303,10 +357,26 @@ def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pi
     columns = [data.small_class.astype(float), student_ma.astype(float), ability_weight * data.income_scaled]
     y = data.test_score - sum(effect_pins[j] * columns[j] for j in range(3) if j not in free)
     extra = [] if data.extra_covariates is None else [ability_weight * c for c in data.extra_covariates.T]
-    X = jnp.stack([columns[j] for j in free] + extra, axis=-1) if free or extra else jnp.zeros((n, 0))
-    effects, effect_scales, width = _score_pilot(y, X, student_school, n_schools, uniform and not noisy)
+    by_class = [] if data.class_covariates is None else list(data.class_covariates[data.class_of_student].T)
+    X = (jnp.stack([columns[j] for j in free] + extra + by_class, axis=-1) if free or extra or by_class
+         else jnp.zeros((n, 0)))
+    n_slots = data.class_used.shape[-1]
+    class_sd = (jnp.zeros(()), jnp.ones(()))
+    class_counts = jnp.zeros(n_slots)
+    if classrooms:
+        within = ((free.index(2),) if 2 in free else ()) + tuple(range(len(free), len(free) + len(extra)))
+        effects, effect_scales, width, between_var, class_counts = _class_pilot(
+            y, X, within, data, n_schools, uniform and not noisy)
+    else:
+        effects, effect_scales, width = _score_pilot(y, X, student_school, n_schools, uniform and not noisy)
     if noisy:  # the residual variance is W^2 / 12 + noise variance (score units)
         width = jnp.sqrt(jnp.maximum(width**2 - 12.0 * noise_sd**2, 0.25 * width**2))
+    if classrooms:  # class-level variance = class sd^2 + (W^2 / 12 + noise^2) / class size
+        used = class_counts > 0
+        own = jnp.sum(jnp.where(used, (width**2 / 12.0 + noise_sd**2) / jnp.maximum(class_counts, 1.0), 0.0))
+        own = own / jnp.maximum(jnp.sum(used), 1.0)
+        sd = jnp.sqrt(jnp.maximum(between_var - own, 0.05 * between_var + 1e-6))
+        class_sd = (jnp.log(sd), jnp.maximum(jnp.sqrt(2.0 / jnp.maximum(jnp.sum(used), 1.0)), 0.1))
     width = width / ability_weight
     r = (y - X @ effects) / ability_weight
     if uniform and not noisy:
@@ -368,4 +438,6 @@ def _pilot_estimates(data, effect_pins, ability_weight, intercept_pins, slope_pi
         ),
         p_ma_small=_logit_pilot(jnp.sum(ma & slot_small), jnp.sum(data.class_used & slot_small)),
         p_ma_large=_logit_pilot(jnp.sum(ma & ~slot_small), jnp.sum(data.class_used & ~slot_small)),
+        class_counts=class_counts,
+        class_effect_sd=class_sd,
     )

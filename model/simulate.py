@@ -32,7 +32,7 @@ from .format import CLASSES_FILE, STUDENTS_FILE, TRUTH_FILE
 from .machine import machine_cores
 from .pieces import PARAMETERS
 from .precision import float64
-from .tables import DRAW_SITES, school_effects_from_draw, tables_from_draw
+from .tables import CLASS_SITES, DRAW_SITES, school_effects_from_draw, tables_from_draw
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def forward_sampler(config: Config, priors=None):
         # off so that no distribution refuses a traced boundary value
         with numpyro.validation_enabled(False):
             tr = handlers.trace(handlers.seed(class_size_experiment, key)).get_trace(config, priors)
-        return {k: tr[k]["value"] for k in DRAW_SITES + ("ability",) + PARAMETERS}
+        return {k: tr[k]["value"] for k in DRAW_SITES + ("ability",) + PARAMETERS + CLASS_SITES if k in tr}
 
     return jax.jit(jax.vmap(one))
 

@@ -30,6 +30,8 @@ DRAW_SITES = (
     "school_effect",
     "test_score",
 )
+#: Sites a draw holds only with class effects.
+CLASS_SITES = ("class_effect_sd", "class_effect")
 
 
 def first_large_class_id(design: Design) -> int:
