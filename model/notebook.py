@@ -57,8 +57,12 @@ def simulate_notebook(config: Config = Config(), seed: int = 100) -> Dataset:
 
     Returns a :class:`Dataset` with the students and classes tables, the truth (the
     school effects drawn and the estimands) and ``extra["printed"]``, the three
-    lines the notebook prints.
+    lines the notebook prints.  The notebook's process has no class effects: a
+    configuration with ``class_effect_sd > 0`` is refused (ValueError).
     """
+    if config.class_effect_sd > 0:
+        raise ValueError("the notebook engine has no class effects (class_effect_sd must be 0; "
+                         "the model engine draws them)")
     state = np.random.get_state()
     try:
         return _notebook(config, int(seed))

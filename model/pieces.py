@@ -58,7 +58,8 @@ def fixed_parameters(config: Config) -> dict[str, Distribution]:
     return out
 
 
-def default_priors(design: Design = Design(), score_noise_sd: float = 0.0) -> dict[str, Distribution]:
+def default_priors(design: Design = Design(), score_noise_sd: float = 0.0,
+                   score_scale: float = 1.0) -> dict[str, Distribution]:
     r"""Weakly informative priors, the ones inference and calibration use.
 
     The effects of interest are centred on zero (:math:`\mathcal N(0, 10)` points), so a
@@ -70,25 +71,33 @@ def default_priors(design: Design = Design(), score_noise_sd: float = 0.0) -> di
     ``score_noise_sd``: 0 (the notebook's scores carry no noise beyond ability) unless
     the caller knows otherwise; :func:`free_noise_prior` is the prior that samples it
     instead.  ``class_effect_sd`` is pinned to 0 (no class effects, the notebook's
-    process); :func:`free_class_effect_prior` samples it.  Of the design only the race codes enter (one probability and one
-    assignment shift per race).
+    process); :func:`free_class_effect_prior` samples it.  Of the design only the race
+    codes enter (one probability and one assignment shift per race).
+
+    ``score_scale`` :math:`k` is the data's score unit against the simulation's (1: the
+    simulation's points; STAR's percentile scores declare theirs in ``dataset.json``):
+    every prior of a quantity in score points is :math:`k` times wider (the scales of
+    the effects, the income weight and the intercept, and the medians of the ability
+    width and the school-effect range), and the assignment rule's ability slope, per
+    point, :math:`k` times narrower.
     """
     k = len(design.race_codes)
+    u = float(score_scale)
     return {
         "race_probs": dist.Dirichlet(2.0 * jnp.ones(k)),
-        "ability_income_weight": dist.Normal(0.0, 10.0),
-        "ability_uniform_width": dist.LogNormal(jnp.log(25.0), 0.5),
+        "ability_income_weight": dist.Normal(0.0, 10.0 * u),
+        "ability_uniform_width": dist.LogNormal(jnp.log(25.0 * u), 0.5),
         "regular_small_intercept": dist.Normal(0.0, 0.3),
         "regular_small_income": dist.Normal(0.0, 0.3),
-        "regular_small_ability": dist.Normal(0.0, 0.03),
+        "regular_small_ability": dist.Normal(0.0, 0.03 / u),
         "experimental_p_small": dist.Beta(2.0, 2.0),
         "p_ma_small": dist.Beta(2.0, 2.0),
         "p_ma_large": dist.Beta(2.0, 2.0),
-        "school_effect_range": dist.LogNormal(jnp.log(5.0), 0.5),
-        "score_intercept": dist.Normal(50.0, 20.0),
+        "school_effect_range": dist.LogNormal(jnp.log(5.0 * u), 0.5),
+        "score_intercept": dist.Normal(50.0, 20.0 * u),
         "score_ability_weight": dist.Delta(1.0),
-        "small_class_direct_effect": dist.Normal(0.0, 10.0),
-        "teacher_ma_effect": dist.Normal(0.0, 10.0),
+        "small_class_direct_effect": dist.Normal(0.0, 10.0 * u),
+        "teacher_ma_effect": dist.Normal(0.0, 10.0 * u),
         "score_school_weight": dist.Delta(1.0),
         "score_noise_sd": dist.Delta(jnp.asarray(score_noise_sd, dtype=jnp.result_type(float))),
         "regular_small_race_shift": dist.Normal(jnp.zeros(k), 0.3).to_event(1),
@@ -100,10 +109,11 @@ def default_priors(design: Design = Design(), score_noise_sd: float = 0.0) -> di
 NOISE_PRIOR_SCALE = 5.0
 
 
-def free_noise_prior() -> Distribution:
-    r"""The prior of ``score_noise_sd`` when it is sampled: :math:`\mathrm{HalfNormal}(5)`
-    points, positive down to 0, so noise-free scores can pull it there."""
-    return dist.HalfNormal(NOISE_PRIOR_SCALE)
+def free_noise_prior(scale: float = 1.0) -> Distribution:
+    r"""The prior of ``score_noise_sd`` when it is sampled: :math:`\mathrm{HalfNormal}(5\,k)`
+    points (``scale`` :math:`k`, as in :func:`default_priors`), positive down to 0, so
+    noise-free scores can pull it there."""
+    return dist.HalfNormal(NOISE_PRIOR_SCALE * scale)
 
 
 #: Scale (score points) of :func:`free_class_effect_prior`.

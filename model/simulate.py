@@ -32,7 +32,7 @@ from .format import CLASSES_FILE, STUDENTS_FILE, TRUTH_FILE
 from .machine import machine_cores
 from .pieces import PARAMETERS
 from .precision import float64
-from .tables import CLASS_SITES, DRAW_SITES, school_effects_from_draw, tables_from_draw
+from .tables import CLASS_SITES, DRAW_SITES, class_effects_from_draw, school_effects_from_draw, tables_from_draw
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,9 @@ def _dataset_from_draw(config: Config, draw: Mapping[str, np.ndarray], seed: int
         "school_effects": school_effects_from_draw(draw),
         "config": config.to_dict(),
     }
+    class_effects = class_effects_from_draw(draw, config)
+    if class_effects is not None:
+        truth["class_effects"] = class_effects
     return Dataset(students, classes, truth, config, seed)
 
 
@@ -260,12 +263,13 @@ def write_replicates(
     sink = ThreadPoolExecutor(1)  # writes batch j while batch j+1 is turned into tables
     written = None
 
-    def write(a: int, seeds: list[int], students, classes, school_effect: np.ndarray) -> None:
+    def write(a: int, seeds: list[int], students, classes, school_effect: np.ndarray, class_effects) -> None:
         if stacked is not None:
-            stacked.add(students, classes, seeds, school_effect)
+            stacked.add(students, classes, seeds, school_effect, class_effects)
             return
         truths = [
-            writers.truth_of(config, s, school_effect[i], estimands, config_dict) for i, s in enumerate(seeds)
+            writers.truth_of(config, s, school_effect[i], estimands, config_dict, class_effects[i])
+            for i, s in enumerate(seeds)
         ]
         names = ["."] if replicates == 1 else [f"replicate_{a + i:04d}" for i in range(len(seeds))]
         writers.write_csv_folders(out, students, classes, truths, names, pool)
@@ -281,7 +285,10 @@ def write_replicates(
             students, classes = writers.stacked_tables(draws, config, seeds, first_replicate=a)
             if written is not None:
                 written.result()  # at most one batch waits to be written: bounded memory
-            written = sink.submit(write, a, seeds, students, classes, draws["school_effect"][: len(seeds)])
+            class_effects = [class_effects_from_draw({k: v[i] for k, v in draws.items()}, config)
+                             for i in range(len(seeds))]
+            written = sink.submit(write, a, seeds, students, classes, draws["school_effect"][: len(seeds)],
+                                  class_effects)
             del draws, students, classes
         written.result()
         if stacked is not None:

@@ -51,16 +51,18 @@ def slot_to_class_id(slot: np.ndarray, design: Design) -> np.ndarray:
     ).astype(np.int64)
 
 
+def used_slots(n_small_classes, n_large_classes, design: Design) -> np.ndarray:
+    """The class slots a draw with that many SMALL and LARGE classes uses, in class-id order."""
+    return np.concatenate([np.arange(int(n_small_classes)), design.max_small_classes + np.arange(int(n_large_classes))])
+
+
 def tables_from_draw(
     draw: Mapping[str, np.ndarray], design: Design, shuffle_seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two tables of one forward draw of the model (one dataset, not batched)."""
     d = {k: np.asarray(draw[k]) for k in DRAW_SITES}
     n = design.n_students
-    n_small, n_large = int(d["n_small_classes"]), int(d["n_large_classes"])
-    slots = np.concatenate(
-        [np.arange(n_small), design.max_small_classes + np.arange(n_large)]
-    )
+    slots = used_slots(d["n_small_classes"], d["n_large_classes"], design)
     class_id = slot_to_class_id(slots, design)
     school_id = FIRST_SCHOOL_ID + d["school"][slots].astype(np.int64)
     n_students = np.bincount(d["class_of_student"], minlength=slots.max() + 1)[slots]
@@ -95,6 +97,16 @@ def tables_from_draw(
 def school_effects_from_draw(draw: Mapping[str, np.ndarray]) -> dict[str, float]:
     eff = np.asarray(draw["school_effect"])
     return {str(FIRST_SCHOOL_ID + k): float(v) for k, v in enumerate(eff)}
+
+
+def class_effects_from_draw(draw: Mapping[str, np.ndarray], design: Design) -> dict[str, float] | None:
+    """The realised class effects of one draw by class id (truth.json's
+    ``class_effects``); None when the draw has none (``class_effect_sd`` pinned to 0)."""
+    if "class_effect" not in draw:
+        return None
+    slots = used_slots(draw["n_small_classes"], draw["n_large_classes"], design)
+    effect = np.asarray(draw["class_effect"])
+    return {str(c): float(effect[s]) for c, s in zip(slot_to_class_id(slots, design), slots)}
 
 
 def observed_from_draw(draw: Mapping, design: Design, cohort: str | None = None):

@@ -172,15 +172,19 @@ def stacked_tables(
 
 
 def truth_of(config: Config, seed: int, school_effect: np.ndarray, estimands: Mapping | None = None,
-             config_dict: Mapping | None = None) -> dict:
-    """The truth.json of one replicate, as :class:`~classsize.model.simulate.Dataset` has it."""
-    return {
+             config_dict: Mapping | None = None, class_effects: Mapping | None = None) -> dict:
+    """The truth.json of one replicate, as :class:`~classsize.model.simulate.Dataset` has it
+    (``class_effects`` by class id only when the replicate has class effects)."""
+    truth = {
         "seed": int(seed),
         "engine": "model",
         "estimands": dict(estimands if estimands is not None else config.estimands()),
         "school_effects": {str(FIRST_SCHOOL_ID + k): float(v) for k, v in enumerate(np.asarray(school_effect))},
         "config": dict(config_dict if config_dict is not None else config.to_dict()),
     }
+    if class_effects is not None:
+        truth["class_effects"] = dict(class_effects)
+    return truth
 
 
 # ------------------------------------------------------------------ CSV folders
@@ -291,7 +295,8 @@ class StackedWriter:
             self._writers[name] = pq.ParquetWriter(tmp, schema, **_PARQUET_OPTIONS)
         return self._writers[name]
 
-    def add(self, students: pa.Table, classes: pa.Table, seeds: Sequence[int], school_effects: np.ndarray) -> None:
+    def add(self, students: pa.Table, classes: pa.Table, seeds: Sequence[int], school_effects: np.ndarray,
+            class_effects: Sequence[Mapping | None] | None = None) -> None:
         first = len(self.replicates)
         students, classes = _narrow(students, self.int_type), _narrow(classes, self.int_type)
         self._writer(STUDENTS_PARQUET, students.schema).write_table(students, row_group_size=students.num_rows)
@@ -306,6 +311,8 @@ class StackedWriter:
                     },
                 }
             )
+            if class_effects is not None and class_effects[i] is not None:
+                self.replicates[-1]["class_effects"] = dict(class_effects[i])
 
     def close(self) -> None:
         for w in self._writers.values():

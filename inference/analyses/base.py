@@ -32,6 +32,35 @@ from classsize.inference.data.checks import DataError
 from classsize.inference.data.dataset import LoadedData
 
 
+#: What :attr:`Analysis.class_effects` takes besides a number >= 0 and None.
+FREE = "free"
+
+
+def check_class_effects(value) -> float | str | None:
+    """``value`` as :attr:`Analysis.class_effects` takes it (a float >= 0, ``"free"`` or
+    None); ValueError (one line) otherwise."""
+    if value is None or value == FREE:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= 0:
+        return float(value)
+    raise ValueError(f"class effects must be a number >= 0 or 'free' (got {value!r})")
+
+
+def check_score_scale(value) -> float:
+    """``value`` as :attr:`Analysis.score_scale` takes it (a finite number > 0)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+        return float(value)
+    raise ValueError(f"must be a number > 0 (got {value!r})")
+
+
+def _simulated_class_effect_sd(truth) -> float:
+    """The class effects' sd of the configuration in a simulated folder's truth (0 when
+    it has none)."""
+    config = truth.get("config") if isinstance(truth, dict) else None
+    sd = config.get("class_effect_sd", 0) if isinstance(config, dict) else 0
+    return float(sd) if isinstance(sd, (int, float)) and not isinstance(sd, bool) else 0.0
+
+
 class NoNoiseParameter(ValueError):
     """The analysis's model has no measurement-noise sd (its residual sd absorbs the noise)."""
 
@@ -93,6 +122,14 @@ class Analysis:
     description: str
     estimand_names: tuple[str, ...]
     kernel_settings: Mapping[str, Any]
+    #: the class (teacher) effects' sd: a number pins it (0: no class effects, the
+    #: notebook's process), ``"free"`` samples it, None takes what the data declare
+    #: (``dataset.json`` key ``class_effect_sd``, else 0); see :meth:`with_class_effects`
+    class_effects: float | str | None = None
+    #: the data's score unit against the simulation's (``dataset.json`` key
+    #: ``score_scale``, else 1): the priors of score-scale quantities are this many
+    #: times wider (see :func:`classsize.model.pieces.default_priors`)
+    score_scale: float = 1.0
 
     # ------------------------------------------------------------- what it takes
     def with_score_noise(self, score_noise: float | str | None) -> "Analysis":
@@ -101,11 +138,47 @@ class Analysis:
         raise NoNoiseParameter(f"the {self.name} analysis has no measurement-noise parameter (its residual sd "
                                f"absorbs the noise)")
 
+    def with_class_effects(self, class_effects: float | str | None) -> "Analysis":
+        """This analysis with the class effects' sd pinned to ``class_effects`` (a
+        number >= 0; 0 leaves class effects out), sampled (``"free"``), or taken from
+        the data (None)."""
+        return dataclasses.replace(self, class_effects=check_class_effects(class_effects))
+
     def knowing(self, config) -> "Analysis":
         """The analysis as it fits data simulated from ``config`` (a study's truth): what
         the simulation fixed and the analysis leaves open, it takes from ``config`` (as a
-        fit takes it from a folder's ``dataset.json``)."""
+        fit takes it from a folder's ``dataset.json``).  A simulation with class effects
+        (``config.class_effect_sd > 0``) is fitted with class effects, their sd free:
+        the design is known, the sd is not."""
+        if self.class_effects is None and config.class_effect_sd != 0:
+            return self.with_class_effects(FREE)
         return self
+
+    def declared(self, data: LoadedData) -> "Analysis":
+        """This analysis with what ``data``'s ``dataset.json`` declares and the analysis
+        leaves open: ``class_effect_sd`` (a number >= 0 or ``"free"``) and
+        ``score_scale`` (a number > 0); :class:`DataError` naming the key otherwise."""
+        out = self
+        meta = data.metadata
+        where = Path(data.source) / "dataset.json"
+        if self.class_effects is None and meta.get("class_effect_sd") is not None:
+            try:
+                out = out.with_class_effects(meta["class_effect_sd"])
+            except ValueError:
+                raise DataError(where, f"must be a number >= 0 or 'free' (got {meta['class_effect_sd']!r})",
+                                key="class_effect_sd") from None
+        elif self.class_effects is None and _simulated_class_effect_sd(data.truth):
+            out = out.with_class_effects(FREE)
+        if "score_scale" in meta:
+            try:
+                out = dataclasses.replace(out, score_scale=check_score_scale(meta["score_scale"]))
+            except ValueError as e:
+                raise DataError(where, str(e), key="score_scale") from None
+        return out
+
+    def class_effects_fitted(self) -> bool:
+        """Whether the analysis's model has class effects (their sd free or above 0)."""
+        return self.class_effects == FREE or bool(self.class_effects)
 
     def check_design(self, design: Design, sbc: bool) -> None:
         """Raise ValueError (one line) when a study of ``design`` cannot use this analysis."""
@@ -137,12 +210,14 @@ class Analysis:
         return Design(n_schools=len(data.school_ids_in(self.cohort)), race_codes=data.race_coding())
 
     def problem(self, data: LoadedData, ability: str = "uniform") -> Problem:
-        """This analysis bound to a loaded dataset."""
-        self.check(data)
-        design = self.fit_design(data)
-        observed = data.observed(design, cohort=self.cohort)
+        """This analysis bound to a loaded dataset (with what its ``dataset.json``
+        declares: :meth:`declared`)."""
+        analysis = self.declared(data)
+        analysis.check(data)
+        design = analysis.fit_design(data)
+        observed = data.observed(design, cohort=analysis.cohort)
         has_regular = bool(np.any(~np.asarray(observed.is_experimental)))
-        problem = self.bind(design, observed, ability, has_regular=has_regular, has_income=data.has_income)
+        problem = analysis.bind(design, observed, ability, has_regular=has_regular, has_income=data.has_income)
         return dataclasses.replace(problem, data=data)
 
     def bind(self, design: Design, observed: Observed, ability: str = "uniform", *, has_regular: bool = True,

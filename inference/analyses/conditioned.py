@@ -30,11 +30,11 @@ import numpyro.distributions as dist
 from classsize.model import class_size_experiment, default_priors
 from classsize.model.design import Design
 from classsize.model.noise import check_noise_ability
-from classsize.model.pieces import (PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, free_noise_prior, pinned,
-                                    sample_parameters)
+from classsize.model.pieces import (PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, class_effects_on,
+                                    free_class_effect_prior, free_noise_prior, pinned, sample_parameters)
 from classsize.model.pilot import padded_alike, pilot_estimates
 
-from classsize.inference.analyses.base import Analysis, Problem
+from classsize.inference.analyses.base import FREE, Analysis, Problem
 from classsize.inference.analyses.quantities import element_of, moments
 from classsize.inference.data.checks import DataError
 from classsize.inference.data.dataset import LoadedData
@@ -49,7 +49,13 @@ ASSIGNMENT_PARAMETERS = (
     "regular_small_race_shift",
 )
 #: The sites a forward run substitutes from the draws.
-FORWARD_SITES = PARAMETERS + ("school_effect", "extra_covariate_weights")
+FORWARD_SITES = PARAMETERS + ("school_effect", "extra_covariate_weights", "class_covariate_weights",
+                              "class_effect_sd")
+#: How the classes of a forward run get their class effects: ``"fresh"`` draws each
+#: newly formed class's effect from Normal(0, sd) (the population effect: new classes,
+#: new teachers); ``"observed"`` keeps each student's observed class's effect, each
+#: draw's (the effect on these students with their own teachers).
+CLASS_EFFECT_WORLDS = ("fresh", "observed")
 
 
 def _pin(priors: dict, names, value: float = 0.0) -> dict:
@@ -124,11 +130,20 @@ class ConditionedAnalysis(Analysis):
         return Analysis.problem(spec, data, ability)
 
     def priors(self, design: Design, *, has_regular: bool = True, has_income: bool = True) -> dict:
-        priors = default_priors(design)
+        """:func:`~classsize.model.pieces.default_priors` on the data's score scale, with
+        the scores' noise and the class effects' sd as the analysis sets them (free: the
+        priors :func:`~classsize.model.pieces.free_noise_prior` and
+        :func:`~classsize.model.pieces.free_class_effect_prior`) and the assignment rule
+        (or the income weight) pinned where the data cannot inform it."""
+        priors = default_priors(design, score_scale=self.score_scale)
         if self.score_noise == "free":
-            priors["score_noise_sd"] = free_noise_prior()
+            priors["score_noise_sd"] = free_noise_prior(self.score_scale)
         elif self.score_noise is not None:
             priors["score_noise_sd"] = dist.Delta(jnp.asarray(float(self.score_noise)))
+        if self.class_effects == FREE:
+            priors["class_effect_sd"] = free_class_effect_prior(self.score_scale)
+        elif self.class_effects is not None:
+            priors["class_effect_sd"] = dist.Delta(jnp.asarray(float(self.class_effects)))
         if self.pin_assignment or not has_regular or design.n_regular == 0:
             priors = _pin(priors, ASSIGNMENT_PARAMETERS)
         if not has_income:
@@ -140,7 +155,8 @@ class ConditionedAnalysis(Analysis):
         observed = jax.tree.map(jnp.asarray, observed)
         pilot = pilot_estimates(design, priors, observed, ability)
         return Problem(self, design, priors, {"data": observed, "pilot": pilot}, observed, ability,
-                       signature=self.signature(design, ability, has_regular, has_income, self.score_noise))
+                       signature=self.signature(design, ability, has_regular, has_income, self.score_noise,
+                                                self.class_effects, self.score_scale))
 
     def stack(self, problems: list[Problem]) -> Problem:
         pilots = padded_alike([p.inputs["pilot"] for p in problems])
@@ -168,9 +184,15 @@ class ConditionedAnalysis(Analysis):
             return "teacher_ma_effect"
         return "small_class_direct_effect" if "teacher_has_ma" in intervention else "small_class_total_effect"
 
-    def forward(self, problem, draws, key, intervention=None) -> dict[str, np.ndarray]:
+    def forward(self, problem, draws, key, intervention=None, classes: str = "fresh") -> dict[str, np.ndarray]:
         """The forward model (module docstring) for each draw, students in the order of
-        ``problem.observed``."""
+        ``problem.observed``; each student's class covariates are her observed class's.
+        With class effects, ``classes`` (:data:`CLASS_EFFECT_WORLDS`) says which effect
+        the class a student is placed in has under an intervention: a fresh draw
+        (``"fresh"``) or her observed class's (``"observed"``); replicates (no
+        intervention) always draw fresh ones, as the model makes data."""
+        if classes not in CLASS_EFFECT_WORLDS:
+            raise ValueError(f"classes must be one of {', '.join(CLASS_EFFECT_WORLDS)} (got {classes!r})")
         obs = problem.observed
         experimental = np.asarray(obs.is_experimental).astype(bool)
         order = np.argsort(experimental, kind="stable")  # the model's order: REGULAR first
@@ -178,25 +200,32 @@ class ConditionedAnalysis(Analysis):
         design = problem.design.replace(n_regular=n_regular, n_experimental=len(order) - n_regular)
         lo, hi = np.log(design.income_min), np.log(design.income_max)
         income = np.exp(lo + np.asarray(obs.income_scaled) * (hi - lo))
+        own_class = np.asarray(obs.class_of_student)[order]
         covariates = None if obs.extra_covariates is None else jnp.asarray(np.asarray(obs.extra_covariates)[order])
+        class_covariates = (None if obs.class_covariates is None
+                            else jnp.asarray(np.asarray(obs.class_covariates)[own_class]))
         samples = {n: jnp.asarray(draws[n]) for n in FORWARD_SITES if n in draws}
-        race = jnp.asarray(np.asarray(obs.race)[order])
+        data = (jnp.asarray(np.asarray(obs.race)[order]), jnp.asarray(income[order]), covariates, class_covariates)
         sites = tuple(intervention or ())
-        program = problem.programs.get(("forward", sites))
+        observed_classes = bool(sites) and classes == "observed" and "class_effect" in draws
+        program = problem.programs.get(("forward", sites, observed_classes))
         if program is None:
-            program = problem.programs[("forward", sites)] = _forward_program(problem, design, sites)
+            program = _forward_program(problem, design, sites, observed_classes)
+            problem.programs[("forward", sites, observed_classes)] = program
         if not sites:
-            out = program(key, samples, race, jnp.asarray(income[order]), covariates)
+            out = program(key, samples, *data)
         else:
             school = np.asarray(obs.school_of_class)[np.asarray(obs.class_of_student)][order]
+            own_effect = (jnp.asarray(np.asarray(draws["class_effect"])[:, own_class]) if observed_classes
+                          else None)
             values = {k: jnp.int32(v) for k, v in intervention.items()}
-            out = program(key, samples, race, jnp.asarray(income[order]), covariates, jnp.asarray(school), values)
+            out = program(key, samples, *data, jnp.asarray(school), own_effect, values)
         back = np.argsort(order)
         return {k: np.asarray(v)[:, back] for k, v in out.items()}
 
     def prior_draws(self, problem: Problem, key, n: int) -> dict[str, np.ndarray]:
-        """The structural parameters and the school effects from the priors (the
-        forward model's first and last sample sites)."""
+        """The structural parameters, the school effects and the class effects' sd from
+        the priors (the class effects themselves the forward model draws)."""
         from numpyro.infer import Predictive
 
         priors, n_schools = problem.priors, problem.design.n_schools
@@ -205,6 +234,8 @@ class ConditionedAnalysis(Analysis):
             p = sample_parameters(priors)
             with numpyro.plate("schools", n_schools):
                 numpyro.sample("school_effect", dist.Uniform(-p["school_effect_range"], p["school_effect_range"]))
+            if class_effects_on(priors):
+                numpyro.sample("class_effect_sd", priors["class_effect_sd"])
 
         out = Predictive(parameters, num_samples=n)(key)
         return {k: np.asarray(v) for k, v in out.items()}
@@ -212,7 +243,8 @@ class ConditionedAnalysis(Analysis):
     # ----------------------------------------------------------------- studies
     def study_quantities(self, design: Design, sbc: bool) -> tuple[str, ...]:
         """The estimands, and for SBC every structural parameter the analysis samples,
-        a vector one element by element: each scalar parameter, then ``race_probs[i]``
+        a vector one element by element: each scalar parameter (and the class effects'
+        sd when it is free), then ``race_probs[i]``
         and ``regular_small_race_shift[i]`` for race ``design.race_codes[i]``, and
         ``school_effect[k]`` for school ``k`` (see
         :func:`~classsize.inference.analyses.quantities.quantity_draws`)."""
@@ -223,7 +255,7 @@ class ConditionedAnalysis(Analysis):
         def sampled(name):
             return name in priors and not pinned(priors[name])
 
-        extra = [p for p in SCALAR_PARAMETERS if sampled(p) and p not in self.estimand_names]
+        extra = [p for p in SCALAR_PARAMETERS + ("class_effect_sd",) if sampled(p) and p not in self.estimand_names]
         extra += [f"{p}[{i}]" for p in RACE_PARAMETERS if sampled(p) for i in range(len(design.race_codes))]
         if "school_effect_range" in priors:  # the model draws an effect per school
             extra += [f"school_effect[{k}]" for k in range(design.n_schools)]
@@ -257,39 +289,47 @@ class ConditionedAnalysis(Analysis):
         return out
 
 
-def _forward_program(problem: Problem, design: Design, sites: tuple[str, ...]):
+def _forward_program(problem: Problem, design: Design, sites: tuple[str, ...], observed_classes: bool = False):
     """The jitted forward run of ``problem`` with the do-operator on ``sites`` (none:
-    the replicates), the intervened values its traced arguments."""
+    the replicates), the intervened values its traced arguments; with
+    ``observed_classes`` each student's score carries her observed class's effect
+    instead of the drawn class's."""
     from numpyro import handlers
     from numpyro.infer import Predictive
 
     def predictive(model, samples, return_sites):
         return Predictive(model, posterior_samples=samples, return_sites=return_sites, parallel=True)
 
+    def run(model, samples, returned, key, covariates, class_covariates):
+        return predictive(model, samples, returned)(key, design, problem.priors, ability=problem.ability,
+                                                    covariates=covariates, class_covariates=class_covariates)
+
     if not sites:
         @jax.jit
-        def replicate(key, samples, race, income, covariates):
+        def replicate(key, samples, race, income, covariates, class_covariates):
             model = handlers.condition(class_size_experiment, {"race": race, "family_income": income})
-            return predictive(model, samples, ["small_class", "test_score"])(
-                key, design, problem.priors, ability=problem.ability, covariates=covariates)
+            return run(model, samples, ["small_class", "test_score"], key, covariates, class_covariates)
 
         return replicate
 
     sizes = {"small_class": design.n_students,
              "teacher_has_ma": design.max_small_classes + design.max_large_classes}
     returned = ["test_score", "small_class", "class_of_student", "school", "school_effect", "score_school_weight"]
+    if observed_classes:
+        returned.append("class_effect")
 
     @jax.jit
-    def world(key, samples, race, income, covariates, school, values):
+    def world(key, samples, race, income, covariates, class_covariates, school, own_effect, values):
         fixed = {k: jnp.full(sizes[k], v, dtype=jnp.int32) for k, v in values.items()}
         model = handlers.do(handlers.condition(class_size_experiment, {"race": race, "family_income": income}), fixed)
-        out = predictive(model, samples, returned)(key, design, problem.priors, ability=problem.ability,
-                                                   covariates=covariates)
+        out = run(model, samples, returned, key, covariates, class_covariates)
         # each student stays in her own school: swap the drawn class school's effect for hers
         drawn = jnp.take_along_axis(out["school"], out["class_of_student"], axis=1)
         effect = out["school_effect"]
         own = effect[:, school] - jnp.take_along_axis(effect, drawn, axis=1)
         score = out["test_score"] + jnp.reshape(out["score_school_weight"], (-1, 1)) * own
+        if observed_classes:  # and keeps her own class's effect
+            score = score + own_effect - jnp.take_along_axis(out["class_effect"], out["class_of_student"], axis=1)
         small = (jnp.broadcast_to(values["small_class"], score.shape) if "small_class" in values
                  else out["small_class"])
         return {"test_score": score, "small_class": small}

@@ -20,39 +20,54 @@ import numpyro
 import numpyro.distributions as dist
 
 from classsize.model.design import Design
+from classsize.model.pieces import free_class_effect_prior, pinned
 
-from classsize.inference.analyses.base import Analysis, Problem
+from classsize.inference.analyses.base import FREE, Analysis, Problem
 
 #: The naive regression's prior scale of every coefficient.
 NAIVE_COEFFICIENT_SD = 10.0
 
 
 def naive_regression(income_scaled, race, small_class, teacher_has_ma, school, n_schools, n_races,
-                     covariates=None, test_score=None):
+                     covariates=None, class_covariates=None, class_of_student=None, n_classes=0,
+                     class_effect_sd=None, scale=1.0, test_score=None):
     r"""What observational data give: a normal regression on the REGULAR cohort.
 
     .. math:: y_i \sim \mathcal N(\alpha_{k(i)} + \beta s_i + \rho_{race_i} + \delta S_i + \gamma M_i
-              + x_i^\top\eta,\ \sigma)
+              + x_i^\top\eta + z_{c(i)}^\top\theta + u_{c(i)},\ \sigma)
 
     with school fixed effects :math:`\alpha_k` (an intercept per school, as an
-    econometrician adjusts for school) and the first race as the reference level.
-    ``delta`` is reported as ``small_class_direct_effect`` and ``gamma`` as
-    ``teacher_ma_effect``; both are biased, because the unobserved part of ability
-    raises the score and the chance of a SMALL class at once.
+    econometrician adjusts for school), the first race as the reference level, class
+    covariates :math:`z_c` (``class_covariates``: each student's class's) and, when
+    ``class_effect_sd`` is given (a prior; a ``Delta`` pins the sd), class random
+    intercepts :math:`u_c = \tau\,\epsilon_c`, :math:`\epsilon_c \sim \mathcal N(0, 1)`
+    (``class_position``; the ``classes`` plate has ``n_classes`` slots), which make the
+    students of one class alike instead of independent.  ``delta`` is reported as
+    ``small_class_direct_effect`` and ``gamma`` as ``teacher_ma_effect``; both are
+    biased, because the unobserved part of ability raises the score and the chance of
+    a SMALL class at once.  ``scale`` widens the priors of score-scale quantities
+    (the data's score unit against the simulation's).
     """
-    sd = NAIVE_COEFFICIENT_SD
+    sd = NAIVE_COEFFICIENT_SD * scale
     beta = numpyro.sample("log_income_weight", dist.Normal(0.0, sd))
     rho = numpyro.sample("race_effect", dist.Normal(jnp.zeros(n_races - 1), sd).to_event(1))
     rho = jnp.concatenate([jnp.zeros(1), rho])
     delta = numpyro.sample("small_class_direct_effect", dist.Normal(0.0, sd))
     gamma = numpyro.sample("teacher_ma_effect", dist.Normal(0.0, sd))
-    sigma = numpyro.sample("score_sd", dist.HalfNormal(20.0))
+    sigma = numpyro.sample("score_sd", dist.HalfNormal(20.0 * scale))
     with numpyro.plate("schools", n_schools):
-        school_intercept = numpyro.sample("school_intercept", dist.Normal(50.0, 20.0))
+        school_intercept = numpyro.sample("school_intercept", dist.Normal(50.0, 20.0 * scale))
     mean = school_intercept[school] + beta * income_scaled + rho[race] + delta * small_class + gamma * teacher_has_ma
-    if covariates is not None and covariates.shape[-1] > 0:
-        eta = numpyro.sample("covariate_weights", dist.Normal(jnp.zeros(covariates.shape[-1]), sd).to_event(1))
-        mean = mean + covariates @ eta
+    for name, x in (("covariate_weights", covariates), ("class_covariate_weights", class_covariates)):
+        if x is not None and x.shape[-1] > 0:
+            mean = mean + x @ numpyro.sample(name, dist.Normal(jnp.zeros(x.shape[-1]), sd).to_event(1))
+    if class_effect_sd is not None:
+        tau = (numpyro.deterministic("class_effect_sd", class_effect_sd.v) if pinned(class_effect_sd)
+               else numpyro.sample("class_effect_sd", class_effect_sd))
+        with numpyro.plate("classes", n_classes):
+            position = numpyro.sample("class_position", dist.Normal(0.0, 1.0))
+        mean = mean + numpyro.deterministic("class_effect", tau * position)[class_of_student]
+        numpyro.deterministic("intraclass_correlation", tau**2 / (tau**2 + sigma**2))
     with numpyro.plate("students", income_scaled.shape[0]):
         numpyro.sample("test_score", dist.Normal(mean, sigma), obs=test_score)
 
@@ -82,17 +97,32 @@ class RegressionAnalysis(Analysis):
 
     def bind(self, design, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
         o = observed
+        own = jnp.asarray(o.class_of_student)
         inputs = dict(
             income_scaled=jnp.asarray(o.income_scaled),
             race=jnp.asarray(o.race),
             small_class=jnp.asarray(o.small_class),
-            teacher_has_ma=jnp.asarray(o.teacher_has_ma)[jnp.asarray(o.class_of_student)],
-            school=jnp.asarray(o.school_of_class)[jnp.asarray(o.class_of_student)],
+            teacher_has_ma=jnp.asarray(o.teacher_has_ma)[own],
+            school=jnp.asarray(o.school_of_class)[own],
             covariates=o.extra_covariates,
+            class_covariates=None if o.class_covariates is None else jnp.asarray(o.class_covariates)[own],
+            class_of_student=own,
             test_score=jnp.asarray(o.test_score),
         )
-        static = {"n_schools": design.n_schools, "n_races": len(design.race_codes)}
-        return Problem(self, design, None, inputs, observed, ability, static, self.signature(design, "uniform"))
+        static = {"n_schools": design.n_schools, "n_races": len(design.race_codes),
+                  "n_classes": int(np.shape(o.class_is_small)[-1]), "scale": self.score_scale,
+                  "class_effect_sd": self.class_effect_prior()}
+        return Problem(self, design, None, inputs, observed, ability, static,
+                       self.signature(design, "uniform", self.class_effects, self.score_scale))
+
+    def class_effect_prior(self):
+        """The prior of the class effects' sd (None: no class effects): free, the
+        conditioned model's :func:`~classsize.model.pieces.free_class_effect_prior`."""
+        if self.class_effects == FREE:
+            return free_class_effect_prior(self.score_scale)
+        if self.class_effects:
+            return dist.Delta(jnp.asarray(float(self.class_effects)))
+        return None
 
     def model_function(self, problem: Problem) -> Callable:
         return partial(naive_regression, **problem.static)
@@ -104,15 +134,20 @@ class RegressionAnalysis(Analysis):
         """The MA is a covariate held as observed: the class-size contrast is direct."""
         return "small_class_direct_effect" if "small_class" in intervention else "teacher_ma_effect"
 
-    def forward(self, problem, draws, key, intervention=None) -> dict[str, np.ndarray]:
+    def forward(self, problem, draws, key, intervention=None, classes: str = "fresh") -> dict[str, np.ndarray]:
         """Scores from the regression's likelihood for each draw, its covariates as
         observed or as ``intervention`` sets them; the class sizes are not modelled,
-        so they are the observed (or the intervened) ones."""
+        so they are the observed (or the intervened) ones, and each student stays in
+        her class.  With class effects, ``classes="observed"`` keeps each class's
+        fitted effect under an intervention; otherwise (and in replicates) the classes
+        get fresh effects from Normal(0, sd)."""
         sites = tuple(intervention or ())
         program = problem.programs.get(("forward", sites))
         if program is None:
             program = problem.programs[("forward", sites)] = self._forward_program(problem)
-        samples = {n: jnp.asarray(v) for n, v in draws.items() if n != "test_score"}
+        fresh = not (sites and classes == "observed")
+        samples = {n: jnp.asarray(v) for n, v in draws.items()
+                   if n != "test_score" and not (fresh and n in ("class_position", "class_effect"))}
         inputs = {k: v for k, v in problem.inputs.items() if k != "test_score"}
         values = {k: jnp.int32(v) for k, v in (intervention or {}).items()}
         score = np.asarray(program(key, samples, inputs, values))

@@ -28,6 +28,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed + --replicates - 1 must be at most 2**62, got {args.seed + args.replicates - 1}")
     if args.format == "parquet" and args.engine == "notebook":
         raise UsageError("--format parquet is written by the model engine only (use --format csv with --engine notebook)")
+    if args.engine == "notebook" and config.class_effect_sd > 0:
+        raise UsageError("--engine notebook has no class effects: the configuration's class_effect_sd must be 0 "
+                         "(the model engine draws them)")
     out = prepare_out_dir(args.out, args.force)
     last = args.seed + args.replicates - 1
     if args.replicates > 1:
@@ -97,7 +100,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _check_sampler_args(args)
     _check_noise_args(args, [args.analysis])
     loaded = load_dataset(args.data_dir)
-    analysis = get_analysis(args.analysis)
+    analysis = get_analysis(args.analysis).declared(loaded)  # a bad dataset.json key: refused here
     analysis.check(loaded)  # a cohort the data lack: refused before anything runs
     out = prepare_out_dir(args.out, args.force)
     runner = ChainRunner(args.chains, args.warmup, args.samples,
@@ -107,7 +110,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     announce(f"fitting the {args.analysis} analysis to {len(students)} students: "
              f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
     result = fit(loaded, args.analysis, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                 seed=args.seed, ability=args.ability, score_noise=args.score_noise, runner=runner)
+                 seed=args.seed, ability=args.ability, score_noise=args.score_noise,
+                 class_effects=args.class_effects, runner=runner)
     result.write(out)
     print(result.table())
     for w in result.warnings:
@@ -117,17 +121,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from classsize.inference.analyses.registry import ANALYSES
+    from classsize.inference.analyses.registry import ANALYSES, get_analysis
     from classsize.inference.commands.compare import compare_models
     from classsize.inference.data.read import load_dataset
 
     _check_sampler_args(args)
     _check_noise_args(args, ANALYSES)
-    load_dataset(args.data_dir)  # bad input fails before anything is written
+    loaded = load_dataset(args.data_dir)  # bad input fails before anything is written
+    for name in ANALYSES:
+        get_analysis(name).declared(loaded)
     out = prepare_out_dir(args.out, args.force)
     return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
                           seed=args.seed, ability=args.ability, score_noise=args.score_noise,
-                          strict=args.strict, quiet=args.quiet)
+                          class_effects=args.class_effects, strict=args.strict, quiet=args.quiet)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:

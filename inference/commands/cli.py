@@ -60,8 +60,9 @@ def _seed(text: str) -> int:
     return value
 
 
-def _score_noise(text: str) -> float | str:
-    """An argument that is a measurement-noise sd: a number >= 0, or ``free``."""
+def _sd_or_free(text: str) -> float | str:
+    """An argument that is an sd (of the measurement noise, of the class effects): a
+    number >= 0, or ``free``."""
     if text == "free":
         return text
     try:
@@ -106,9 +107,13 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ability", choices=["uniform", "normal"], default=None,
                    help="distribution of ability's unobserved part in the structural/randomized models "
                         "(default: the data folder's dataset.json, else uniform)")
-    p.add_argument("--score-noise", type=_score_noise, default=None, metavar="SD",
+    p.add_argument("--score-noise", type=_sd_or_free, default=None, metavar="SD",
                    help="the scores' measurement-noise sd in the structural/randomized models: a number pins "
                         "it, 'free' samples it (default: the folder's declared noise, else 0)")
+    p.add_argument("--class-effects", type=_sd_or_free, default=None, metavar="SD",
+                   help="the class (teacher) effects' sd: a number pins it (0: no class effects), 'free' samples "
+                        "it (default: the folder's dataset.json class_effect_sd; a simulated folder with class "
+                        "effects: free; else 0)")
     p.add_argument("--strict", action="store_true", help="exit 1 on divergences, R-hat > 1.01 or ESS < 400")
     p.add_argument("--force", action="store_true", help="write into a non-empty RUN_DIR")
 

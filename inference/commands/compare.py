@@ -48,7 +48,7 @@ class Comparison:
 
 @float64
 def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP,
-            samples=DEFAULT_SAMPLES, seed=0, ability=None, score_noise=None, metadata=None,
+            samples=DEFAULT_SAMPLES, seed=0, ability=None, score_noise=None, class_effects=None, metadata=None,
             report=None) -> Comparison:
     """Fit each of ``analyses`` that the data can support to ``data`` (any form
     :func:`~.fit.fit` takes), with one set of chains settings.
@@ -56,7 +56,8 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
     An analysis the data cannot support (:meth:`~.analysis.Analysis.check`: no students
     of its cohort) is skipped, with the reason in ``skipped``; when none can be fitted
     the data are refused (:class:`~.data.DataError`).  ``score_noise`` applies to the
-    analyses with a measurement-noise parameter.  ``report`` (the command line's) is
+    analyses with a measurement-noise parameter, ``class_effects`` to every analysis
+    (see :func:`~.fit.fit`).  ``report`` (the command line's) is
     told ``start(fitted, skipped, loaded, runner)``, then ``before(name, runner)`` and
     ``done(name, result)`` around each fit.
     """
@@ -81,7 +82,7 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
         report.before(name, runner)
         noise = score_noise if _has_noise_parameter(get_analysis(name), score_noise) else None
         results[name] = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed,
-                            ability=ability, score_noise=noise, runner=runner)
+                            ability=ability, score_noise=noise, class_effects=class_effects, runner=runner)
         report.done(name, results[name])
     return Comparison(results, skipped)
 
@@ -147,15 +148,16 @@ class _Report(_Silent):
 
 
 def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP, samples=DEFAULT_SAMPLES,
-                   seed=0, ability=None, score_noise=None, quick=False, strict=False, models=ANALYSES,
-                   quiet=False) -> int:
+                   seed=0, ability=None, score_noise=None, class_effects=None, quick=False, strict=False,
+                   models=ANALYSES, quiet=False) -> int:
     """``classsize compare``: :func:`compare`, printing each analysis's table, then write
     each run, the table (CSV) and the forest plot (PNG); exit status 1 with ``strict``
     and sampler warnings."""
     if quick:
         warmup, samples = min(warmup, 300), min(samples, 300)
     comparison = compare(data_dir, models, chains=chains, warmup=warmup, samples=samples, seed=seed,
-                         ability=ability, score_noise=score_noise, report=_Report((chains, warmup, samples), quiet))
+                         ability=ability, score_noise=score_noise, class_effects=class_effects,
+                         report=_Report((chains, warmup, samples), quiet))
     results, skipped = comparison.results, comparison.skipped
     out = Path(out_dir)
     warnings = []

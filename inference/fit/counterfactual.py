@@ -64,6 +64,10 @@ class Counterfactual:
     #: the estimand the truth is (e.g. "small_class_total_effect"), with its sign
     truth_name: str | None = None
     units: str = "points"
+    #: with class effects, which the classes of the two worlds have: ``"fresh"`` draws
+    #: (new classes, new teachers: the population effect) or each student's
+    #: ``"observed"`` class's (her own teacher's)
+    classes: str = "fresh"
 
     @property
     def effect(self) -> np.ndarray:
@@ -175,9 +179,12 @@ def posterior_draws(idata, n: int, names=None) -> dict[str, np.ndarray]:
 
 
 def intervene(result, intervention: Mapping[str, int], *, cohort: str | None = None, draws: int = DEFAULT_DRAWS,
-              seed: int = 0) -> Counterfactual:
+              seed: int = 0, classes: str = "fresh") -> Counterfactual:
     """Posterior predictive scores of the fit's students under ``do(intervention)`` and
-    under its baseline (the contrasted site flipped), for one cohort or every student."""
+    under its baseline (the contrasted site flipped), for one cohort or every student.
+    With class effects, ``classes`` says whether the classes the students are placed in
+    have fresh effects (``"fresh"``: the population effect) or each keeps her observed
+    class's effect (``"observed"``); both worlds of a contrast have the same choice."""
     intervention = _check(intervention)
     problem = result.problem
     if problem is None:
@@ -199,9 +206,9 @@ def intervene(result, intervention: Mapping[str, int], *, cohort: str | None = N
     analysis = problem.analysis
     draws = posterior_draws(result.idata, draws)
     key = jax.random.PRNGKey(seed)
-    scores, base = (np.asarray(analysis.forward(problem, draws, key, values)["test_score"])
+    scores, base = (np.asarray(analysis.forward(problem, draws, key, values, classes=classes)["test_score"])
                     for values in (intervention, baseline))
     truth, truth_name = _truth(result, intervention, contrast, analysis.estimand_of(intervention))
     return Counterfactual(problem.name, intervention, baseline, cohort, scores[:, chosen], base[:, chosen],
                           np.asarray(problem.observed.test_score)[chosen], truth, truth_name,
-                          getattr(result, "units", "points"))
+                          getattr(result, "units", "points"), classes)

@@ -85,6 +85,9 @@ DIMS = {
     "race_effect": ["race_vs_reference"],
     "school_intercept": ["school_id"],
     "covariate_weights": ["covariate"],
+    "class_covariate_weights": ["class_covariate"],
+    "class_effect": ["class_id"],
+    "class_position": ["class_id"],
     "test_score": ["student_id"],
     "small_class": ["student_id"],
     JOINT_LOG_LIKELIHOOD: ["student_id"],
@@ -108,6 +111,7 @@ def coordinates(problem: Problem) -> dict[str, np.ndarray]:
     obs = problem.observed
     codes = tuple(problem.design.race_codes)
     n_covariates = 0 if obs.extra_covariates is None else int(np.shape(obs.extra_covariates)[-1])
+    n_class_covariates = 0 if obs.class_covariates is None else int(np.shape(obs.class_covariates)[-1])
     coords = {
         "race": np.asarray(codes),
         "race_vs_reference": np.asarray(codes[1:]),
@@ -116,6 +120,7 @@ def coordinates(problem: Problem) -> dict[str, np.ndarray]:
         "class_id": np.arange(int(np.shape(obs.class_is_small)[-1])),
         "school_id": np.arange(problem.design.n_schools),
         "covariate": np.arange(n_covariates),
+        "class_covariate": np.arange(n_class_covariates),
     }
     data = problem.data
     if data is not None:
@@ -124,6 +129,8 @@ def coordinates(problem: Problem) -> dict[str, np.ndarray]:
         coords["class_id"] = data.classes_of(cohort)["class_id"].to_numpy(np.int64)
         coords["school_id"] = data.school_ids_in(cohort)
         coords["covariate"] = np.asarray([c for c in data.student_covariates if c != "family_income"])
+        coords["class_covariate"] = np.asarray(getattr(data, "class_covariate_names", ()) or
+                                               np.arange(n_class_covariates))
     return coords
 
 

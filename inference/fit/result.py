@@ -69,6 +69,9 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
     units: str = "points"
     estimand_summaries: dict = field(default_factory=dict)
+    #: with class effects: the summaries of their sd and of the intraclass correlation
+    #: (:data:`CLASSROOM_QUANTITIES`), as of the estimands; empty without
+    classrooms: dict = field(default_factory=dict)
     sampler: dict = field(default_factory=dict)
     #: the run's settings, seed, versions and data fingerprint (see the module's docstring)
     provenance: dict = field(default_factory=dict)
@@ -93,6 +96,7 @@ class FitResult:
             "format_version": FORMAT_VERSION,
             "analysis": self.model,
             "estimands": self.estimand_summaries,
+            **({"classrooms": self.classrooms} if self.classrooms else {}),
             "diagnostics": self.diagnostics,
             "warnings": list(self.warnings),
             "provenance": self.provenance,
@@ -166,6 +170,9 @@ class FitResult:
                 line += f" {t:7.3f} {('yes' if r['truth_in_90'] else 'NO'):>6}" if t is not None else " " * 15
             line += f" {r['r_hat']:6.3f} {r['ess_bulk']:6.0f}"
             lines.append(line)
+        for name, c in self.classrooms.items():
+            lines.append(f"{name:<27} {c['mean']:8.3f} {c['sd']:7.3f} [{c['q05']:7.3f}, {c['q95']:7.3f}]"
+                         + (" " * 15 if has_truth else "") + f" {c['r_hat']:6.3f} {c['ess_bulk']:6.0f}")
         d = self.diagnostics
         lines.append(
             f"divergences {d['divergences']}, max R-hat {d['max_r_hat']:.3f}, "
@@ -186,15 +193,18 @@ class FitResult:
         return forest({self.model: self}, ax=ax, units=self.units)
 
     @float64
-    def do(self, cohort: str | None = None, draws: int = 500, seed: int = 0, **intervention):
+    def do(self, cohort: str | None = None, draws: int = 500, seed: int = 0, classes: str = "fresh",
+           **intervention):
         """Posterior predictive scores under an intervention, e.g. ``do(small_class=1)``,
-        and its average effect (:func:`~.counterfactual.intervene`)."""
+        and its average effect (:func:`~.counterfactual.intervene`); with class effects,
+        ``classes="fresh"`` gives the newly formed classes fresh effects (the population
+        effect), ``"observed"`` keeps each student's observed class's effect."""
         from classsize.inference.fit.counterfactual import intervene
 
         if self.problem is None:
             raise RuntimeError(f"this {self.model} result cannot simulate interventions: "
                                f"{self.unbound or 'it holds no model bound to data'}")
-        return intervene(self, intervention, cohort=cohort, draws=draws, seed=seed)
+        return intervene(self, intervention, cohort=cohort, draws=draws, seed=seed, classes=classes)
 
     # ------------------------------------------------------------------ files
     def write(self, run_dir: str | Path) -> list[Path]:
@@ -202,6 +212,12 @@ class FitResult:
         text = json.dumps(self.summary_dict(), indent=2) + "\n"
         return write_together(run_dir, {"posterior.nc": lambda p: write_netcdf(self.idata, p),
                                         "summary.json": lambda p: p.write_text(text)})
+
+
+#: What a fit with class effects reports of them: their sd (score points) and the
+#: intraclass correlation, :math:`\sigma_u^2 / (\sigma_u^2 + \sigma_w^2)` with
+#: :math:`\sigma_w` the within-class sd of the scores given the covariates.
+CLASSROOM_QUANTITIES = ("class_effect_sd", "intraclass_correlation")
 
 
 def _estimand_summary(draws: np.ndarray, r_hat: float, ess_bulk: float) -> dict:
@@ -228,6 +244,7 @@ def fit(
     seed: int = 0,
     ability: str | None = None,
     score_noise: float | str | None = None,
+    class_effects: float | str | None = None,
     progress: bool | None = None,
     posterior_predictive: bool = True,
     runner: ChainRunner | None = None,
@@ -243,7 +260,11 @@ def fit(
     ``ability`` when it has one, else ``"uniform"``.  ``score_noise`` (the scores'
     measurement-noise sd: a number pins it, ``"free"`` samples it) overrides the noise the
     folder declares (see :meth:`~.analysis.ConditionedAnalysis.with_score_noise`); the
-    naive regression has a residual sd of its own and refuses it.  The chains run as lanes of one
+    naive regression has a residual sd of its own and refuses it.  ``class_effects`` (the
+    class effects' sd: a number pins it, 0 leaves them out, ``"free"`` samples it)
+    overrides what the folder declares (``dataset.json``'s ``class_effect_sd``; a
+    simulated folder whose configuration drew class effects fits them free; else 0; see
+    :meth:`~.base.Analysis.with_class_effects`).  The chains run as lanes of one
     compiled program over every JAX device (:class:`~.sampling.ChainRunner`); pass a
     ``runner`` to reuse its compiled programs across fits.  ``progress`` (default: when
     standard error is a terminal) reports the iterations done on standard error.
@@ -254,10 +275,13 @@ def fit(
     spec = get_analysis(analysis)
     if score_noise is not None:
         spec = spec.with_score_noise(score_noise)
+    if class_effects is not None:
+        spec = spec.with_class_effects(class_effects)
     loaded = as_loaded(data, classes, metadata=metadata)
     if ability is None:
         ability = loaded.metadata.get("ability", "uniform")
     problem = spec.problem(loaded, ability=ability)
+    spec = problem.analysis  # with what the data declare
     if runner is None:
         if progress is None:
             progress = sys.stderr.isatty()
@@ -275,7 +299,7 @@ def fit(
         "format_version": FORMAT_VERSION,
         "analysis": spec.name,
         "settings": {"ability": ability, "score_noise": getattr(spec, "score_noise", None),
-                     **spec.kernel_settings},
+                     "class_effects": spec.class_effects, **spec.kernel_settings},
         "seed": int(seed), "chains": runner.chains, "warmup": runner.warmup, "draws": runner.samples,
         "data_source": source_label(loaded), "data_fingerprint": fingerprint(loaded),
     }
@@ -287,9 +311,18 @@ def fit(
 
 def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None, posterior_predictive=True,
                       seed=0, provenance: dict | None = None) -> FitResult:
-    """The :class:`FitResult` of dataset 0 of ``draws``."""
-    sites, stats, estimands, diag = one_fit(draws, 0, problem.analysis, problem.estimands)
+    """The :class:`FitResult` of dataset 0 of ``draws``; with class effects its
+    ``classrooms`` summarise their sd and the intraclass correlation, whose R-hat and
+    ESS the sampler's warnings cover as the estimands'."""
+
+    def quantities(sites):
+        varied = {n: sites[n] for n in CLASSROOM_QUANTITIES if n in sites and np.ptp(sites[n]) > 0}
+        return {**problem.estimands(sites), **varied}  # (a pinned sd is no quantity)
+
+    sites, stats, q, diag = one_fit(draws, 0, problem.analysis, quantities)
+    estimands = {k: v for k, v in q.items() if k not in CLASSROOM_QUANTITIES}
     summaries = {k: _estimand_summary(v, *diag["per_quantity"][k]) for k, v in estimands.items()}
+    classrooms = {k: _estimand_summary(q[k], *diag["per_quantity"][k]) for k in CLASSROOM_QUANTITIES if k in q}
     diagnostics = {
         "divergences": diag["divergences"],
         "max_r_hat": diag["max_r_hat"],
@@ -302,6 +335,7 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
                            prior=posterior_predictive, seed=seed, attrs=attrs)
     result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem, provenance=provenance)
     result.estimand_summaries = summaries
+    result.classrooms = classrooms
     result.sampler = {"mean_steps": diag["mean_steps"], "tree_depth_hits": diag["tree_depth_hits"],
                       "compile_seconds": draws.compile_seconds, "sampling_seconds": draws.seconds}
     result.warnings = sampler_warnings(problem.name, diag)
@@ -338,7 +372,8 @@ def load_run(run_dir: str | Path) -> FitResult:
     estimands = {k: tree["posterior"][k].values for k in doc["estimands"]}
     problem, truth, units, unbound = _rebuild_problem(provenance)
     result = FitResult(doc["analysis"], tree, estimands, doc["diagnostics"], truth, problem,
-                       provenance=provenance, estimand_summaries=doc["estimands"], units=units, unbound=unbound)
+                       provenance=provenance, estimand_summaries=doc["estimands"],
+                       classrooms=doc.get("classrooms", {}), units=units, unbound=unbound)
     result.warnings = list(doc.get("warnings", []))
     return result
 
@@ -358,5 +393,7 @@ def _rebuild_problem(provenance: dict):
     spec = get_analysis(provenance["analysis"])
     if settings.get("score_noise") is not None:
         spec = spec.with_score_noise(settings["score_noise"])
+    if settings.get("class_effects") is not None:
+        spec = spec.with_class_effects(settings["class_effects"])
     return (spec.problem(loaded, ability=settings.get("ability", "uniform")), loaded.truth,
             str(loaded.metadata.get("score_units", "points")), "")

@@ -33,7 +33,7 @@ import numpy as np
 
 from classsize.model import Config
 from classsize.model.pieces import PARAMETERS
-from classsize.model.tables import DRAW_SITES, observed_from_draw
+from classsize.model.tables import CLASS_SITES, DRAW_SITES, observed_from_draw
 
 from classsize.inference.analyses.base import Analysis
 from classsize.inference.analyses.quantities import quantity_draws
@@ -149,7 +149,8 @@ def fit_batch(plan: StudyPlan, batch: int) -> dict:
     observed = type(observed)(*[None if a is None else np.asarray(a) for a in observed])
     empty = analysis.unfittable_schools(observed, config.n_schools)
     if plan.from_prior:
-        truths = quantities_of(analysis, {p: draws[p] for p in (*PARAMETERS, "school_effect")}, names)
+        truths = quantities_of(analysis, {p: draws[p] for p in (*PARAMETERS, "school_effect", *CLASS_SITES)
+                                          if p in draws}, names)
     else:
         fixed = config.estimands()
         truths = {n: np.full(len(ks), fixed[n]) for n in names}
