@@ -46,7 +46,7 @@ PARAMETERS = RACE_PARAMETERS[:1] + SCALAR_PARAMETERS + RACE_PARAMETERS[1:]
 # --------------------------------------------------------------------------- priors
 def fixed_parameters(config: Config) -> dict[str, Distribution]:
     """Every structural parameter pinned to the configuration (``Delta`` sites), and
-    ``class_effect_sd``."""
+    ``class_effect_sd`` when it is not 0 (no class effects without it)."""
     values = {name: getattr(config, name) for name in SCALAR_PARAMETERS}
     values["race_probs"] = jnp.asarray(config.race_probs)
     values["regular_small_race_shift"] = jnp.asarray(config.race_shift_vector)
@@ -54,7 +54,8 @@ def fixed_parameters(config: Config) -> dict[str, Distribution]:
     for name in PARAMETERS:
         v = jnp.asarray(values[name], dtype=jnp.result_type(float))
         out[name] = dist.Delta(v, event_dim=v.ndim)
-    out["class_effect_sd"] = dist.Delta(jnp.asarray(config.class_effect_sd, dtype=jnp.result_type(float)))
+    if config.class_effect_sd != 0:  # (left out at 0, a value known even inside jax.jit)
+        out["class_effect_sd"] = dist.Delta(jnp.asarray(config.class_effect_sd, dtype=jnp.result_type(float)))
     return out
 
 

@@ -92,11 +92,12 @@ class ConditionedAnalysis(Analysis):
         return dataclasses.replace(self, score_noise=score_noise)
 
     def knowing(self, config) -> "ConditionedAnalysis":
-        """The scores' noise sd, when the analysis leaves it open, is the simulation's:
-        ``config.score_noise_sd``."""
-        if self.score_noise is None and config.score_noise_sd != 0:
-            return self.with_score_noise(config.score_noise_sd)
-        return self
+        """As :meth:`Analysis.knowing`; and the scores' noise sd, when the analysis
+        leaves it open, is the simulation's: ``config.score_noise_sd``."""
+        out = super().knowing(config)
+        if out.score_noise is None and config.score_noise_sd != 0:
+            return out.with_score_noise(config.score_noise_sd)
+        return out
 
     def unfittable_schools(self, observed, n_schools: int) -> np.ndarray:
         """How many schools of each stacked dataset hold no students: the uniform
