@@ -33,7 +33,7 @@ SOURCES = [
         "dataset": "STAR",
         "r_package": "AER",
         "use": "student records: class type, reading and math scaled scores, free lunch, "
-        "school, gender, ethnicity, teacher degree, ethnicity and experience",
+        "school, student gender and ethnicity, teacher degree, ethnicity and experience",
         "citation": "Kleiber, C. and Zeileis, A. (2008). Applied Econometrics with R. "
         "Springer. R package AER.",
     },
