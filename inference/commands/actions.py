@@ -196,7 +196,7 @@ def cmd_star(args: argparse.Namespace) -> int:
     from classsize.inference.data.star_metadata import summary_text
     from classsize.model.format import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE
 
-    metadata = write_star(args.out, merge_aide=not args.keep_aide_separate, force=args.force)
+    metadata = write_star(args.out, krueger_column=args.krueger_column, force=args.force)
     print(summary_text(metadata))
     out = Path(args.out)
     print(f"wrote {out / STUDENTS_FILE}, {out / CLASSES_FILE}, {out / METADATA_FILE}")

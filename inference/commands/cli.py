@@ -174,10 +174,14 @@ def _add_star_parser(sub) -> None:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "--keep-aide-separate",
-        action="store_true",
-        help="add a classes column 'aide' marking the regular-with-aide classes "
-        "(both kinds of regular class stay LARGE)",
+        "--krueger-column",
+        type=int,
+        choices=[2, 4],
+        default=4,
+        help="the covariates dataset.json declares for the fit: those of Krueger (1999) "
+        "Table V's column 2 (the aide) or 4 (the aide, free lunch, white or Asian, girl, "
+        "a white teacher, the teacher's experience); the teacher's master's degree is in "
+        "every fit of the model",
     )
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
     p.set_defaults(func=cmd_star)

@@ -30,10 +30,11 @@ class LoadedData:
 
     ``students`` and ``classes`` are the tables in file order with a fresh 0-based
     index: ids and counts ``int64``, ``test_score`` and ``family_income`` ``float64``,
-    ``teacher_has_ma`` ``bool``, covariates listed in the metadata (other than
-    family_income) ``float64``, codes and any other columns text.  ``truth`` is
-    truth.json (``None`` without one); ``metadata`` is dataset.json with defaults
-    filled in (``name``, ``score_units``, ``student_covariates``, ``race_codes``);
+    ``teacher_has_ma`` ``bool``, covariates listed in the metadata (student ones other
+    than family_income, and class ones) ``float64``, codes and any other columns text.
+    ``truth`` is truth.json (``None`` without one); ``metadata`` is dataset.json with
+    defaults filled in (``name``, ``score_units``, ``student_covariates``,
+    ``class_covariates``, ``race_codes``);
     ``race_codes`` are the codes the race column was checked against; ``source`` is
     the folder; ``replicate`` the replicate read from stacked Parquet files (None for
     a CSV folder).
@@ -71,6 +72,11 @@ class LoadedData:
     @property
     def student_covariates(self) -> tuple[str, ...]:
         return tuple(self.metadata["student_covariates"])
+
+    @property
+    def class_covariate_names(self) -> tuple[str, ...]:
+        """The classes.csv columns dataset.json lists in ``class_covariates``, in its order."""
+        return tuple(self.metadata.get("class_covariates", ()))
 
     @property
     def has_income(self) -> bool:
@@ -125,7 +131,9 @@ class LoadedData:
         kept, classes re-indexed.  Every class is real, so ``class_used`` is all True.
         The listed student covariates other than family_income (e.g. free lunch) are
         ``extra_covariates`` (n x q, columns in the order listed; None when there are
-        none).  Index arrays are int32, floats float64.
+        none).  The listed class covariates are ``class_covariates`` (one row per class,
+        in the order of ``class_is_small`` and ``school_of_class``; columns in the order
+        listed; None when there are none).  Index arrays are int32, floats float64.
         """
         st = self._cohort_students(cohort)
         cl = self.classes_of(cohort)
@@ -137,6 +145,9 @@ class LoadedData:
         others = [c for c in self.student_covariates if c != "family_income"]
         if others:
             extra["extra_covariates"] = jnp.asarray(st[others].to_numpy(np.float64), dtype=jnp.float64)
+        if self.class_covariate_names:
+            by_class = cl[list(self.class_covariate_names)].to_numpy(np.float64)
+            extra["class_covariates"] = jnp.asarray(by_class, dtype=jnp.float64)
         if self.has_income:
             income = scaled_log_income(jnp.asarray(st["family_income"].to_numpy(np.float64)), design)
         else:

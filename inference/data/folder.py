@@ -59,6 +59,7 @@ DEFAULT_COVARIATES = ("family_income",)
 
 # ------------------------------------------------------------------ metadata
 _RESERVED = frozenset(STUDENT_CORE_COLUMNS)
+_RESERVED_CLASS = frozenset(CLASS_COLUMNS)
 
 
 def read_json(path: Path) -> Any:
@@ -105,7 +106,13 @@ def _string_list(path: Path, key: str, value: Any, nonempty: bool) -> list[str]:
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
-    """The folder's dataset.json, checked, with the defaults of a folder without one."""
+    """The folder's dataset.json, checked, with the defaults of a folder without one.
+
+    ``student_covariates`` (default ``["family_income"]``) and ``class_covariates``
+    (default ``[]``) are lists of distinct column names of students.csv and classes.csv
+    other than those tables' core columns; keys this function does not check (e.g.
+    ``class_effect_sd``, ``score_noise_sd``) are kept as they are.
+    """
     path = folder / METADATA_FILE
     meta: dict[str, Any] = {}
     if path.exists():
@@ -125,6 +132,15 @@ def read_metadata(folder: Path) -> dict[str, Any]:
                         key="student_covariates",
                     )
             meta["student_covariates"] = covs
+        if "class_covariates" in meta:
+            covs = _string_list(path, "class_covariates", meta["class_covariates"], nonempty=False)
+            for c in covs:
+                if c in _RESERVED_CLASS:
+                    raise DataError(
+                        path, f"{c!r} is a core column of {CLASSES_FILE}, not a covariate",
+                        key="class_covariates",
+                    )
+            meta["class_covariates"] = covs
         if "race_codes" in meta:
             meta["race_codes"] = _string_list(path, "race_codes", meta["race_codes"], nonempty=True)
         if "ability" in meta and meta["ability"] not in ("uniform", "normal"):
@@ -132,6 +148,7 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     meta.setdefault("name", folder.resolve().name)
     meta.setdefault("score_units", "points")
     meta.setdefault("student_covariates", list(DEFAULT_COVARIATES))
+    meta.setdefault("class_covariates", [])
     meta.setdefault("race_codes", list(KNOWN_RACE_CODES))
     return meta
 
@@ -203,9 +220,11 @@ def load_students(folder: Path, meta: Mapping[str, Any], race_codes: Sequence[st
     return table, typed
 
 
-def load_classes(table: Table) -> tuple[Table, pd.DataFrame]:
-    """The classes ``table`` checked, and typed (see :class:`LoadedData`)."""
+def load_classes(table: Table, class_covariates: Sequence[str] = ()) -> tuple[Table, pd.DataFrame]:
+    """The classes ``table`` checked, and typed (see :class:`LoadedData`); each of
+    ``class_covariates`` (dataset.json's) must be a column of finite numbers or booleans."""
     require_columns(table, CLASS_COLUMNS)
+    require_columns(table, class_covariates, f" ({METADATA_FILE} lists it in class_covariates)")
     rules: dict[str, Sequence[Rule]] = {
         "class_id": ID_RULES,
         "school_id": ID_RULES,
@@ -213,9 +232,12 @@ def load_classes(table: Table) -> tuple[Table, pd.DataFrame]:
         "class_size": code_rules("class size", CLASS_SIZES),
         "teacher_has_ma": BOOL_RULES,
     }
+    for c in class_covariates:
+        rules[c] = COVARIATE_RULES
     first_failure(table, schema(rules), reasons(rules))
     typed = _typed(
-        table.frame, ints=("class_id", "school_id", "n_students"), floats=(), bools=("teacher_has_ma",)
+        table.frame, ints=("class_id", "school_id", "n_students"), floats=(), bools=("teacher_has_ma",),
+        covariates=class_covariates,
     )
     check_unique(table, typed, "class_id", "class_id")
     return table, typed
@@ -290,7 +312,7 @@ def checked_dataset(
     meta = read_metadata(folder)
     race_codes = tuple(meta["race_codes"])
     st_table, students = load_students(folder, meta, race_codes, students_table())
-    cl_table, classes = load_classes(classes_table())
+    cl_table, classes = load_classes(classes_table(), meta["class_covariates"])
     cross_check(st_table, students, cl_table, classes)
     known = truth()
     return LoadedData(

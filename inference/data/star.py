@@ -8,8 +8,8 @@ The public files come as two R data sets, both shipped offline by the optional
 
 * ``AER::STAR`` (wide, one row per student, row name = student id): class type
   ``stark``, scaled scores ``readk``/``mathk``, lunch status ``lunchk``, school
-  ``schoolidk``, teacher degree ``degreek``, student ``ethnicity`` and the other
-  teacher characteristics (``ladderk``, ``experiencek``, ``tethnicityk``);
+  ``schoolidk``, student ``gender`` and ``ethnicity``, teacher degree ``degreek`` and
+  the other teacher characteristics (``ladderk``, ``experiencek``, ``tethnicityk``);
 * ``mlmRev::star`` (long, one row per student and grade): student ``id``, school
   ``sch``, grade ``gr``, class type ``cltype`` and a teacher id ``tch``.
 
@@ -30,18 +30,26 @@ documented in ``dataset.json``:
   certainly two classes each whose teachers share every recorded characteristic; no
   variable separates them, so they stay one class each.
 
-Hence 339 source ids give 323 classes, i.e. about 325 real classes; one of them (its
-teacher's degree is missing, and so is every other characteristic) is left out, so the
-classes table has 322.
+Hence 339 source ids give 323 classes, i.e. about 325 real classes.  Two of them are
+left out with their students, so the classes table has 321: one whose teacher's degree
+is missing (and so is every other characteristic), and one regular class of 22
+students whose teacher race is missing (no ``teacher_white`` for it).
+
+Regular-with-aide classes are ``LARGE`` with ``aide`` True in classes.csv, so a fit
+that lists ``aide`` among its class covariates gives them a coefficient of their own,
+as Krueger does.  The classes table also has the teacher's race (``teacher_white``) and
+experience (``teacher_experience``), the students table free lunch,
+``white_or_asian`` and ``girl``.  ``dataset.json`` declares which of them the fit
+uses, the covariates of one column of Krueger's Table V (:data:`SPECIFICATIONS`).
 
 The score is the STAR-literature percentile metric (Krueger 1999): each subject's
 scaled score becomes its percentile rank among the kindergarten students of the
 regular and regular-with-aide classes, and the two percentiles are averaged.
 Krueger's Table V (kindergarten; reprinted as Table 2.2.2 of Angrist and Pischke 2009,
 *Mostly Harmless Econometrics*) reports the class-type effects on this scale.  His
-sample is the STAR records as they were supplied to him, not these public files, and
-his regular-with-aide classes have a coefficient of their own, where here they are
-LARGE; ``notebooks/04_real_data`` and the README compare the two point by point.
+sample is the STAR records as they were supplied to him, not these public files;
+:mod:`classsize.inference.analyses.least_squares` fits his least squares on these
+tables.
 
 What each step did, with its counts, goes into ``dataset.json``
 (:mod:`classsize.inference.data.star_metadata`).
@@ -62,8 +70,19 @@ from classsize.model.format import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE
 from classsize.inference.data.star_metadata import star_metadata
 from classsize.inference.outputs import UsageError, prepare_out_dir
 
-#: The columns of the STAR students table: free lunch, not family income, is its covariate.
-STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "race", "free_lunch", "cohort"]
+#: The columns of the STAR students table: free lunch, white or Asian and girl, no family income.
+STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "race", "free_lunch",
+                   "white_or_asian", "girl", "cohort"]
+#: The columns classes.csv has beyond :data:`classsize.model.format.CLASS_COLUMNS`.
+EXTRA_CLASS_COLUMNS = ["aide", "teacher_white", "teacher_experience"]
+#: Krueger (1999) Table V's kindergarten columns the tables can be fitted as: the
+#: student and class covariates dataset.json declares for each (``teacher_has_ma`` is
+#: a core column of classes.csv, in every fit of the model).
+SPECIFICATIONS = {
+    2: {"student_covariates": [], "class_covariates": ["aide"]},
+    4: {"student_covariates": ["free_lunch", "white_or_asian", "girl"],
+        "class_covariates": ["aide", "teacher_white", "teacher_experience"]},
+}
 _INSTALL_HINT = "the real STAR data needs the optional extra: pip install 'classsize[star]'"
 
 #: AER ``ethnicity`` -> project race code.
@@ -92,8 +111,11 @@ DROP_REASONS = (
     "missing_reading_score",
     "missing_math_score",
     "teacher_degree_missing",
+    "teacher_race_missing",
+    "teacher_experience_missing",
     "missing_free_lunch",
     "missing_race",
+    "missing_gender",
 )
 
 
@@ -193,13 +215,23 @@ def _percentile_ranks(values: pd.Series, reference: np.ndarray) -> pd.Series:
 
 
 # ---------------------------------------------------------------------- conversion
-def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def _specification(krueger_column: int) -> dict[str, list[str]]:
+    if krueger_column not in SPECIFICATIONS:
+        raise ValueError(f"krueger_column must be one of {', '.join(map(str, SPECIFICATIONS))} "
+                         f"(got {krueger_column!r})")
+    return SPECIFICATIONS[krueger_column]
+
+
+def convert_star(krueger_column: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The STAR kindergarten year as ``(students, classes, metadata)``.
 
-    ``merge_aide``: regular and regular-with-aide classes are both ``LARGE``; with
-    ``merge_aide=False`` the classes table gains a boolean column ``aide`` that tells
-    them apart (the class size stays ``LARGE`` for both).
+    Regular and regular-with-aide classes are both ``LARGE``; the classes table's
+    boolean column ``aide`` tells them apart.  The tables are the same for every
+    ``krueger_column`` (2 or 4, see :data:`SPECIFICATIONS`); it chooses the student and
+    class covariates the metadata declares, the covariates of Krueger (1999) Table V's
+    column of that number.
     """
+    spec = _specification(krueger_column)
     aer, mlm = _load_sources()
     j, join = _join(aer, mlm)
     teachers = _teacher_table(j)
@@ -213,9 +245,13 @@ def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, d
     j["test_score"] = (pct_read + pct_math) / 2.0
 
     j["class_id"] = j["tch"].map(lambda t: fragments.get(int(t), int(t)) if pd.notna(t) else np.nan)
+    # The teacher of a class is its (repaired) id's: a fragment's own race is missing.
+    j["teacher_race"] = j["class_id"].map(teachers["tethnicityk"])
+    j["teacher_experience"] = j["class_id"].map(teachers["experiencek"])
     j["teacher_has_ma"] = j["degreek"].map(DEGREE_MA)
     j["race"] = j["ethnicity"].map(RACE_MAP)
     j["free_lunch"] = j["lunchk"].map({"free": True, "non-free": False})
+    j["girl"] = j["gender"].map({"female": True, "male": False})
 
     conditions = {
         "no_kindergarten_class": j["class_id"].isna(),
@@ -223,8 +259,11 @@ def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, d
         "missing_reading_score": j["readk"].isna(),
         "missing_math_score": j["mathk"].isna(),
         "teacher_degree_missing": j["teacher_has_ma"].isna(),
+        "teacher_race_missing": j["teacher_race"].isna(),
+        "teacher_experience_missing": j["teacher_experience"].isna(),
         "missing_free_lunch": j["free_lunch"].isna(),
         "missing_race": j["race"].isna(),
+        "missing_gender": j["girl"].isna(),
     }
     reason = pd.Series(None, index=j.index, dtype=object)
     for name in DROP_REASONS:
@@ -241,7 +280,12 @@ def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, d
     kept["cohort"] = "EXPERIMENTAL"
     kept["test_score"] = kept["test_score"].round(4)
     kept["free_lunch"] = kept["free_lunch"].astype(bool)
+    kept["white_or_asian"] = kept["race"].isin(["WHITE", "ASIAN"])
+    kept["girl"] = kept["girl"].astype(bool)
     kept["teacher_has_ma"] = kept["teacher_has_ma"].astype(bool)
+    kept["teacher_white"] = kept["teacher_race"] == "cauc"
+    if not (kept["teacher_experience"] == kept["teacher_experience"].round()).all():
+        raise ValueError("STAR sources: a teacher's experience (AER experiencek) is not whole years")
     students = kept[STUDENT_COLUMNS].copy()
 
     g = kept.groupby("class_id", sort=True)
@@ -251,24 +295,27 @@ def convert_star(merge_aide: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, d
         "n_students": g.size().to_numpy(dtype=np.int64),
         "class_size": g["class_size"].first().to_numpy(),
         "teacher_has_ma": g["teacher_has_ma"].first().to_numpy(dtype=bool),
+        "aide": g["aide"].first().to_numpy(dtype=bool),
+        "teacher_white": g["teacher_white"].first().to_numpy(dtype=bool),
+        "teacher_experience": g["teacher_experience"].first().to_numpy(dtype=np.int64),
     })
-    aide = g["aide"].first().to_numpy(dtype=bool)
-    if not merge_aide:
-        classes["aide"] = aide
 
-    metadata = star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge_aide,
+    metadata = star_metadata(kept, classes, teachers, fragments, dropped, join,
+                             krueger_column=krueger_column, specification=spec,
                              fragment_max_students=FRAGMENT_MAX_STUDENTS)
     return students, classes, metadata
 
 
 # ---------------------------------------------------------------------- writing
-def write_star(out_dir: str | Path, merge_aide: bool = True, force: bool = False) -> dict[str, Any]:
-    """Write ``students.csv``, ``classes.csv`` and ``dataset.json`` into ``out_dir``.
+def write_star(out_dir: str | Path, krueger_column: int = 4, force: bool = False) -> dict[str, Any]:
+    """Write ``students.csv``, ``classes.csv`` and ``dataset.json`` into ``out_dir``,
+    the dataset.json declaring the covariates of Krueger's column ``krueger_column``.
 
     Refuses an existing non-empty folder unless ``force``.  Returns the metadata.
     """
+    _specification(krueger_column)
     out = prepare_out_dir(out_dir, force)
-    students, classes, metadata = convert_star(merge_aide=merge_aide)
+    students, classes, metadata = convert_star(krueger_column=krueger_column)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CLASSES_FILE, classes.to_csv(index=False))
     atomic_write_text(out / STUDENTS_FILE, students.to_csv(index=False))

@@ -5,7 +5,11 @@ made each column (``derivation``), what it kept and dropped (``counts``), the na
 comparison of class sizes (``summary``), the join of the two sources and its checks
 (``join``), the teacher ids it repaired and those that are probably two classes
 (``teacher_id_repair``), and the data's sources and the studies behind them
-(``sources``).  :func:`summary_text` is the few lines of it the command prints.
+(``sources``).  It declares the fit's specification: ``specification``
+(``"krueger_column_2"`` or ``"krueger_column_4"``), that column's
+``student_covariates`` and ``class_covariates``, and ``class_effect_sd: "free"`` (a
+class effect per teacher, its sd sampled).  :func:`summary_text` is the few lines of
+it the command prints.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ SOURCES = [
         "dataset": "STAR",
         "r_package": "AER",
         "use": "student records: class type, reading and math scaled scores, free lunch, "
-        "school, teacher degree, ethnicity",
+        "school, student gender and ethnicity, teacher degree, ethnicity and experience",
         "citation": "Kleiber, C. and Zeileis, A. (2008). Applied Econometrics with R. "
         "Springer. R package AER.",
     },
@@ -56,18 +60,18 @@ def _class_type(kept: pd.DataFrame) -> pd.Series:
     return kept["stark"].map({"small": "small", "regular": "regular", "regular+aide": "regular_aide"})
 
 
-def star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge_aide,
-                  fragment_max_students: int) -> dict[str, Any]:
+def star_metadata(kept, classes, teachers, fragments, dropped, join, krueger_column: int,
+                  specification: dict[str, list[str]], fragment_max_students: int) -> dict[str, Any]:
     """The dataset.json of the converted tables (see the module docstring); the
     arguments are the steps of :func:`~classsize.inference.data.star.convert_star`:
-    the students ``kept``, the ``classes`` table, which
-    classes have an ``aide``, the source ``teachers`` and their ``fragments``
-    (re-attached with at most ``fragment_max_students`` students), the ``dropped``
-    counts by reason, the ``join`` counts and ``merge_aide``."""
+    the students ``kept``, the ``classes`` table, the source ``teachers`` and their
+    ``fragments`` (re-attached with at most ``fragment_max_students`` students), the
+    ``dropped`` counts by reason, the ``join`` counts, and Krueger's column
+    ``krueger_column`` with its ``specification`` (student and class covariates)."""
     race_codes = [c for c in KNOWN_RACE_CODES if c in set(kept["race"])]
     small = classes["class_size"] == "SMALL"
     ctype = _class_type(kept)
-    class_type = np.where(small, "small", np.where(aide, "regular_aide", "regular"))
+    class_type = np.where(small, "small", np.where(classes["aide"], "regular_aide", "regular"))
     mean_by_type = kept.groupby(ctype)["test_score"].mean()
     mean_by_size = kept.groupby("class_size")["test_score"].mean()
     design_max = teachers["stark"].map(_DESIGN_MAX_SIZE)
@@ -94,12 +98,6 @@ def star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge
         "mean_percentile_by_class_type": {k: round(float(v), 3) for k, v in mean_by_type.items()},
         "naive_difference_small_minus_large": round(float(mean_by_size["SMALL"] - mean_by_size["LARGE"]), 3),
     }
-    large_note = (
-        "LARGE for regular and regular-with-aide classes alike (merged)"
-        if merge_aide
-        else "LARGE for regular and regular-with-aide classes alike; the column 'aide' is "
-        "True for the regular-with-aide classes"
-    )
     derivation = {
         "student_id": "0..n-1 in order of class_id, then of the AER STAR student id.",
         "class_id": "The mlmRev star teacher id (tch) of the student's kindergarten class; "
@@ -113,19 +111,38 @@ def star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge
         "race": "AER ethnicity: cauc WHITE, afam BLACK, hispanic HISPANIC, asian ASIAN, "
         "amindian NATIVE_AMERICAN, other OTHER.",
         "free_lunch": "AER lunchk: True for free lunch, False for non-free.",
+        "white_or_asian": "True when race is WHITE or ASIAN (AER ethnicity cauc or asian).",
+        "girl": "AER gender: True for female, False for male.",
         "cohort": "EXPERIMENTAL for every student: STAR randomized students to class types "
         "within schools.",
         "n_students": "The number of kept students of the class.",
-        "class_size": "AER stark: SMALL for small classes; " + large_note + ".",
+        "class_size": "AER stark: SMALL for small classes; LARGE for regular and "
+        "regular-with-aide classes alike (the column aide tells them apart).",
         "teacher_has_ma": "AER degreek: True for master, master+ and specialist, False for bachelor.",
+        "aide": "True for the regular-with-aide classes (AER stark regular+aide).",
+        "teacher_white": "AER tethnicityk of the class's teacher: True for cauc, False for afam; "
+        "the students of a class whose teacher race is missing are left out "
+        "(dropped_by_reason teacher_race_missing).",
+        "teacher_experience": "AER experiencek of the class's teacher: years of teaching "
+        "experience.",
     }
-    if not merge_aide:
-        derivation["aide"] = "True for the regular-with-aide classes (AER stark regular+aide)."
     return {
         "name": NAME,
         "score_units": SCORE_UNITS,
         "score_range": [0, 100],
-        "student_covariates": ["free_lunch"],
+        "specification": f"krueger_column_{krueger_column}",
+        "specification_reason": (
+            "The covariates of Krueger (1999) Table V, kindergarten, column "
+            f"({krueger_column}) beside its school fixed effects: "
+            + ("none for the students, the aide for the classes."
+               if krueger_column == 2 else
+               "free lunch, white or Asian and girl for the students; the aide, a white "
+               "teacher and the teacher's experience for the classes.")
+            + " The teacher's master's degree (teacher_has_ma) is in every fit of the model."
+        ),
+        "student_covariates": list(specification["student_covariates"]),
+        "class_covariates": list(specification["class_covariates"]),
+        "class_effect_sd": "free",
         "optional_covariates": ["race"],
         "ability": "normal",
         "ability_reason": (
@@ -133,13 +150,12 @@ def star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge
             "analyses use the normal alternative for the score's unexplained part."
         ),
         "race_codes": race_codes,
-        "merge_aide": bool(merge_aide),
         "description": (
             "The kindergarten year (1985-86) of Project STAR: students and teachers of "
             "79 Tennessee schools randomly assigned, within school, to small classes, "
             "regular classes or regular classes with a full-time aide. Classes are "
             "teachers. There is no family income in these data; free-lunch status is "
-            "the student covariate."
+            "the measure of family circumstances."
         ),
         "derivation": derivation,
         "counts": counts,
@@ -177,8 +193,8 @@ def star_metadata(kept, classes, aide, teachers, fragments, dropped, join, merge
 
 def summary_text(metadata: dict[str, Any]) -> str:
     """The lines ``classsize star`` prints: what was kept and dropped, the classes and
-    schools, and the mean percentile by class size (and type, when aide classes are
-    kept apart)."""
+    schools, the mean percentile by class size and by class type, and the
+    specification declared."""
     c, s = metadata["counts"], metadata["summary"]
     dropped = ", ".join(f"{k} {v}" for k, v in c["dropped_by_reason"].items() if v)
     lines = [
@@ -190,9 +206,14 @@ def summary_text(metadata: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_size"].items())
         + f" (naive SMALL - LARGE: {s['naive_difference_small_minus_large']:+.1f})",
     ]
-    if not metadata["merge_aide"]:
-        lines.append(
-            "mean percentile by class type: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_type"].items())
-        )
+    lines.append(
+        "mean percentile by class type: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in s["mean_percentile_by_class_type"].items())
+    )
+    lines.append(
+        f"specification {metadata['specification']}: student covariates "
+        f"{', '.join(metadata['student_covariates']) or 'none'}; class covariates "
+        f"{', '.join(metadata['class_covariates']) or 'none'}; class effects "
+        f"{metadata['class_effect_sd']}"
+    )
     return "\n".join(lines)
