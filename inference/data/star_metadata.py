@@ -8,7 +8,8 @@ comparison of class sizes (``summary``), the join of the two sources and its che
 (``sources``).  It declares the fit's specification: ``specification``
 (``"krueger_column_2"`` or ``"krueger_column_4"``), that column's
 ``student_covariates`` and ``class_covariates``, and ``class_effect_sd: "free"`` (a
-class effect per teacher, its sd sampled).  :func:`summary_text` is the few lines of
+class effect per teacher, its sd sampled) and ``score_scale`` (:data:`STAR_SCORE_SCALE`:
+the priors on the percentile scale).  :func:`summary_text` is the few lines of
 it the command prints.
 """
 
@@ -58,6 +59,18 @@ SOURCES = [
 
 def _class_type(kept: pd.DataFrame) -> pd.Series:
     return kept["stark"].map({"small": "small", "regular": "regular", "regular+aide": "regular_aide"})
+
+
+#: The STAR scores' unit against the simulation's (dataset.json ``score_scale``): the
+#: within-class score sd of the tables, 21.7 percentile points, over the simulation's
+#: 7.4 points (``Config()``), rounded.
+STAR_SCORE_SCALE = 3.0
+
+
+def within_class_sd(students) -> float:
+    """The root mean square of the scores about their class means."""
+    centred = students["test_score"] - students.groupby("class_id")["test_score"].transform("mean")
+    return float((centred**2).mean() ** 0.5)
 
 
 def star_metadata(kept, classes, teachers, fragments, dropped, join, krueger_column: int,
@@ -143,6 +156,16 @@ def star_metadata(kept, classes, teachers, fragments, dropped, join, krueger_col
         "student_covariates": list(specification["student_covariates"]),
         "class_covariates": list(specification["class_covariates"]),
         "class_effect_sd": "free",
+        "class_effect_sd_reason": (
+            "Kindergarten classes were assigned whole, and the students of a class share a "
+            "teacher: each class gets an effect, its sd sampled."
+        ),
+        "score_scale": STAR_SCORE_SCALE,
+        "score_scale_reason": (
+            f"Percentile points: the within-class score sd is {within_class_sd(kept):.1f}, about "
+            f"{STAR_SCORE_SCALE:g} times the simulation's (7.4), so every prior in score points is "
+            f"{STAR_SCORE_SCALE:g} times wider (the school effects' range among them)."
+        ),
         "optional_covariates": ["race"],
         "ability": "normal",
         "ability_reason": (
