@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpyro
 
 from .coordinates import centred, log_standard_normal, standard, truncated_normal
-from .pilot import group_extremes
+from .groups import group_extremes
 
 
 def class_levels(priors, pilot, data, residual, width, beta_a, windowed: bool, noise_sd=None):

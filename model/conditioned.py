@@ -139,7 +139,8 @@ from .pieces import (
 from .classrooms import class_levels
 from .coordinates import centred, standard
 from .noise import NoisyUniformScore, check_noise_ability, noisy_small_probability
-from .pilot import SCORE_EFFECTS, Pilot, group_extreme, group_extremes, pilot_estimates, prior_variance
+from .groups import group_extreme, group_extremes
+from .pilot import SCORE_EFFECTS, Pilot, pilot_estimates, prior_variance
 
 #: Score weights sampled (if not pinned) as plain sites.
 SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")

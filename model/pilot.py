@@ -10,12 +10,9 @@ the conditioned model (:mod:`classsize.model.conditioned`) samples.
 * the assignment rule's coefficients by a ridge linear-probability regression of
   SMALL on race, income and the pilot :math:`U_i` (REGULAR cohort);
 * the race, MA and EXPERIMENTAL probabilities from their counts;
-* the **group layouts** (:class:`Groups`): the students of each school, and the SMALL
-  and LARGE REGULAR students of each race, as padded index matrices.  The conditioned
-  density takes its extremes (a school's highest and lowest residual, a race's lowest
-  and highest assignment term) over these rows with dense reductions
-  (:func:`group_extreme`), which are much cheaper to differentiate than scatter-based
-  segment reductions.
+* the **group layouts** (:class:`~classsize.model.groups.Groups`): the students of
+  each school and of each class, and the SMALL and LARGE REGULAR students of each race,
+  as padded index matrices (:mod:`classsize.model.groups`).
 
 None of these values changes the posterior: the centres and scales enter through
 affine changes of variables whose Jacobians the model adds, and the layouts only
@@ -34,6 +31,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .design import Design
+from .groups import Groups, bucket, group_layout
 from .pieces import class_effects_on, noise_free, pinned
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
@@ -46,65 +44,6 @@ _PILOT_P_MIN_RANGE = (0.01, 0.3)
 #: ... and of the sd of its logarithm.
 _PILOT_LOG_P_MIN_SCALE_RANGE = (0.05, 0.5)
 
-
-
-class Groups(NamedTuple):
-    """Members of each group as a padded index matrix: row ``g`` lists the students of
-    group ``g`` in ``members[g, :]`` where ``valid[g, :]`` (padding repeats index 0)."""
-
-    members: jax.Array  # int32 (groups, width)
-    valid: jax.Array  # bool (groups, width)
-
-
-def group_layout(group, n_groups: int, include=None) -> Groups:
-    """The :class:`Groups` of concrete group labels ``group`` (numpy), keeping only the
-    students where ``include`` (rows as wide as the largest group; :func:`padded_alike`
-    widens the layouts of several datasets to stack them)."""
-    group = np.asarray(group)
-    keep = np.ones(group.shape, bool) if include is None else np.asarray(include, bool)
-    idx = np.flatnonzero(keep)
-    counts = np.bincount(group[idx], minlength=n_groups)[:n_groups]
-    width = max(1, int(counts.max(initial=0)))
-    order = idx[np.argsort(group[idx], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    members = np.zeros((n_groups, width), np.int32)
-    valid = np.zeros((n_groups, width), bool)
-    for g in range(n_groups):
-        rows = order[starts[g]:starts[g] + counts[g]]
-        members[g, : rows.size] = rows
-        valid[g, : rows.size] = True
-    return Groups(jnp.asarray(members), jnp.asarray(valid))
-
-
-def group_extreme(values, groups: Groups, largest: bool, evaluate=None):
-    """The largest (or smallest) of ``values`` over each group; ``-inf`` (``+inf``) for
-    an empty group.
-
-    The member attaining the extreme is found without gradient (by two plain
-    reductions: the extreme, then the largest member index attaining it), and the
-    extreme is ``evaluate(members)`` (``values[members]`` by default) at those members
-    only: its derivative is that of the attaining member's value (the derivative of
-    the extreme wherever one member attains it), and a caller that can compute the
-    value of a few members directly keeps the derivative away from the whole array.
-    """
-    return group_extremes(values, groups, evaluate, which=(largest,))[0]
-
-
-def group_extremes(values, groups: Groups, evaluate=None, which=(False, True)):
-    """:func:`group_extreme` for each of ``which`` (False: smallest, True: largest),
-    sharing one gather of ``values``."""
-    v = jax.lax.stop_gradient(values)[groups.members]
-    nonempty = jnp.any(groups.valid, axis=-1)
-    out = []
-    for largest in which:
-        fill = -jnp.inf if largest else jnp.inf
-        masked = jnp.where(groups.valid, v, fill)
-        extreme = jnp.max(masked, axis=-1) if largest else jnp.min(masked, axis=-1)
-        who = jnp.max(jnp.where(masked == extreme[..., None], groups.members, -1), axis=-1)
-        who = jnp.maximum(who, 0)
-        value = values[who] if evaluate is None else evaluate(who)
-        out.append(jnp.where(nonempty, value, fill))
-    return out
 
 
 class Pilot(NamedTuple):
@@ -272,20 +211,13 @@ def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ab
 LAYOUTS = ("schools", "small_by_race", "large_by_race", "classes")
 
 
-def _bucket(width: int) -> int:
-    """``width`` rounded up to a multiple of a quarter of the power of two at or below
-    it (at most 25% more), so that stacks of different datasets share few shapes."""
-    step = max(1, 2 ** (int(width).bit_length() - 3))
-    return -(-int(width) // step) * step
-
-
 def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
     """The pilots with their group layouts padded to common row widths, so they stack.
 
     The widths are rounded up (:func:`_bucket`): the batches of a study then have one
     of a few shapes, and each shape is compiled once.  Padding does not change the
     group extremes (padded members are not valid)."""
-    widths = {name: _bucket(max(int(getattr(p, name).members.shape[-1]) for p in pilots)) for name in LAYOUTS}
+    widths = {name: bucket(max(int(getattr(p, name).members.shape[-1]) for p in pilots)) for name in LAYOUTS}
 
     def pad(groups: Groups, width: int) -> Groups:
         extra = width - int(groups.members.shape[-1])

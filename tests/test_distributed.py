@@ -113,7 +113,7 @@ def test_padding_group_layouts_changes_no_extreme():
     import jax
     import jax.numpy as jnp
 
-    from classsize.model.pilot import Groups, _bucket, group_extremes, group_layout
+    from classsize.model.groups import Groups, bucket as _bucket, group_extremes, group_layout
 
     assert [_bucket(w) for w in (1, 7, 9, 100, 113, 129, 300)] == [1, 7, 10, 112, 128, 160, 320]
     assert all(w <= _bucket(w) <= 1.25 * w for w in range(1, 2000))
