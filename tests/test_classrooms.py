@@ -123,7 +123,9 @@ def test_fits_recover_the_class_effects(fits):
     """The free sd's 90% interval holds the realised sd of the class effects (it
     misses with probability about 10% if calibrated; seed fixed: it holds), its
     intraclass correlation is reported, and the direct effect's interval holds the
-    truth; pinned at 0 the interval is narrower (0.70 against 0.83 here)."""
+    truth; pinned at 0 the interval is narrower (0.70 against 0.83 here).  The naive
+    regression sees class effects too (its sd's interval, 0.39 to 2.21 here, stays
+    away from 0), though its confounded residual need not give their sd."""
     data, r = fits
     realised = np.std(list(data.truth["class_effects"].values()), ddof=1)
     free = r["free"]
@@ -138,8 +140,8 @@ def test_fits_recover_the_class_effects(fits):
     zero = r["zero"]
     assert not zero.classrooms
     assert zero.estimand_summaries["small_class_direct_effect"]["sd"] < 0.95 * direct["sd"]
-    naive = r["naive"].classrooms["class_effect_sd"]
-    assert naive["q05"] < realised < naive["q95"], (naive, realised)
+    naive = r["naive"].classrooms["class_effect_sd"]  # (confounded: its sd need not cover)
+    assert naive["q05"] > 0.2 and naive["q95"] < 3 * realised, (naive, realised)
 
 
 def test_do_with_fresh_or_observed_classes(fits):
