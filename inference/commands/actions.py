@@ -153,6 +153,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from classsize.inference.analyses.registry import get_analysis
 
     analysis = get_analysis(args.analysis)
+    if args.class_effects is not None:
+        analysis = analysis.with_class_effects(args.class_effects)
+    analysis = analysis.knowing(config)
     try:
         analysis.check_design(config, sbc=args.from_prior)
     except ValueError as e:
@@ -176,7 +179,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             announce(f"recover {args.analysis}: {args.datasets} datasets, each {args.chains} chain(s) x "
                      f"({args.warmup} warm-up + {args.samples} draws), "
                      f"{getattr(runner, 'description', 'in this process')}", args.quiet)
-            result = run_study(args.analysis, args.datasets, config=config, from_prior=args.from_prior,
+            result = run_study(analysis, args.datasets, config=config, from_prior=args.from_prior,
                                seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
                                batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
                                resume=args.resume, runner=runner,

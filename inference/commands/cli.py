@@ -153,6 +153,10 @@ def _add_recover_parser(sub) -> None:
     _add_sampler_args(p, seed_help="dataset k is simulated with seed SEED+k")
     p.add_argument("--batch-size", type=int, default=None,
                    help="datasets fitted in one compiled call (default: 4 per device)")
+    p.add_argument("--class-effects", type=_sd_or_free, default=None, metavar="SD",
+                   help="the class (teacher) effects' sd in the fits: a number pins it (0: no class effects), "
+                        "'free' samples it (default: free when the configuration's class_effect_sd is above 0, "
+                        "else 0)")
     p.add_argument("--rank-draws", type=int, default=RANK_DRAWS,
                    help=f"posterior draws (thinned evenly) the SBC rank is taken among (default: {RANK_DRAWS})")
     p.add_argument("--scheduler", metavar="ADDRESS",

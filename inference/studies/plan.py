@@ -96,13 +96,16 @@ class StudyPlan:
     def manifest(self) -> dict[str, Any]:
         """The plan as JSON-ready values, with the software versions and a hash of both
         (``plan_hash``: the first 16 hex digits of the SHA-256 of the body's sorted JSON,
-        where the analysis is its name and the configuration the hash of its TOML text)."""
+        where the analysis is its name, with its class effects' setting when it has one, and
+        the configuration the hash of its TOML text)."""
         body = {"format_version": FORMAT_VERSION, "format": BATCH_FORMAT, "model": self.analysis.name,
                 "mode": self.mode, "datasets": self.n_datasets, "seed": self.seed, "chains": self.chains,
                 "warmup": self.warmup, "samples": self.samples, "batch_size": self.batch_size,
                 "rank_draws": self.rank_draws,
                 "config_hash": hashlib.sha256(self.config.to_toml().encode()).hexdigest()[:16],
                 "versions": software_versions()}
+        if self.analysis.class_effects is not None:  # (absent: the hash of a study without class effects)
+            body["class_effects"] = self.analysis.class_effects
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return {**body, "plan_hash": digest, "config": self.config.to_dict()}
 
@@ -157,8 +160,8 @@ def read_manifest(out: str | Path) -> dict | None:
 #: Manifest fields compared on resuming, with the option that sets each.
 _COMPARED = {"model": "--model", "mode": "--from-prior", "datasets": "--datasets", "seed": "--seed",
              "chains": "--chains", "warmup": "--warmup", "samples": "--samples", "batch_size": "--batch-size",
-             "rank_draws": "--rank-draws", "config_hash": "--config", "format": "batch file format",
-             "versions": "software versions"}
+             "rank_draws": "--rank-draws", "config_hash": "--config", "class_effects": "--class-effects",
+             "format": "batch file format", "versions": "software versions"}
 
 
 def manifest_differences(old: dict, new: dict, fields=None) -> list[str]:
