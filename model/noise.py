@@ -6,6 +6,16 @@ ability only (:func:`check_noise_ability`, the one home of that rule).  Given a 
 score, the REGULAR cohort's assignment rule is averaged over ability's truncated
 normal distribution given the score (:func:`expected_clipped_rule`).  The
 differences of normal CDFs are taken in log space in both tails.
+
+**What noise breaks.**  Without noise, given the parameters each student's ability part
+:math:`U_i` is read off her score exactly and lies in [0, W], and under the model the
+:math:`U_i` are independent Uniform(0, W): a share :math:`2b` of them falls in the
+edge bands :math:`[0, bW) \cup (W - bW, W]` (:data:`EDGE_BAND` :math:`= b`).  Noise
+softens the edges: each school's extreme scores then stretch :math:`W` over a ramp
+where few students lie, and the share in the bands falls well below :math:`2b`.
+:func:`edge_share` is that share, recorded for each posterior draw by the noise-free
+model (site ``ability_edge_share``), and the posterior predictive check of
+:mod:`classsize.inference.fit.checks` compares it with replicated data.
 """
 
 from __future__ import annotations
@@ -17,6 +27,17 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from .pieces import Observed, regular_small_probability
+
+
+#: The half-share :math:`b` of [0, W] at each edge that :func:`edge_share` counts.
+EDGE_BAND = 0.025
+
+
+def edge_share(ability_uniform, width):
+    """The share of students whose ability part lies within ``EDGE_BAND * width`` of 0
+    or of ``width`` (:math:`2b` in expectation under the noise-free uniform model)."""
+    u = ability_uniform / width
+    return jnp.mean((u < EDGE_BAND) | (u > 1.0 - EDGE_BAND))
 
 
 def check_noise_ability(noisy: bool, ability: str) -> None:

@@ -92,7 +92,12 @@ def test_cli_fit_writes_summary_json_of_the_documented_shape(small_data, tmp_pat
     out = capsys.readouterr().out
     assert code == 0
     s = json.loads((run / "summary.json").read_text())
-    assert set(s) == {"format_version", "analysis", "estimands", "diagnostics", "warnings", "provenance"}
+    assert set(s) == {"format_version", "analysis", "estimands", "diagnostics", "checks", "warnings", "provenance"}
+    # the randomized analysis has noise-free uniform ability and no class effects here
+    assert set(s["checks"]) == {"score_edges", "class_effects"}
+    for check in s["checks"].values():
+        assert set(check) == {"statistic", "expected", "p_value", "threshold", "fired", "meaning", "fix"}
+        assert not check["fired"], check
     assert s["analysis"] == "randomized" and s["format_version"] == 2
     assert set(s["estimands"]) == {"small_class_direct_effect", "small_class_total_effect", "teacher_ma_effect"}
     for v in s["estimands"].values():

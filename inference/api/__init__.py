@@ -36,7 +36,7 @@ from importlib import import_module
 #: where each name of the API lives: (module, attribute)
 _NAMES = {
     "fit": ("classsize.inference.fit.result", "fit"),
-    "load_run": ("classsize.inference.fit.result", "load_run"),
+    "load_run": ("classsize.inference.fit.runs", "load_run"),
     "FitResult": ("classsize.inference.fit.result", "FitResult"),
     "compare": ("classsize.inference.commands.compare", "compare"),
     "Comparison": ("classsize.inference.commands.compare", "Comparison"),

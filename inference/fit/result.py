@@ -5,7 +5,7 @@ A :class:`FitResult` holds the ArviZ InferenceData (an ``xarray.DataTree``;
 constant data), the estimand summary, the sampler's diagnostics and the run's
 provenance.  Sampler trouble is reported, never hidden: divergences, an R-hat above
 1.01 or a bulk ESS below 400 for an estimand each give a warning line, and ``strict``
-turns them into a failure.  :func:`load_run` reads a written run folder back.
+turns them into a failure.  :func:`~.runs.load_run` reads a written run folder back.
 
 ``summary.json`` has exactly this shape::
 
@@ -15,10 +15,14 @@ turns them into a failure.  :func:`load_run` reads a written run folder back.
                    "teacher_ma_effect": S},
      "diagnostics": {"divergences": int, "max_r_hat": float, "min_ess_bulk": float,
                      "seconds": float},
+     "checks": {"score_edges": C, "class_effects": C},
      "warnings": [str, ...],
      "provenance": P}
 
-where each ``S`` is ``{"mean", "sd", "q05", "q95", "r_hat", "ess_bulk"}`` (``q05`` and
+with ``"classrooms": {"class_effect_sd": S, "intraclass_correlation": S}`` after the
+estimands when the fit has class effects, ``"checks"`` only the model checks that
+apply (:mod:`.checks`; each ``C`` is ``{"statistic", "expected", "p_value",
+"threshold", "fired", "meaning", "fix"}``), where each ``S`` is ``{"mean", "sd", "q05", "q95", "r_hat", "ess_bulk"}`` (``q05`` and
 ``q95`` bound the 90% equal-tailed interval, the one interval of every summary) and
 ``P`` is what the root of ``posterior.nc`` holds too: ``classsize_version``,
 ``format_version``, ``analysis``, ``settings`` (ability, score noise, the NUTS
@@ -44,8 +48,9 @@ from classsize.inference.analyses.base import Problem
 
 from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.diagnostics import one_fit, sampler_warnings
+from classsize.inference.fit.checks import model_checks
 from classsize.inference.fit.idata import inference_data, write_netcdf
-from classsize.inference.outputs import FORMAT_VERSION, Progress, check_format, package_version, write_together
+from classsize.inference.outputs import FORMAT_VERSION, Progress, package_version, write_together
 from classsize.inference.engine.sampling import ChainRunner, Draws
 from classsize.inference.engine.settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from classsize.inference.data.sources import as_loaded, fingerprint, source_label
@@ -73,6 +78,9 @@ class FitResult:
     #: (:data:`CLASSROOM_QUANTITIES`), as of the estimands; empty without
     classrooms: dict = field(default_factory=dict)
     sampler: dict = field(default_factory=dict)
+    #: the model checks run after the fit (:mod:`.checks`), by name: their statistic,
+    #: expected value, p-value, threshold, whether they fired, meaning and fix
+    checks: dict = field(default_factory=dict)
     #: the run's settings, seed, versions and data fingerprint (see the module's docstring)
     provenance: dict = field(default_factory=dict)
     #: why a loaded run has no model bound to its data (``problem`` None); "" otherwise
@@ -98,6 +106,7 @@ class FitResult:
             "estimands": self.estimand_summaries,
             **({"classrooms": self.classrooms} if self.classrooms else {}),
             "diagnostics": self.diagnostics,
+            **({"checks": self.checks} if self.checks else {}),
             "warnings": list(self.warnings),
             "provenance": self.provenance,
         }
@@ -306,6 +315,9 @@ def fit(
     result = result_from_draws(problem, draws, time.perf_counter() - start, truth=loaded.truth,
                                posterior_predictive=posterior_predictive, seed=seed, provenance=provenance)
     result.units = str(loaded.metadata.get("score_units", "points"))
+    checks = model_checks(problem, result.idata["posterior"].data_vars, seed=seed)
+    result.checks = {name: c.as_dict() for name, c in checks.items()}
+    result.warnings += [c.line(spec.name) for c in checks.values() if c.fired]
     return result
 
 
@@ -340,60 +352,3 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
                       "compile_seconds": draws.compile_seconds, "sampling_seconds": draws.seconds}
     result.warnings = sampler_warnings(problem.name, diag)
     return result
-
-
-@float64
-def load_run(run_dir: str | Path) -> FitResult:
-    """The :class:`FitResult` of a run folder written by ``classsize fit`` (or
-    :meth:`FitResult.write`): summary, plots and the posterior without fitting again.
-
-    A folder of another output format is refused in one line (:func:`~.outputs.check_format`).
-    ``do()`` needs the model bound to the data: it is rebuilt from the data folder named
-    in the run's provenance when that folder still holds the same data (same
-    fingerprint); otherwise ``problem`` is None and ``do()`` says why.
-    """
-    import xarray as xr
-
-    from classsize.inference.outputs import UsageError
-
-    run = Path(run_dir)
-    summary_path = run / "summary.json"
-    if not run.is_dir() or not summary_path.is_file() or not (run / "posterior.nc").is_file():
-        raise UsageError(f"{run}: not a run folder (it needs {' and '.join(RUN_FILES)})")
-    try:
-        doc = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{summary_path}: not readable as JSON ({e})") from None
-    check_format(summary_path, doc.get("format_version") if isinstance(doc, dict) else None)
-    with xr.open_datatree(run / "posterior.nc", engine="netcdf4") as opened:
-        tree = opened.load()
-    check_format(run / "posterior.nc", tree.attrs.get("format_version"))
-    provenance = doc.get("provenance", {})
-    estimands = {k: tree["posterior"][k].values for k in doc["estimands"]}
-    problem, truth, units, unbound = _rebuild_problem(provenance)
-    result = FitResult(doc["analysis"], tree, estimands, doc["diagnostics"], truth, problem,
-                       provenance=provenance, estimand_summaries=doc["estimands"],
-                       classrooms=doc.get("classrooms", {}), units=units, unbound=unbound)
-    result.warnings = list(doc.get("warnings", []))
-    return result
-
-
-def _rebuild_problem(provenance: dict):
-    """``(problem, truth, units, why not)`` of the run's data when its folder still holds them."""
-    from classsize.inference.data.read import load_dataset
-
-    source = provenance.get("data_source", "")
-    try:
-        loaded = load_dataset(source)
-    except Exception as e:  # the folder moved, changed or was given as tables
-        return None, None, "points", f"its data ({source}) cannot be read again: {e}"
-    if fingerprint(loaded) != provenance.get("data_fingerprint"):
-        return None, None, "points", f"its data folder {source} no longer holds the data it was fitted to"
-    settings = provenance.get("settings", {})
-    spec = get_analysis(provenance["analysis"])
-    if settings.get("score_noise") is not None:
-        spec = spec.with_score_noise(settings["score_noise"])
-    if settings.get("class_effects") is not None:
-        spec = spec.with_class_effects(settings["class_effects"])
-    return (spec.problem(loaded, ability=settings.get("ability", "uniform")), loaded.truth,
-            str(loaded.metadata.get("score_units", "points")), "")
