@@ -132,3 +132,43 @@ def test_score_edge_check_false_alarms_and_power_slow():
         print(f"noise sd {sd}: score edges fired {noisy.count('score_edges')}/30")
         if sd == 2.0:
             assert noisy.count("score_edges") >= 27
+
+
+@pytest.mark.slow  # the free-noise model's compilation and sampling: about 2 minutes on 2 cores
+def test_compare_sets_noise_free_and_free_noise_side_by_side(tmp_path):
+    """``compare(..., score_noise=[0, "free"])`` (``classsize compare --score-noise
+    0,free``) fits each analysis with a noise parameter at both settings, named
+    ``NAME_noise_0`` and ``NAME_noise_free``; the table carries each fit's check
+    p-values and which fired: on noisy scores (sd 2) the noise-free fit's score-edge
+    check fires and the free-noise fit has none to run."""
+    from classsize.inference.commands.compare import compare
+
+    folder = _folder(tmp_path, "noisy", SMALL.replace(score_noise_sd=2.0), 4)
+    comparison = compare(folder, ("randomized",), score_noise=[0.0, "free"], chains=1, warmup=150, samples=200)
+    assert list(comparison.results) == ["randomized_noise_0", "randomized_noise_free"]
+    table = comparison.summary().drop_duplicates("analysis").set_index("analysis")
+    assert table.loc["randomized_noise_0", "checks_fired"] == "score_edges"
+    assert table.loc["randomized_noise_0", "check_score_edges_p"] < EDGE_THRESHOLD
+    assert np.isnan(table.loc["randomized_noise_free", "check_score_edges_p"])
+    assert table.loc["randomized_noise_free", "checks_fired"] == ""
+
+
+def test_compare_parses_several_noise_settings(tmp_path, capsys):
+    """``--score-noise 0,free`` is read as two settings for compare (one for fit), and a
+    bad one among them is refused in one line, exit 2, before anything runs."""
+    from classsize.inference.commands.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["compare", "D", "--out", "O", "--score-noise", "0,free"])
+    assert args.score_noise == [0.0, "free"]
+    assert parser.parse_args(["compare", "D", "--out", "O", "--score-noise", "2"]).score_noise == 2.0
+    folder = _folder(tmp_path, "d", SMALL, 1)
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(folder), "--out", str(tmp_path / "o"), "--score-noise", "0,lots"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--score-noise" in err[0] and "'lots'" in err[0], err
+    assert main(["compare", str(folder), "--out", str(tmp_path / "o"), "--score-noise", "0,free",
+                 "--ability", "normal"]) == 2
+    assert "uniform ability only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -215,15 +215,16 @@ def _check_noise_args(args: argparse.Namespace, models) -> None:
 
     if args.score_noise is None:
         return
-    try:
-        check_noise_ability(args.score_noise != 0, args.ability or "uniform")
-    except ValueError as e:
-        raise UsageError(f"--score-noise: {e}") from None
-    refusals = []
-    for name in models:
+    for noise in args.score_noise if isinstance(args.score_noise, list) else [args.score_noise]:
         try:
-            get_analysis(name).with_score_noise(args.score_noise)
-        except NoNoiseParameter as e:
-            refusals.append(str(e))
-    if len(refusals) == len(models):
-        raise UsageError(f"--score-noise: {'; '.join(refusals)}")
+            check_noise_ability(noise != 0, args.ability or "uniform")
+        except ValueError as e:
+            raise UsageError(f"--score-noise: {e}") from None
+        refusals = []
+        for name in models:
+            try:
+                get_analysis(name).with_score_noise(noise)
+            except NoNoiseParameter as e:
+                refusals.append(str(e))
+        if len(refusals) == len(models):
+            raise UsageError(f"--score-noise: {'; '.join(refusals)}")

@@ -74,6 +74,12 @@ def _sd_or_free(text: str) -> float | str:
     return value
 
 
+def _sd_or_free_list(text: str) -> float | str | list:
+    """One sd (see :func:`_sd_or_free`) or several, comma-separated (``0,free``)."""
+    values = [_sd_or_free(part.strip()) for part in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
 def _version() -> str:
     from classsize.inference.outputs import package_version
 
@@ -102,14 +108,16 @@ def _add_sampler_args(p: argparse.ArgumentParser, seed_help: str | None = None) 
                    help=seed_help or "seed of the chains (chain c starts from key c of PRNGKey(SEED) split)")
 
 
-def _add_fit_args(p: argparse.ArgumentParser) -> None:
+def _add_fit_args(p: argparse.ArgumentParser, several_noises: bool = False) -> None:
     _add_sampler_args(p)
     p.add_argument("--ability", choices=["uniform", "normal"], default=None,
                    help="distribution of ability's unobserved part in the structural/randomized models "
                         "(default: the data folder's dataset.json, else uniform)")
-    p.add_argument("--score-noise", type=_sd_or_free, default=None, metavar="SD",
+    p.add_argument("--score-noise", type=_sd_or_free_list if several_noises else _sd_or_free, default=None,
+                   metavar="SD[,SD...]" if several_noises else "SD",
                    help="the scores' measurement-noise sd in the structural/randomized models: a number pins "
-                        "it, 'free' samples it (default: the folder's declared noise, else 0)")
+                        "it, 'free' samples it (default: the folder's declared noise, else 0)"
+                        + ("; several, comma-separated (0,free), fit each side by side" if several_noises else ""))
     p.add_argument("--class-effects", type=_sd_or_free, default=None, metavar="SD",
                    help="the class (teacher) effects' sd: a number pins it (0: no class effects), 'free' samples "
                         "it (default: the folder's dataset.json class_effect_sd; a simulated folder with class "
@@ -133,7 +141,7 @@ def _add_fit_parsers(sub) -> None:
                                    "for each, comparison.csv and forest.png.")
     p.add_argument("data_dir", help="data folder (students.csv, classes.csv), or FOLDER#K")
     p.add_argument("--out", required=True, help="folder for the run folders, comparison.csv and the plots")
-    _add_fit_args(p)
+    _add_fit_args(p, several_noises=True)
     p.set_defaults(func=cmd_compare)
 
 

@@ -56,8 +56,10 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
     An analysis the data cannot support (:meth:`~.analysis.Analysis.check`: no students
     of its cohort) is skipped, with the reason in ``skipped``; when none can be fitted
     the data are refused (:class:`~.data.DataError`).  ``score_noise`` applies to the
-    analyses with a measurement-noise parameter, ``class_effects`` to every analysis
-    (see :func:`~.fit.fit`).  ``report`` (the command line's) is
+    analyses with a measurement-noise parameter: one setting, or a list of them (such
+    as ``[0, "free"]``), each fitted side by side as ``NAME_noise_SETTING``;
+    ``class_effects`` applies to every analysis (see :func:`~.fit.fit`).  ``report``
+    (the command line's) is
     told ``start(fitted, skipped, loaded, runner)``, then ``before(name, runner)`` and
     ``done(name, result)`` around each fit.
     """
@@ -77,14 +79,22 @@ def compare(data, analyses=ANALYSES, classes=None, *, chains=DEFAULT_CHAINS, war
     runner = ChainRunner(chains, warmup, samples)
     report = report or _Silent()
     report.start(fitted, skipped, loaded, runner)
+    settings = list(score_noise) if isinstance(score_noise, (list, tuple)) else [score_noise]
     results = {}
     for name in fitted:
-        report.before(name, runner)
-        noise = score_noise if _has_noise_parameter(get_analysis(name), score_noise) else None
-        results[name] = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed,
-                            ability=ability, score_noise=noise, class_effects=class_effects, runner=runner)
-        report.done(name, results[name])
+        noises = [v for v in settings if _has_noise_parameter(get_analysis(name), v)] or [None]
+        for noise in noises:
+            label = name if len(noises) == 1 else f"{name}_noise_{_noise_tag(noise)}"
+            report.before(label, runner)
+            results[label] = fit(loaded, name, chains=chains, warmup=warmup, samples=samples, seed=seed,
+                                 ability=ability, score_noise=noise, class_effects=class_effects, runner=runner)
+            report.done(label, results[label])
     return Comparison(results, skipped)
+
+
+def _noise_tag(noise) -> str:
+    """A noise setting as it names a run folder: ``free``, ``declared`` (None) or the sd."""
+    return "declared" if noise is None else str(noise) if isinstance(noise, str) else f"{float(noise):g}"
 
 
 def _has_noise_parameter(analysis, score_noise) -> bool:
@@ -104,6 +114,9 @@ def comparison_table(results: dict[str, FitResult]):
     for name, r in results.items():
         df = r.summary().reset_index()
         df.insert(0, "analysis", name)
+        for check, c in r.checks.items():  # the model checks run after the fit
+            df[f"check_{check}_p"] = c["p_value"]
+        df["checks_fired"] = ", ".join(check for check, c in r.checks.items() if c["fired"])
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -163,13 +176,15 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
     warnings = []
     for name, r in results.items():
         r.write(out / name)
-        warnings += r.warnings
+        # each line names the run it is about (structural_noise_free, not structural)
+        warnings += [f"{name}:{w.removeprefix(r.model + ':')}" if w.startswith(r.model + ":") else w
+                     for w in r.warnings]
     table = comparison.summary()
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
     units = next(iter(results.values())).units
     save(comparison.plot(), out / "forest.png")
     for name, r in results.items():  # the posterior predictive check of the analysis of both cohorts
-        if get_analysis(name).cohort is None:
+        if get_analysis(r.model).cohort is None:
             save(ppc_plot(r.idata, units=units), out / f"ppc_{name}.png")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
