@@ -5,7 +5,8 @@ noise (:class:`NoisyUniformScore`), so noisy scores are conditioned on with unif
 ability only (:func:`check_noise_ability`, the one home of that rule).  Given a noisy
 score, the REGULAR cohort's assignment rule is averaged over ability's truncated
 normal distribution given the score (:func:`expected_clipped_rule`).  The
-differences of normal CDFs are taken in log space in both tails.
+differences of normal CDFs are taken from the tails each interval lies in
+(:func:`_mass`), in log space only where they underflow (:func:`_log_mass`).
 
 **What noise breaks.**  Without noise, given the parameters each student's ability part
 :math:`U_i` is read off her score exactly and lies in [0, W], and under the model the
