@@ -138,7 +138,7 @@ from .pieces import (
 )
 from .classrooms import class_levels
 from .coordinates import centred, standard
-from .noise import NoisyUniformScore, check_noise_ability, edge_share, noisy_small_probability
+from .noise import EDGE_SITE, NoisyUniformScore, check_noise_ability, edge_share, noisy_small_probability
 from .groups import group_extreme, group_extremes
 from .pilot import SCORE_EFFECTS, Pilot, pilot_estimates, prior_variance
 
@@ -193,7 +193,7 @@ def condition_on_data(design: Design, priors: Mapping[str, Distribution], data: 
     p.update(_assignment_rule(design, priors, pilot, data, ability_uniform, width if noisy else None))
     ability_uniform = ability_uniform()
     if uniform and not noisy:  # the statistic of the edge check (noise.edge_share)
-        numpyro.deterministic("ability_edge_share", edge_share(ability_uniform, width))
+        numpyro.deterministic(EDGE_SITE, edge_share(ability_uniform, width))
     _observations(design, p, data, ability_uniform, beta_a, width, uniform, noise_sd,
                   rule_has_ability=not (pinned(priors["regular_small_ability"])
                                         and bool(np.all(np.asarray(priors["regular_small_ability"].v) == 0))))

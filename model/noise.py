@@ -32,6 +32,9 @@ from .pieces import Observed, regular_small_probability
 
 #: The half-share :math:`b` of [0, W] at each edge that :func:`edge_share` counts.
 EDGE_BAND = 0.025
+#: The site the noise-free model records :func:`edge_share` in, at every draw (read by
+#: the check, kept out of the posterior's parameters)
+EDGE_SITE = "ability_edge_share"
 
 
 def edge_share(ability_uniform, width):

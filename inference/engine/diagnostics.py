@@ -10,6 +10,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from classsize.model.noise import EDGE_SITE
+
 R_HAT_MAX = 1.01
 ESS_MIN = 400.0
 
@@ -80,7 +82,8 @@ def one_fit(draws, k: int, analysis, quantities: Callable[[Mapping[str, np.ndarr
     sites = {n: v[k] for n, v in draws.sites.items()}
     stats = {n: v[k] for n, v in draws.stats.items()}
     q = dict(quantities(sites))
-    diag = fit_diagnostics(sites, q, stats["diverging"], stats["n_steps"],
+    parameters = {n: v for n, v in sites.items() if n != EDGE_SITE}  # (a model check's statistic)
+    diag = fit_diagnostics(parameters, q, stats["diverging"], stats["n_steps"],
                            analysis.kernel_settings.get("max_tree_depth", 10))
     return OneFit(sites, stats, q, diag)
 

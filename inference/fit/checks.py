@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from classsize.model.noise import EDGE_BAND
+from classsize.model.noise import EDGE_BAND, EDGE_SITE
 
 #: p-value below which the score-edge check fires (false alarms 0 in 300 noise-free
 #: datasets of the notebook's design; bench/README.md, "Model checks")
@@ -143,8 +143,8 @@ def model_checks(problem, sites: dict, seed: int = 0) -> dict[str, Check]:
     where the fit has none.  When both fire, the score edges' fix is to fit the class
     effects first."""
     out = {}
-    if "ability_edge_share" in sites:
-        out["score_edges"] = edge_check(sites["ability_edge_share"], problem.n_students)
+    if EDGE_SITE in sites:
+        out["score_edges"] = edge_check(sites[EDGE_SITE], problem.n_students)
     if not problem.analysis.class_effects_fitted():
         out["class_effects"] = class_check(problem.observed, seed)
     edges, classes = out.get("score_edges"), out.get("class_effects")

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from classsize.model.noise import EDGE_SITE
 from classsize.model.precision import float64
 
 from classsize.inference.analyses.base import Problem
@@ -315,9 +316,6 @@ def fit(
     result = result_from_draws(problem, draws, time.perf_counter() - start, truth=loaded.truth,
                                posterior_predictive=posterior_predictive, seed=seed, provenance=provenance)
     result.units = str(loaded.metadata.get("score_units", "points"))
-    checks = model_checks(problem, result.idata["posterior"].data_vars, seed=seed)
-    result.checks = {name: c.as_dict() for name, c in checks.items()}
-    result.warnings += [c.line(spec.name) for c in checks.values() if c.fired]
     return result
 
 
@@ -343,12 +341,16 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
     }
     provenance = dict(provenance or {})
     attrs = {k: (json.dumps(v) if isinstance(v, (dict, list)) or v is None else v) for k, v in provenance.items()}
-    idata = inference_data(problem, sites, stats, estimands, posterior_predictive=posterior_predictive,
-                           prior=posterior_predictive, seed=seed, attrs=attrs)
+    checks = model_checks(problem, sites, seed=seed)  # (their statistics are no parameters of the posterior)
+    idata = inference_data(problem, {k: v for k, v in sites.items() if k != EDGE_SITE}, stats, estimands,
+                           posterior_predictive=posterior_predictive, prior=posterior_predictive, seed=seed,
+                           attrs=attrs)
     result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem, provenance=provenance)
     result.estimand_summaries = summaries
     result.classrooms = classrooms
     result.sampler = {"mean_steps": diag["mean_steps"], "tree_depth_hits": diag["tree_depth_hits"],
                       "compile_seconds": draws.compile_seconds, "sampling_seconds": draws.seconds}
-    result.warnings = sampler_warnings(problem.name, diag)
+    result.checks = {name: c.as_dict() for name, c in checks.items()}
+    result.warnings = sampler_warnings(problem.name, diag) + [c.line(problem.name) for c in checks.values()
+                                                              if c.fired]
     return result
