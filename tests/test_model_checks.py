@@ -122,13 +122,13 @@ def test_score_edge_check_false_alarms_and_power_slow():
     from classsize.inference.studies.checks import check_rates
 
     structural = get_analysis("structural")
-    null = check_rates(structural, Config(), 300, seed=0)
+    null = check_rates(structural, Config(), 300, seed=5000)  # (the threshold was set on seeds 0-299)
     print(f"\nnoise-free: score edges fired {null.count('score_edges')}/300, "
           f"class effects {null.count('class_effects')}/300 ({null.seconds:.0f} s)")
     assert null.count("score_edges") <= 3
     assert null.count("class_effects") <= 4
     for sd in (1.0, 2.0, 3.0):
-        noisy = check_rates(structural, Config(score_noise_sd=sd), 30, seed=1000)
+        noisy = check_rates(structural, Config(score_noise_sd=sd), 30, seed=6000)
         print(f"noise sd {sd}: score edges fired {noisy.count('score_edges')}/30")
         if sd == 2.0:
             assert noisy.count("score_edges") >= 27
