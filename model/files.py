@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary file in the same folder, then rename."""
+"""Atomic output: a file (or a folder) is written under a temporary name beside its
+place, then renamed into it."""
 
 from __future__ import annotations
 
@@ -31,3 +32,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_folder(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a new temporary folder ``.NAME.tmp`` beside ``path``, then
+    rename it to ``path`` (which must not exist): the folder appears complete or not at
+    all.  A failure removes the temporary folder."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -39,6 +39,9 @@ METADATA_FILE = "dataset.json"
 TRUTH_FILE = "truth.json"
 STUDENTS_PARQUET = "students.parquet"
 CLASSES_PARQUET = "classes.parquet"
+#: The list of a folder of CSV replicates (``replicate_0000`` ...), written last: the
+#: replicates it names are complete.
+REPLICATE_LIST = "replicates.json"
 
 #: The columns of students.csv as the simulation writes them, in their order.
 STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "family_income", "race", "cohort"]

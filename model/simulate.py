@@ -239,7 +239,8 @@ def write_replicates(
 
     ``fmt="csv"``: one folder per dataset, ``replicate_0000`` ... under ``out_dir``
     (for one replicate, the files go into ``out_dir`` itself), the bytes of
-    :meth:`Dataset.write`.  ``fmt="parquet"``: ``students.parquet``,
+    :meth:`Dataset.write`, each folder renamed into place complete, then
+    ``replicates.json`` listing them all (:func:`~.writers.write_replicate_list`).  ``fmt="parquet"``: ``students.parquet``,
     ``classes.parquet`` and ``truth.json`` in ``out_dir`` (see
     :mod:`classsize.model.writers`).  Datasets are drawn ``batch_size`` at a time;
     the next batch is computed while the current one is written, and CSV folders are
@@ -271,7 +272,7 @@ def write_replicates(
             writers.truth_of(config, s, school_effect[i], estimands, config_dict, class_effects[i])
             for i, s in enumerate(seeds)
         ]
-        names = ["."] if replicates == 1 else [f"replicate_{a + i:04d}" for i in range(len(seeds))]
+        names = ["."] if replicates == 1 else [writers.replicate_name(a + i) for i in range(len(seeds))]
         writers.write_csv_folders(out, students, classes, truths, names, pool)
 
     try:
@@ -293,7 +294,13 @@ def write_replicates(
         written.result()
         if stacked is not None:
             stacked.close()
+        elif replicates > 1:
+            writers.write_replicate_list(out, config, [seed + k for k in range(replicates)])
     except BaseException:
+        # the writer threads stop (their queued work cancelled) before the files close
+        sink.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if stacked is not None:
             stacked.abort()
         raise

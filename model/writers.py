@@ -40,12 +40,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .config import Config
-from .files import atomic_write
+from .files import atomic_folder, atomic_write
 from .format import (
     CLASS_COLUMNS,
     CLASS_SIZES,
     CLASSES_FILE,
     CLASSES_PARQUET,
+    REPLICATE_LIST,
     COHORTS,
     FIRST_SCHOOL_ID,
     STUDENT_COLUMNS,
@@ -223,7 +224,9 @@ def write_csv_folders(
 ) -> None:
     """Write each replicate of a batch into its folder under ``out_dir``: classes.csv,
     students.csv and truth.json, the bytes of ``Dataset.write``.  ``truths`` and
-    ``folder_names`` are in the batch's replicate order."""
+    ``folder_names`` are in the batch's replicate order.  Each folder is written under a
+    temporary name and renamed into place (:func:`~.files.atomic_folder`), so a folder
+    ``replicate_NNNN`` is always complete (``"."`` writes into ``out_dir`` itself)."""
     out = Path(out_dir)
     b = len(folder_names)
     first = int(students["replicate"][0].as_py())
@@ -231,9 +234,7 @@ def write_csv_folders(
     s_bounds = _row_bounds(students["replicate"].to_numpy(), first, b)
     c_bounds = _row_bounds(classes["replicate"].to_numpy(), first, b)
 
-    def one(i: int) -> None:
-        folder = out / folder_names[i]
-        folder.mkdir(parents=True, exist_ok=True)
+    def files(i: int, folder: Path) -> None:
         c_bytes = _csv_bytes(cl.slice(c_bounds[i], c_bounds[i + 1] - c_bounds[i]), CLASS_COLUMNS)
         atomic_write(folder / CLASSES_FILE, lambda p: p.write_bytes(c_bytes))
         s_bytes = _csv_bytes(st.slice(s_bounds[i], s_bounds[i + 1] - s_bounds[i]), STUDENT_COLUMNS)
@@ -241,11 +242,36 @@ def write_csv_folders(
         t_text = json.dumps(truths[i], indent=2) + "\n"
         atomic_write(folder / TRUTH_FILE, lambda p: p.write_text(t_text))
 
+    def one(i: int) -> None:
+        if folder_names[i] == ".":
+            out.mkdir(parents=True, exist_ok=True)
+            files(i, out)
+        else:  # the replicate's folder appears complete or not at all
+            atomic_folder(out / folder_names[i], lambda folder: files(i, folder))
+
     if pool is None:
         for i in range(b):
             one(i)
     else:
         list(pool.map(one, range(b)))
+
+
+def replicate_name(k: int) -> str:
+    """The folder of replicate ``k`` (0-based) among several."""
+    return f"replicate_{k:04d}"
+
+
+def write_replicate_list(out_dir: str | Path, config: Config, seeds: Sequence[int], engine: str = "model") -> None:
+    """Write :data:`REPLICATE_LIST` into ``out_dir``: each replicate's folder and seed,
+    the engine and the configuration, once every replicate folder is in place."""
+    listing = {
+        "engine": engine,
+        "n_replicates": len(seeds),
+        "replicates": [{"folder": replicate_name(k), "seed": int(s)} for k, s in enumerate(seeds)],
+        "config": config.to_dict(),
+    }
+    text = json.dumps(listing, indent=1) + "\n"
+    atomic_write(Path(out_dir) / REPLICATE_LIST, lambda p: p.write_text(text))
 
 
 # ------------------------------------------------------------------ Parquet

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from classsize.inference.outputs import Progress, UsageError, announce, load_config, prepare_out_dir, run_plan
+from classsize.inference.outputs import Progress, UsageError, announce, load_config, run_plan
+from classsize.inference.publish import OutputFolder
 
 #: Seeds run from 0 to this (a study adds 2**32 to its simulation seeds for its fits).
 SEED_MAX = 2**62
@@ -31,57 +32,75 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.engine == "notebook" and config.class_effect_sd > 0:
         raise UsageError("--engine notebook has no class effects: the configuration's class_effect_sd must be 0 "
                          "(the model engine draws them)")
-    out = prepare_out_dir(args.out, args.force)
+    shown = Path(args.out)
     last = args.seed + args.replicates - 1
+    with OutputFolder(args.out, "simulate", force=args.force) as folder:
+        out = folder.path
+        if args.replicates > 1:
+            announce(f"simulating {args.replicates} datasets of {config.n_students} students "
+                     f"(seeds {args.seed}..{last}, {args.engine} engine) into {shown}", args.quiet)
+        if args.format == "parquet":
+            from classsize.model.simulate import write_replicates
+
+            write_replicates(out, config, args.seed, args.replicates, "parquet")
+            folder.commit()
+            print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) to "
+                  f"{shown / STUDENTS_PARQUET}, {shown / CLASSES_PARQUET}, {shown / TRUTH_FILE}")
+            return 0
+        if args.engine == "notebook":
+            from classsize.model.files import atomic_folder
+            from classsize.model.notebook import simulate_notebook
+            from classsize.model.writers import replicate_name, write_replicate_list
+
+            for k in range(args.replicates):
+                ds = simulate_notebook(config, args.seed + k)
+                if args.replicates == 1:
+                    ds.write(out)
+                else:
+                    atomic_folder(out / replicate_name(k), ds.write)
+            if args.replicates > 1:
+                write_replicate_list(out, config, [args.seed + k for k in range(args.replicates)], "notebook")
+        elif args.replicates == 1:
+            from classsize.model import simulate
+
+            ds = simulate(config, args.seed)
+            ds.write(out)
+        else:
+            from classsize.model.simulate import write_replicates
+
+            write_replicates(out, config, args.seed, args.replicates, "csv")
+        folder.commit()
     if args.replicates > 1:
-        announce(f"simulating {args.replicates} datasets of {config.n_students} students "
-                 f"(seeds {args.seed}..{last}, {args.engine} engine) into {out}", args.quiet)
-    if args.format == "parquet":
-        from classsize.model.simulate import write_replicates
-
-        write_replicates(out, config, args.seed, args.replicates, "parquet")
-        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) to "
-              f"{out / STUDENTS_PARQUET}, {out / CLASSES_PARQUET}, {out / TRUTH_FILE}")
-        return 0
-    if args.engine == "notebook":
-        from classsize.model.notebook import simulate_notebook
-
-        for k in range(args.replicates):
-            ds = simulate_notebook(config, args.seed + k)
-            ds.write(out if args.replicates == 1 else out / f"replicate_{k:04d}")
-    elif args.replicates == 1:
-        from classsize.model import simulate
-
-        ds = simulate(config, args.seed)
-        ds.write(out)
-    else:
-        from classsize.model.simulate import write_replicates
-
-        write_replicates(out, config, args.seed, args.replicates, "csv")
-    if args.replicates > 1:
-        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) under {out}")
+        print(f"wrote {args.replicates} datasets (seeds {args.seed}..{last}) under {shown}")
     else:
         print(ds.summary())
-        print(f"wrote {out / STUDENTS_FILE}, {out / CLASSES_FILE}, {out / TRUTH_FILE}")
+        print(f"wrote {shown / STUDENTS_FILE}, {shown / CLASSES_FILE}, {shown / TRUTH_FILE}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: simulate the notebook's data, then fit it."""
+    import dataclasses
+
     from classsize.model import Config, simulate
 
-    out = prepare_out_dir(args.out, args.force)
-    data_dir = out / "data"
-    announce(f"demo: simulating the notebook's experiment (seed {args.seed}), then fitting the three analyses",
-             args.quiet)
-    ds = simulate(Config(), args.seed)
-    ds.write(data_dir)
-    print(f"Simulated the notebook's experiment (seed {args.seed}) into {data_dir}:")
-    print(ds.summary())
     from classsize.inference.commands.compare import compare_models
+    from classsize.inference.data.read import load_dataset
 
-    print()
-    return compare_models(data_dir, out / "compare", quick=args.quick, quiet=args.quiet)
+    shown = Path(args.out)
+    with OutputFolder(args.out, "demo", force=args.force) as folder:
+        announce(f"demo: simulating the notebook's experiment (seed {args.seed}), then fitting the three analyses",
+                 args.quiet)
+        ds = simulate(Config(), args.seed)
+        ds.write(folder.path / "data")
+        print(f"Simulated the notebook's experiment (seed {args.seed}) into {shown / 'data'}:")
+        print(ds.summary())
+        print()
+        # the runs name the data by where they will be, not by the staging folder
+        loaded = dataclasses.replace(load_dataset(folder.path / "data"), source=shown / "data")
+        status = compare_models(loaded, folder.path / "compare", quick=args.quick, quiet=args.quiet,
+                                shown=shown / "compare", commit=folder.commit)
+    return status
 
 
 def _check_sampler_args(args: argparse.Namespace) -> None:
@@ -102,21 +121,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
     loaded = load_dataset(args.data_dir)
     analysis = get_analysis(args.analysis).declared(loaded)  # a bad dataset.json key: refused here
     analysis.check(loaded)  # a cohort the data lack: refused before anything runs
-    out = prepare_out_dir(args.out, args.force)
-    runner = ChainRunner(args.chains, args.warmup, args.samples,
-                         progress=Progress(f"fit {args.analysis}", quiet=args.quiet))
-    students = loaded.students if analysis.cohort is None else loaded.students[
-        loaded.students["cohort"] == analysis.cohort]
-    announce(f"fitting the {args.analysis} analysis to {len(students)} students: "
-             f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
-    result = fit(loaded, args.analysis, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                 seed=args.seed, ability=args.ability, score_noise=args.score_noise,
-                 class_effects=args.class_effects, runner=runner)
-    result.write(out)
-    print(result.table())
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"wrote {out / 'posterior.nc'} and {out / 'summary.json'}")
+    shown = Path(args.out)
+    with OutputFolder(args.out, "fit", force=args.force) as folder:
+        runner = ChainRunner(args.chains, args.warmup, args.samples,
+                             progress=Progress(f"fit {args.analysis}", quiet=args.quiet))
+        students = loaded.students if analysis.cohort is None else loaded.students[
+            loaded.students["cohort"] == analysis.cohort]
+        announce(f"fitting the {args.analysis} analysis to {len(students)} students: "
+                 f"{run_plan(args.chains, args.warmup, args.samples, runner.devices)}", args.quiet)
+        result = fit(loaded, args.analysis, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                     seed=args.seed, ability=args.ability, score_noise=args.score_noise,
+                     class_effects=args.class_effects, runner=runner)
+        print(result.table(), flush=True)  # shown whether or not the files can be written
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        result.write_files(folder.path)
+        folder.commit()
+    print(f"wrote {shown / 'posterior.nc'} and {shown / 'summary.json'}")
     return 1 if (args.strict and result.warnings) else 0
 
 
@@ -130,10 +151,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     loaded = load_dataset(args.data_dir)  # bad input fails before anything is written
     for name in ANALYSES:
         get_analysis(name).declared(loaded)
-    out = prepare_out_dir(args.out, args.force)
-    return compare_models(args.data_dir, out, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                          seed=args.seed, ability=args.ability, score_noise=args.score_noise,
-                          class_effects=args.class_effects, strict=args.strict, quiet=args.quiet)
+    with OutputFolder(args.out, "compare", force=args.force) as folder:
+        return compare_models(loaded, folder.path, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                              seed=args.seed, ability=args.ability, score_noise=args.score_noise,
+                              class_effects=args.class_effects, strict=args.strict, quiet=args.quiet,
+                              shown=Path(args.out), commit=folder.commit)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -171,37 +193,41 @@ def cmd_recover(args: argparse.Namespace) -> int:
         check_resume(args.out, StudyPlan(analysis, args.datasets, config, args.from_prior, args.seed, args.chains,
                                          args.warmup, args.samples, args.batch_size or 1, args.rank_draws),
                      batch_size_given=args.batch_size is not None)
-    out = prepare_out_dir(args.out, args.force or args.resume)
     from classsize.inference.studies.run import StudyIncomplete, run_study
 
-    try:
-        with open_runner(args.scheduler, args.workers) as runner:
-            announce(f"recover {args.analysis}: {args.datasets} datasets, each {args.chains} chain(s) x "
-                     f"({args.warmup} warm-up + {args.samples} draws), "
-                     f"{getattr(runner, 'description', 'in this process')}", args.quiet)
-            result = run_study(analysis, args.datasets, config=config, from_prior=args.from_prior,
-                               seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                               batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
-                               resume=args.resume, runner=runner,
-                               progress=Progress(f"recover {args.analysis}", "datasets", quiet=args.quiet))
-    except StudyIncomplete as e:
-        print(f"classsize recover: {e}; the finished batches are in {out / 'batches'} (rerun with --resume)",
-              file=sys.stderr)
-        return 3
-    print(result.verdict, flush=True)
-    paths = result.write(out)
+    with OutputFolder(args.out, "recover", force=args.force, mode="in_place", keep=args.resume) as folder:
+        out = folder.path
+        try:
+            with open_runner(args.scheduler, args.workers) as runner:
+                announce(f"recover {args.analysis}: {args.datasets} datasets, each {args.chains} chain(s) x "
+                         f"({args.warmup} warm-up + {args.samples} draws), "
+                         f"{getattr(runner, 'description', 'in this process')}", args.quiet)
+                result = run_study(analysis, args.datasets, config=config, from_prior=args.from_prior,
+                                   seed=args.seed, chains=args.chains, warmup=args.warmup, samples=args.samples,
+                                   batch_size=args.batch_size, rank_draws=args.rank_draws, out=out,
+                                   resume=args.resume, runner=runner,
+                                   progress=Progress(f"recover {args.analysis}", "datasets", quiet=args.quiet))
+        except StudyIncomplete as e:
+            print(f"classsize recover: {e}; the finished batches are in {out / 'batches'} (rerun with --resume)",
+                  file=sys.stderr)
+            return 3
+        print(result.verdict, flush=True)
+        paths = folder.publish(result.writers())
     print(f"wrote {', '.join(p.name for p in paths)} in {out}")
     return 0 if result.passed else 1
 
 
 def cmd_star(args: argparse.Namespace) -> int:
-    from classsize.inference.data.star import write_star
+    from classsize.inference.data.star import check_krueger_column, write_star
     from classsize.inference.data.star_metadata import summary_text
     from classsize.model.format import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE
 
-    metadata = write_star(args.out, krueger_column=args.krueger_column, force=args.force)
-    print(summary_text(metadata))
+    check_krueger_column(args.krueger_column)
     out = Path(args.out)
+    with OutputFolder(args.out, "star", force=args.force) as folder:
+        metadata = write_star(folder.path, krueger_column=args.krueger_column)
+        folder.commit()
+    print(summary_text(metadata))
     print(f"wrote {out / STUDENTS_FILE}, {out / CLASSES_FILE}, {out / METADATA_FILE}")
     return 0
 

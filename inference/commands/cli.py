@@ -247,18 +247,60 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (UsageError, ConfigError, DataError)
 
 
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM): unwound like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status.
+
+    0 success (1 where a command says so: a failed verdict, ``--strict``); 2 bad input
+    or an unusable output path; 3 a fault of the machine (a full disk, an input/output
+    error); 130 Ctrl-C and 143 SIGTERM, after the command has removed what it had not
+    finished writing.  Each refusal or fault is one line on standard error.
+    """
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.quiet = args.quiet or args.quiet_all
     from classsize.inference.engine.runtime import configure
+    from classsize.inference.publish import OutputFault, fault_of
 
     configure()
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    prefix = f"classsize {args.command}"
     try:
         return int(args.func(args) or 0)
     except _known_errors() as e:
-        print(f"classsize {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prefix}: error: {e}", file=sys.stderr)
         return 2
+    except OutputFault as e:
+        hint = "; rerun with --resume once there is room" if args.command == "recover" and e.status == 3 else ""
+        print(f"{prefix}: error: {e}{hint}", file=sys.stderr)
+        return e.status
+    except OSError as e:
+        fault = fault_of(e, e.filename or getattr(args, "out", "?"))
+        print(f"{prefix}: error: {fault}", file=sys.stderr)
+        return fault.status
+    except (KeyboardInterrupt, Terminated) as e:
+        hint = " (rerun with --resume to continue the study)" if args.command == "recover" else ""
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+        print(f"{prefix}: {why}; nothing unfinished was kept{hint}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

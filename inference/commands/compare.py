@@ -162,10 +162,15 @@ class _Report(_Silent):
 
 def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_WARMUP, samples=DEFAULT_SAMPLES,
                    seed=0, ability=None, score_noise=None, class_effects=None, quick=False, strict=False,
-                   models=ANALYSES, quiet=False) -> int:
+                   models=ANALYSES, quiet=False, shown=None, commit=None) -> int:
     """``classsize compare``: :func:`compare`, printing each analysis's table, then write
-    each run, the table (CSV) and the forest plot (PNG); exit status 1 with ``strict``
-    and sampler warnings."""
+    each run, the table (CSV) and the forest plot (PNG) into ``out_dir``; exit status 1
+    with ``strict`` and sampler warnings.
+
+    The commands give ``out_dir`` as the staging folder of their output
+    (:class:`~classsize.inference.publish.OutputFolder`), ``commit`` as the call that
+    publishes it once every file is written, and ``shown`` as the folder's name to print.
+    """
     if quick:
         warmup, samples = min(warmup, 300), min(samples, 300)
     comparison = compare(data_dir, models, chains=chains, warmup=warmup, samples=samples, seed=seed,
@@ -173,12 +178,16 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
                          report=_Report((chains, warmup, samples), quiet))
     results, skipped = comparison.results, comparison.skipped
     out = Path(out_dir)
+    shown = Path(shown) if shown is not None else out
     warnings = []
     for name, r in results.items():
-        r.write(out / name)
         # each line names the run it is about (structural_noise_free, not structural)
         warnings += [f"{name}:{w.removeprefix(r.model + ':')}" if w.startswith(r.model + ":") else w
                      for w in r.warnings]
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for name, r in results.items():
+        r.write_files(out / name)
     table = comparison.summary()
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
     units = next(iter(results.values())).units
@@ -186,8 +195,8 @@ def compare_models(data_dir, out_dir, *, chains=DEFAULT_CHAINS, warmup=DEFAULT_W
     for name, r in results.items():  # the posterior predictive check of the analysis of both cohorts
         if get_analysis(r.model).cohort is None:
             save(ppc_plot(r.idata, units=units), out / f"ppc_{name}.png")
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    if commit is not None:
+        commit()
     skipped_note = f" ({', '.join(skipped)} skipped)" if skipped else ""
-    print(f"wrote {out / 'comparison.csv'}, {out / 'forest.png'} and one run folder per model{skipped_note}")
+    print(f"wrote {shown / 'comparison.csv'}, {shown / 'forest.png'} and one run folder per model{skipped_note}")
     return 1 if (strict and warnings) else 0

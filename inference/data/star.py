@@ -68,7 +68,7 @@ from classsize.model.files import atomic_write_text
 from classsize.model.format import CLASSES_FILE, METADATA_FILE, STUDENTS_FILE
 
 from classsize.inference.data.star_metadata import star_metadata
-from classsize.inference.outputs import UsageError, prepare_out_dir
+from classsize.inference.outputs import UsageError
 
 #: The columns of the STAR students table: free lunch, white or Asian and girl, no family income.
 STUDENT_COLUMNS = ["student_id", "class_id", "school_id", "test_score", "race", "free_lunch",
@@ -307,15 +307,20 @@ def convert_star(krueger_column: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, d
 
 
 # ---------------------------------------------------------------------- writing
-def write_star(out_dir: str | Path, krueger_column: int = 4, force: bool = False) -> dict[str, Any]:
-    """Write ``students.csv``, ``classes.csv`` and ``dataset.json`` into ``out_dir``,
-    the dataset.json declaring the covariates of Krueger's column ``krueger_column``.
+def check_krueger_column(krueger_column: int) -> None:
+    """Refuse (one line) a Krueger column without a specification."""
+    _specification(krueger_column)
 
-    Refuses an existing non-empty folder unless ``force``.  Returns the metadata.
+
+def write_star(out_dir: str | Path, krueger_column: int = 4) -> dict[str, Any]:
+    """Write ``students.csv``, ``classes.csv`` and ``dataset.json`` into the folder
+    ``out_dir`` (``classsize star`` gives it the staging folder of its output,
+    :class:`~classsize.inference.publish.OutputFolder`), the dataset.json declaring the
+    covariates of Krueger's column ``krueger_column``.  Returns the metadata.
     """
     _specification(krueger_column)
-    out = prepare_out_dir(out_dir, force)
     students, classes, metadata = convert_star(krueger_column=krueger_column)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CLASSES_FILE, classes.to_csv(index=False))
     atomic_write_text(out / STUDENTS_FILE, students.to_csv(index=False))

@@ -51,7 +51,7 @@ from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.diagnostics import one_fit, sampler_warnings
 from classsize.inference.fit.checks import model_checks
 from classsize.inference.fit.idata import inference_data, write_netcdf
-from classsize.inference.outputs import FORMAT_VERSION, Progress, package_version, write_together
+from classsize.inference.outputs import FORMAT_VERSION, Progress, package_version
 from classsize.inference.engine.sampling import ChainRunner, Draws
 from classsize.inference.engine.settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from classsize.inference.data.sources import as_loaded, fingerprint, source_label
@@ -218,10 +218,23 @@ class FitResult:
 
     # ------------------------------------------------------------------ files
     def write(self, run_dir: str | Path) -> list[Path]:
-        """Write ``posterior.nc`` and ``summary.json`` into ``run_dir``, both or neither."""
-        text = json.dumps(self.summary_dict(), indent=2) + "\n"
-        return write_together(run_dir, {"posterior.nc": lambda p: write_netcdf(self.idata, p),
-                                        "summary.json": lambda p: p.write_text(text)})
+        """Write the run folder ``run_dir`` (``posterior.nc`` and ``summary.json``) as one
+        set: built beside it and put in place by one rename, replacing an earlier run
+        folder there (:class:`~classsize.inference.publish.OutputFolder`)."""
+        from classsize.inference.publish import OutputFolder
+
+        with OutputFolder(run_dir, "fit", force=True) as folder:
+            self.write_files(folder.path)
+            folder.commit()
+        return [Path(run_dir) / RUN_FILES[0], Path(run_dir) / RUN_FILES[1]]
+
+    def write_files(self, folder: str | Path) -> None:
+        """Write ``posterior.nc`` and ``summary.json`` into ``folder`` (a folder that is
+        not yet visible: :meth:`write` and the commands publish it)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_netcdf(self.idata, folder / RUN_FILES[0])
+        (folder / RUN_FILES[1]).write_text(json.dumps(self.summary_dict(), indent=2) + "\n")
 
 
 #: What a fit with class effects reports of them: their sd (score points) and the

@@ -34,7 +34,7 @@ from classsize.model import Config
 from classsize.inference.analyses.base import Analysis
 from classsize.inference.analyses.quantities import quantity_label
 from classsize.inference.engine.diagnostics import ESS_MIN, R_HAT_MAX, fit_problems
-from classsize.inference.outputs import FORMAT_VERSION, package_version, write_together
+from classsize.inference.outputs import FORMAT_VERSION, package_version
 from classsize.inference.plotting import save_figure
 from classsize.inference.studies.calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, EcdfBand
 from classsize.inference.studies.figures import (plot_coverage, plot_ecdf_difference, plot_rank_histograms,
@@ -83,9 +83,16 @@ class StudyResult:
         return {name: make(self) for name, make in self.PLOTS.items()}
 
     def write(self, out: str | Path) -> list[Path]:
-        """Write every output file into ``out``, all or none
-        (:func:`~classsize.inference.outputs.write_together`); returns the paths.  The
-        figures of the other kind of study left in ``out`` by an earlier run are removed."""
+        """Write every output file into ``out``, all or none, beside the batch files
+        there (:meth:`~classsize.inference.publish.OutputFolder.publish`); returns the
+        paths.  A result file of an earlier study is not kept."""
+        from classsize.inference.publish import OutputFolder
+
+        with OutputFolder(out, "recover", mode="in_place", keep=True) as folder:
+            return folder.publish(self.writers())
+
+    def writers(self) -> dict:
+        """Each output file's name, with a function that writes it to a given path."""
         def text(s: str):
             return lambda p: p.write_text(s)
 
@@ -99,8 +106,7 @@ class StudyResult:
         }
         for name, make in self.PLOTS.items():
             writers[name] = lambda p, make=make: save_figure(make(self), p, dpi=110)
-        others = [name for kind in STUDIES.values() if kind.mode != self.mode for name in kind.PLOTS]
-        return write_together(out, writers, remove=others)
+        return writers
 
     def to_xarray(self):
         """The table and the summary as one xarray Dataset (dims dataset, quantity, level):
