@@ -32,8 +32,7 @@ Every command that writes (``simulate``, ``fit``, ``compare``, ``demo``, ``star`
   with the target as above: the results appear all together, and a result file of an
   earlier study is never left beside them.
 * **Only our own folders are replaced.**  With ``force``, a folder is replaced only
-  when it holds nothing but what the command writes (:data:`WRITES`, or the marker
-  file :data:`MARKER` that every committed folder holds, naming its command).
+  when it holds nothing but what the command writes (:data:`WRITES`).
 
 Errors while writing become :class:`OutputFault`: one line naming the folder, exit
 status 2 for what the user gave (a permission, an impossible path) and 3 for the
@@ -45,17 +44,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import fnmatch
-import json
 import os
 import shutil
-import time
 from pathlib import Path
 
-from classsize.inference.outputs import UsageError, package_version
+from classsize.inference.outputs import UsageError
 
-#: The file every committed output folder holds: the command that wrote it, when and
-#: the package's version (JSON).
-MARKER = ".classsize.json"
 #: Name patterns of what each command writes into its folder (``fnmatch``); with
 #: ``--force`` a folder holding anything else is not replaced.
 WRITES: dict[str, tuple[str, ...]] = {
@@ -183,13 +177,7 @@ class OutputFolder:
                              "--force replaces only its own output: use another folder")
 
     def _foreign(self, full: Path, entries: list[str]) -> list[str]:
-        try:
-            marker = json.loads((full / MARKER).read_text())
-        except (OSError, ValueError):
-            marker = None
-        if isinstance(marker, dict) and marker.get("command") == self.command:
-            return []
-        patterns = WRITES[self.command] + (MARKER,)
+        patterns = WRITES[self.command]
         return [e for e in entries if not any(fnmatch.fnmatchcase(e, p) for p in patterns)]
 
     # ----------------------------------------------------------------- locking
@@ -282,7 +270,6 @@ class OutputFolder:
     def commit(self) -> Path:
         """Make the output visible (replace: one rename) and return the target's path."""
         try:
-            self._write_marker(self.path)
             if self._staging is not None:
                 if self._full.exists():
                     if _renameat2_exchange(self._staging, self._full):
@@ -323,13 +310,6 @@ class OutputFolder:
             raise fault_of(e, self.target) from None
         self.commit()
         return [self.target / name for name in writers]
-
-    def _write_marker(self, folder: Path) -> None:
-        from classsize.model.files import atomic_write_text
-
-        text = json.dumps({"command": self.command, "classsize": package_version(),
-                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n"
-        atomic_write_text(folder / MARKER, text)
 
     def _abandon(self) -> None:
         if self._staging is not None:

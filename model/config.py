@@ -12,15 +12,34 @@ A configuration is a design (:class:`~classsize.model.design.Design`: cohorts,
 races, income range, class sizes, schools; ``config.design``) and the parameter
 values of the process, the truth a simulation draws from.  A fit needs the design
 alone.  Every rule broken by a configuration raises :class:`ConfigError` (the
-design's rules are :mod:`classsize.model.design`'s, the parameters' are here) whose
-message is one line naming the field and the rule; it is imported from here, where
-a configuration is read.
+design's rules are :mod:`classsize.model.design`'s, the parameters' and the sizes'
+are here) whose message is one line naming the field and the rule; it is imported
+from here, where a configuration is read.  A configuration file must be UTF-8 text
+(a byte-order mark allowed).
+
+**Sizes.**  A configuration is refused before any work when one simulated dataset
+could not be held in memory or could not fill its schools:
+
+* ``n_regular + n_experimental <= MAX_STUDENTS`` (:data:`MAX_STUDENTS`, 10**7).  One
+  dataset's student arrays take about :data:`BYTES_PER_STUDENT` bytes per student
+  (the draws and the traced program's temporaries, measured at 103), so at most
+  about 1.2 GiB.
+* ``n_schools * class slots <= MAX_CLASS_SCHOOL_CELLS`` (2**27), with
+  ``class slots = max_small_classes + max_large_classes`` (the padded ``classes``
+  plate): drawing each class's school compares a float64 per class slot and school,
+  so that array is at most 1 GiB.  One dataset then takes at most about 2.2 GiB
+  (:attr:`Config.simulation_bytes` estimates it); a batch of ``k`` datasets, ``k``
+  times that.
+* ``n_schools <= max(most_classes, 20)``: no more schools than the most classes a
+  dataset can have (:attr:`Config.most_classes`), or the notebook's 20 schools for
+  designs smaller than that, so that the defaults stay valid for small designs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +58,16 @@ class FrozenDict(dict):
         raise TypeError("Config mappings are read-only; use Config.replace")
 
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore
+
+
+#: Most students (``n_regular + n_experimental``) a configuration may have; a data
+#: folder's students.csv may hold no more rows.
+MAX_STUDENTS = 10**7
+#: Bytes one simulated dataset's arrays take per student (103 measured, rounded up).
+BYTES_PER_STUDENT = 128
+#: Most ``n_schools * (max_small_classes + max_large_classes)``: the school draw's
+#: float64 array of one class slot per school, 1 GiB at this limit.
+MAX_CLASS_SCHOOL_CELLS = 2**27
 
 
 def _default_race_shift() -> FrozenDict:
@@ -98,6 +127,7 @@ class Config(Design):
         )
         super().__post_init__()  # the design's rules
         object.__setattr__(self, "_design", Design(**{name: getattr(self, name) for name in DESIGN_FIELDS}))
+        _validate_sizes(self)
         _validate_truth(self)
 
     # ------------------------------------------------------------------ derived
@@ -111,6 +141,30 @@ class Config(Design):
         """``regular_small_race_shift`` aligned with ``race_codes`` (0 for races not named)."""
         return tuple(float(self.regular_small_race_shift.get(c, 0.0)) for c in self.race_codes)
 
+    @property
+    def most_classes(self) -> int:
+        """The most classes (SMALL and LARGE together) one dataset can have.
+
+        A size with ``m > 0`` students makes ``c(m, t) = max(1, floor(m / t))`` classes
+        of target size ``t`` (none when ``m = 0``).  With ``n`` students and
+        ``t = min(small_class_size, large_class_size)`` the most is ``c(n, t)`` for
+        ``n = 1``, else ``max(c(n, t), 1 + c(n - 1, t))``: one student alone in the
+        other size adds a class; any more students there form classes of at least
+        ``t`` students that the smaller size would have made as well.
+        """
+        n, t = self.n_students, min(self.small_class_size, self.large_class_size)
+
+        def count(m: int) -> int:
+            return max(1, math.floor(m / t))
+
+        return count(n) if n == 1 else max(count(n), 1 + count(n - 1))
+
+    @property
+    def simulation_bytes(self) -> int:
+        """About how many bytes the arrays of one simulated dataset take:
+        ``BYTES_PER_STUDENT * n_students + 8 * n_schools * class slots``."""
+        slots = self.max_small_classes + self.max_large_classes
+        return BYTES_PER_STUDENT * self.n_students + 8 * self.n_schools * slots
 
     def estimands(self) -> dict[str, float]:
         """The causal estimands this configuration implies.
@@ -169,9 +223,13 @@ class Config(Design):
     def from_toml(cls, path: str | Path) -> "Config":
         path = Path(path)
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as e:
             raise ConfigError(f"{path}: cannot read configuration ({e.strerror})") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}, line {first_bad_line(raw, e)}: {not_utf8(e, raw)}") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -193,6 +251,27 @@ assert set(FIELD_ORDER) == set(Config.__dataclass_fields__)
 
 
 # ---------------------------------------------------------------------- helpers
+#: Byte-order marks of encodings a text file is often saved in instead of UTF-8.
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+               (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def not_utf8(e: UnicodeDecodeError, head: bytes) -> str:
+    """Why a file is not UTF-8 text, in one line: the encoding its byte-order mark
+    names (``head``: its first bytes), or the first bad byte (the caller names where)."""
+    for bom, name in _OTHER_BOMS:
+        if head.startswith(bom):
+            return f"not UTF-8 text (it starts with the byte-order mark of {name}); save it as UTF-8"
+    bad = e.object[e.start]
+    return (f"not UTF-8 text (byte 0x{bad:02x}: {e.reason}; latin-1 or another 8-bit encoding?); "
+            "save it as UTF-8")
+
+
+def first_bad_line(raw: bytes, e: UnicodeDecodeError) -> int:
+    """The line (from 1) of the first byte of ``raw`` that is not UTF-8."""
+    return raw.count(b"\n", 0, e.start) + 1
+
+
 def _unknown_key(key: str, known: Mapping[str, Any]) -> str:
     """The message for an unknown key: the nearest known key, or all of them."""
     nearest = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
@@ -242,6 +321,24 @@ def _coerce(key: str, annotation: Any, value: Any, source: str) -> Any:
             raise ConfigError(f"{source}: field '{key}' must be a number, got {value!r}")
         return float(value)
     return value
+
+
+def _validate_sizes(c: Config) -> None:
+    """The size limits of the module docstring (the design's own rules already passed)."""
+    check(c.n_students <= MAX_STUDENTS, "n_regular",
+          f"plus n_experimental must be at most {MAX_STUDENTS} students (MAX_STUDENTS: one simulated "
+          f"dataset keeps about {BYTES_PER_STUDENT} bytes per student)", c.n_students)
+    most = c.most_classes
+    notebook = Design.__dataclass_fields__["n_schools"].default
+    check(c.n_schools <= max(most, notebook), "n_schools",
+          f"must be at most the {most} classes a dataset of this configuration can have "
+          f"(or the notebook's {notebook}, whichever is larger): schools beyond them stay empty",
+          c.n_schools)
+    slots = c.max_small_classes + c.max_large_classes
+    check(c.n_schools * slots <= MAX_CLASS_SCHOOL_CELLS, "n_schools",
+          f"times the {slots} class slots must be at most {MAX_CLASS_SCHOOL_CELLS} (MAX_CLASS_SCHOOL_CELLS: "
+          f"drawing each class's school takes 8 bytes per class slot and school, at most 1 GiB)",
+          c.n_schools)
 
 
 def _validate_truth(c: Config) -> None:

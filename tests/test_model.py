@@ -162,7 +162,9 @@ def test_cli_replicates(tmp_path):
     cfg.write_text(SMALL.to_toml())
     assert main(["simulate", "--out", str(out), "--seed", "20", "--replicates", "3", "--config", str(cfg)]) == 0
     dirs = sorted(p.name for p in out.iterdir())
-    assert dirs == ["replicate_0000", "replicate_0001", "replicate_0002"]
+    assert dirs == ["replicate_0000", "replicate_0001", "replicate_0002", "replicates.json"]
+    listed = json.loads((out / "replicates.json").read_text())["replicates"]
+    assert listed == [{"folder": f"replicate_{k:04d}", "seed": 20 + k} for k in range(3)]
     single = tmp_path / "s"
     assert main(["simulate", "--out", str(single), "--seed", "21", "--config", str(cfg)]) == 0
     assert (single / "students.csv").read_bytes() == (out / "replicate_0001" / "students.csv").read_bytes()

@@ -49,8 +49,9 @@ def test_keys_of_seeds_are_prng_keys():
 
 
 def test_csv_folders_are_the_bytes_of_dataset_write(stacked, tmp_path):
-    names = sorted(p.name for p in (stacked / "csv").iterdir())
+    names = sorted(p.name for p in (stacked / "csv").iterdir() if p.is_dir())
     assert names == [f"replicate_{k:04d}" for k in range(5)]
+    assert sorted(p.name for p in (stacked / "csv").iterdir() if not p.is_dir()) == ["replicates.json"]
     for k, ds in enumerate(simulate_many(SMALL, range(30, 35))):
         ds.write(tmp_path / str(k))
         for f in FILES:

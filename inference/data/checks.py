@@ -2,16 +2,18 @@
 
 :class:`DataError`, the one-line error every check raises; the rules a cell's text
 must satisfy (:class:`Rule` and the rule tuples such as :data:`ID_RULES`, with
-:func:`code_rules` for a column of known codes) and the parsers of checked text
-(:func:`whole`, :func:`to_bool`, :func:`to_covariate`); reading a CSV file as text
-(:class:`Table`, :func:`read_csv`, :func:`require_columns`); and the pandera checks
-that apply the rules and report the first failure (:func:`schema`, :func:`reasons`,
-:func:`first_failure`, :func:`check_unique`).
+:func:`code_rules` for a column of known codes and :func:`range_rule` for a column of
+numbers within a range) and the parsers of checked text (:func:`whole`,
+:func:`to_bool`, :func:`to_covariate`); a table read as text (:class:`Table`,
+:func:`require_columns`; CSV files are read by
+:func:`classsize.inference.data.read.read_csv`); the reading of a UTF-8 file
+(:func:`read_text`); and the pandera checks that apply the rules and report the
+first failure (:func:`schema`, :func:`reasons`, :func:`first_failure`,
+:func:`check_unique`).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+
+from classsize.model.config import first_bad_line, not_utf8
 
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
@@ -161,6 +164,21 @@ BOOL_RULES = (_EMPTY, _BOOL)
 COVARIATE_RULES = (_EMPTY, _COVARIATE, _COVARIATE_FINITE)
 
 
+def range_rule(lo: float, hi: float, why: str) -> Rule:
+    """The rule of a column of finite numbers ``lo <= x <= hi``; ``why`` says whose
+    range it is (it follows the range in the reason)."""
+
+    def within(s: str) -> bool:
+        return _is_finite(s) and lo <= float(s) <= hi
+
+    return Rule(f"range:{lo}:{hi}", within, f"{{v!r}} is outside [{number_text(lo)}, {number_text(hi)}], {why}")
+
+
+def number_text(x: float) -> str:
+    """``x`` as a reason shows it: whole numbers without a decimal point."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else repr(float(x))
+
+
 def code_rules(what: str, codes: Sequence[str]) -> tuple[Rule, ...]:
     allowed = frozenset(codes)
     return (
@@ -169,7 +187,20 @@ def code_rules(what: str, codes: Sequence[str]) -> tuple[Rule, ...]:
     )
 
 
-# ------------------------------------------------------------------ reading CSV
+# ------------------------------------------------------------------ reading files
+def read_text(path: Path) -> str:
+    """The text of the file ``path``: UTF-8, a byte-order mark allowed; a
+    :class:`DataError` naming the file otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot read the file ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(path, not_utf8(e, raw), line=first_bad_line(raw, e)) from None
+
+
 @dataclass
 class Table:
     """A CSV file read as text: ``frame`` has one str column per header name, its index
@@ -184,89 +215,6 @@ class Table:
     def error(self, reason: str, *, line: int | None = None, column: str | None = None) -> DataError:
         row = self.row_of(line) if line is not None else None
         return DataError(self.path, reason, line=line, row=row, column=column)
-
-
-def read_csv(path: Path) -> Table:
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if not path.is_file():
-        raise DataError(path, "is not a file")
-    header: list[str] | None = None
-    header_line = 0
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, strict=True)
-            end_of_previous = 0
-            while True:
-                try:
-                    record = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error as e:
-                    raise DataError(path, _record_problem(path, end_of_previous + 1, str(e)),
-                                    line=end_of_previous + 1) from None
-                start, end_of_previous = end_of_previous + 1, reader.line_num
-                if not record or (len(record) == 1 and not record[0].strip()):
-                    continue  # a blank line
-                cells = [c.strip() for c in record]
-                if header is None:
-                    header, header_line = cells, start
-                    _check_delimiter(path, header, start)
-                    continue
-                if len(cells) != len(header):
-                    raise DataError(
-                        path,
-                        f"the row has {len(cells)} fields but the header has {len(header)}",
-                        line=start,
-                        row=len(rows) + 1,
-                    )
-                rows.append(cells)
-                lines.append(start)
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason})") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read the file ({e.strerror or e})") from None
-    if header is None:
-        raise DataError(path, "the file is empty (no header line)")
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise DataError(path, "the header names this column twice", line=header_line, column=name)
-        seen.add(name)
-    if not rows:
-        raise DataError(path, "the table is empty (a header but no data rows)")
-    frame = pd.DataFrame(rows, columns=header, index=pd.Index(lines, dtype=np.int64), dtype=str)
-    return Table(path, frame)
-
-
-#: Separators a CSV file may have been written with instead of commas, and their names.
-OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
-
-
-def _check_delimiter(path: Path, header: list[str], line: int) -> None:
-    """A header read as one field that another separator splits: the file is not comma-separated."""
-    if len(header) != 1:
-        return
-    for sep, name in OTHER_DELIMITERS.items():
-        if len(header[0].split(sep)) > 1:
-            raise DataError(path, f"the header is separated by {name}s ({sep!r}), not commas: "
-                                  "write the file comma-separated", line=line)
-
-
-def _record_problem(path: Path, line: int, reason: str) -> str:
-    """Why the record starting on ``line`` is not valid CSV, named as a quoting problem
-    where the line shows one."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        text = next((t for k, t in enumerate(fh, 1) if k == line), "")
-    if text.count('"') % 2 == 1:
-        return ("unterminated quote: a field opened with a double quote on this line is never closed, "
-                f"so the rest of the file reads as one field (csv: {reason})")
-    if "expected after" in reason:
-        return ("misplaced quote: a double quote inside a field must be doubled (\"\") and a quoted "
-                f"field must end at a comma (csv: {reason})")
-    return f"not a valid CSV record ({reason}; the record starts on this line)"
 
 
 def require_columns(table: Table, names: Iterable[str], why: str = "") -> None:

@@ -1,4 +1,10 @@
-"""The checked dataset and its encodings.
+"""The checked dataset: the checks of its two tables, and what it holds.
+
+:func:`load_students` and :func:`load_classes` check one table each and type it;
+:func:`cross_check` checks how they agree (the rules are those of
+:mod:`classsize.inference.data.read`'s docstring).  Scores and incomes must lie in a
+range, :data:`SCORE_RANGE` and :data:`INCOME_RANGE` unless dataset.json declares
+``score_range`` or ``income_range``.
 
 :class:`LoadedData` holds the two tables of a dataset folder once
 :func:`classsize.inference.data.read.load_dataset` has checked them, with the folder's
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +26,43 @@ import pandas as pd
 
 from classsize.model import Observed
 from classsize.model.design import Design
-from classsize.model.format import COHORTS
+from classsize.model.format import (
+    CLASS_COLUMNS,
+    CLASS_SIZES,
+    CLASSES_FILE,
+    COHORTS,
+    METADATA_FILE,
+    STUDENT_CORE_COLUMNS,
+    STUDENTS_FILE,
+)
 from classsize.model.pieces import scaled_log_income
+
+from classsize.inference.data.checks import (
+    BOOL_RULES,
+    COUNT_RULES,
+    COVARIATE_RULES,
+    FLOAT_RULES,
+    ID_RULES,
+    INCOME_RULES,
+    Rule,
+    Table,
+    check_unique,
+    code_rules,
+    first_failure,
+    range_rule,
+    reasons,
+    require_columns,
+    schema,
+    to_bool,
+    to_covariate,
+    whole,
+)
+
+#: The range of ``test_score`` when dataset.json declares no ``score_range``: ``|score| <= 10**6``.
+SCORE_RANGE = (-10**6, 10**6)
+#: The range of ``family_income`` when dataset.json declares no ``income_range``
+#: (incomes must also be > 0: they enter through their logarithm).
+INCOME_RANGE = (0, 10**9)
 
 
 @dataclass(frozen=True)
@@ -164,4 +205,139 @@ class LoadedData:
             school_of_class=jnp.asarray(school_pos, dtype=jnp.int32),
             class_used=jnp.ones(len(cl), dtype=bool),
             **extra,
+        )
+
+
+# ------------------------------------------------------------------ the tables' checks
+def _range(meta: Mapping[str, Any], key: str, column: str, default: tuple[float, float]) -> Rule:
+    """The range rule of ``column``: dataset.json's ``key`` (checked by
+    :func:`~classsize.inference.data.folder.read_metadata`), or ``default``."""
+    if key in meta:
+        lo, hi = meta[key]
+        return range_rule(lo, hi, f"the range {METADATA_FILE} declares for {column} ({key})")
+    lo, hi = default
+    return range_rule(lo, hi, f"the default range of {column} (a {METADATA_FILE} may declare another in {key})")
+
+
+def _parse_int(col: pd.Series) -> pd.Series:
+    return pd.Series([whole(s) for s in col], index=col.index, dtype=np.int64)
+
+
+def _typed(frame: pd.DataFrame, ints: Iterable[str], floats: Iterable[str],
+           bools: Iterable[str] = (), covariates: Iterable[str] = ()) -> pd.DataFrame:
+    out = frame.copy()
+    for c in ints:
+        out[c] = _parse_int(frame[c])
+    for c in floats:
+        out[c] = frame[c].map(float).astype(np.float64)
+    for c in bools:
+        out[c] = frame[c].map(to_bool).astype(bool)
+    for c in covariates:
+        out[c] = frame[c].map(to_covariate).astype(np.float64)
+    return out
+
+
+def load_students(folder: Path, meta: Mapping[str, Any], race_codes: Sequence[str],
+                  table: Table) -> tuple[Table, pd.DataFrame]:
+    """The students ``table`` of ``folder`` checked, and typed (see :class:`LoadedData`);
+    ``test_score`` and ``family_income`` within the ranges ``meta`` declares, or
+    :data:`SCORE_RANGE` and :data:`INCOME_RANGE`."""
+    covariates = list(meta["student_covariates"])
+    require_columns(table, STUDENT_CORE_COLUMNS)
+    if (folder / METADATA_FILE).exists():
+        why = f" ({METADATA_FILE} lists it in student_covariates)"
+    else:
+        why = f" (it is optional only when a {METADATA_FILE} leaves it out of student_covariates)"
+    require_columns(table, covariates, why)
+    has_income = "family_income" in table.frame.columns
+    rules: dict[str, Sequence[Rule]] = {
+        "student_id": ID_RULES,
+        "class_id": ID_RULES,
+        "school_id": ID_RULES,
+        "test_score": FLOAT_RULES + (_range(meta, "score_range", "test_score", SCORE_RANGE),),
+        "race": code_rules("race code", race_codes),
+        "cohort": code_rules("cohort", COHORTS),
+    }
+    if has_income:
+        rules["family_income"] = INCOME_RULES + (_range(meta, "income_range", "family_income", INCOME_RANGE),)
+    other_covariates = [c for c in covariates if c != "family_income"]
+    for c in other_covariates:
+        rules[c] = COVARIATE_RULES
+    first_failure(table, schema(rules), reasons(rules))
+    typed = _typed(
+        table.frame,
+        ints=("student_id", "class_id", "school_id"),
+        floats=("test_score",) + (("family_income",) if has_income else ()),
+        covariates=other_covariates,
+    )
+    check_unique(table, typed, "student_id", "student_id")
+    return table, typed
+
+
+def load_classes(table: Table, class_covariates: Sequence[str] = ()) -> tuple[Table, pd.DataFrame]:
+    """The classes ``table`` checked, and typed (see :class:`LoadedData`); each of
+    ``class_covariates`` (dataset.json's) must be a column of finite numbers or booleans."""
+    require_columns(table, CLASS_COLUMNS)
+    require_columns(table, class_covariates, f" ({METADATA_FILE} lists it in class_covariates)")
+    rules: dict[str, Sequence[Rule]] = {
+        "class_id": ID_RULES,
+        "school_id": ID_RULES,
+        "n_students": COUNT_RULES,
+        "class_size": code_rules("class size", CLASS_SIZES),
+        "teacher_has_ma": BOOL_RULES,
+    }
+    for c in class_covariates:
+        rules[c] = COVARIATE_RULES
+    first_failure(table, schema(rules), reasons(rules))
+    typed = _typed(
+        table.frame, ints=("class_id", "school_id", "n_students"), floats=(), bools=("teacher_has_ma",),
+        covariates=class_covariates,
+    )
+    check_unique(table, typed, "class_id", "class_id")
+    return table, typed
+
+
+def cross_check(st: Table, students: pd.DataFrame, cl: Table, classes: pd.DataFrame) -> None:
+    """Every student's class is in the classes table and in the same school; every class
+    has students, as many as its ``n_students``."""
+    class_line = pd.Series(classes.index.to_numpy(), index=classes["class_id"].to_numpy())
+    class_school = pd.Series(classes["school_id"].to_numpy(), index=classes["class_id"].to_numpy())
+    sid = students["class_id"]
+
+    unknown = ~sid.isin(class_school.index)
+    if unknown.any():
+        line = int(students.index[unknown.to_numpy()][0])
+        raise st.error(f"class {int(sid.at[line])} is not in {CLASSES_FILE}", line=line, column="class_id")
+
+    their_school = class_school.reindex(sid.to_numpy()).to_numpy()
+    differs = students["school_id"].to_numpy() != their_school
+    if differs.any():
+        line = int(students.index[differs][0])
+        c = int(sid.at[line])
+        raise st.error(
+            f"school {int(students.at[line, 'school_id'])} disagrees with school "
+            f"{int(class_school[c])} of class {c} in {CLASSES_FILE} (line {int(class_line[c])})",
+            line=line,
+            column="school_id",
+        )
+
+    counts = sid.value_counts()
+    counted = counts.reindex(classes["class_id"].to_numpy(), fill_value=0).to_numpy()
+    empty = counted == 0
+    if empty.any():
+        line = int(classes.index[empty][0])
+        raise cl.error(
+            f"class {int(classes.at[line, 'class_id'])} has no students in {STUDENTS_FILE}",
+            line=line,
+            column="class_id",
+        )
+    wrong = classes["n_students"].to_numpy() != counted
+    if wrong.any():
+        line = int(classes.index[wrong][0])
+        raise cl.error(
+            f"n_students is {int(classes.at[line, 'n_students'])} but {STUDENTS_FILE} has "
+            f"{int(counted[np.flatnonzero(wrong)[0]])} students in class "
+            f"{int(classes.at[line, 'class_id'])}",
+            line=line,
+            column="n_students",
         )

@@ -1,95 +1,210 @@
-"""What a dataset holds, read and checked, whichever files hold its tables.
+"""A dataset folder: what its JSON files declare, checked, and the order of every check.
 
 The readers of :mod:`classsize.inference.data.read` (a CSV folder) and
 :mod:`classsize.inference.data.stacked` (one replicate of stacked Parquet files)
 both hand :func:`checked_dataset` the folder and a way to read each table and the
-truth; it reads ``dataset.json`` (:func:`read_metadata`), checks the students
-(:func:`load_students`), the classes (:func:`load_classes`) and how the two agree
-(:func:`cross_check`), in that order, and returns the :class:`LoadedData`.  The rules
-are those of :mod:`classsize.inference.data.read`'s docstring.
+truth; it reads ``dataset.json`` (:func:`read_metadata`), checks the students, the
+classes and how the two agree (:mod:`classsize.inference.data.dataset`), then reads
+``truth.json`` (:func:`folder_truth`), in that order, and returns the
+:class:`LoadedData`.  Every field either file declares is checked here, when the
+folder is read, whichever analysis then fits it.
+
+``dataset.json``, a JSON object (defaults for a field it leaves out, or a folder
+without one, in brackets):
+
+========================  ==========================================================
+``name``                  a string [the folder's name]
+``score_units``           a string [``"points"``]
+``student_covariates``    distinct columns of students.csv, none of its core columns
+                          [``["family_income"]``]
+``class_covariates``      distinct columns of classes.csv, none of its core columns
+                          [``[]``]
+``race_codes``            a non-empty list of distinct codes [``KNOWN_RACE_CODES``]
+``optional_covariates``   a list of distinct strings (columns a fit may add; a note)
+``ability``               ``"uniform"`` or ``"normal"``
+``score_noise_sd``        a number >= 0, or ``"free"``
+``class_effect_sd``       a number >= 0, or ``"free"``
+``score_scale``           a number > 0
+``score_range``           ``[lo, hi]``: ``lo <= test_score <= hi``
+                          [:data:`~classsize.inference.data.dataset.SCORE_RANGE`]
+``income_range``          ``[lo, hi]`` with ``lo >= 0``: ``lo <= family_income <= hi``
+                          (and > 0) [:data:`~classsize.inference.data.dataset.INCOME_RANGE`]
+========================  ==========================================================
+
+A range's bounds are finite numbers, ``lo < hi``, with ``|lo|, |hi| <=``
+:data:`RANGE_BOUND_MAX` (10**12: a float64 there still resolves 2e-4, and sums of
+squares over :data:`~classsize.model.config.MAX_STUDENTS` students stay far from
+overflow).
+
+``truth.json``, a JSON object: ``estimands`` maps each estimand to a finite number
+or null; ``config`` is a configuration, checked by
+:meth:`classsize.model.Config.from_dict` as a TOML configuration is; ``seed`` and
+``replicate`` are whole numbers >= 0 (``seed`` may be null); ``engine`` and
+``format`` strings; ``n_replicates`` a whole number >= 0; ``school_effects`` and
+``class_effects`` map ids to finite numbers; ``replicates`` (stacked files) is a list
+of objects whose ``replicate``, ``seed``, ``school_effects`` and ``class_effects`` are
+checked so.
+
+Other keys of either file are notes, kept as they are (e.g. STAR's ``description``
+and ``score_scale_reason``), except a key so like a field's name that it is likely
+its misspelling (``difflib`` ratio >= :data:`MISSPELLING_RATIO`, e.g. ``score_noise``
+for ``score_noise_sd``; keys starting with a field's name and ``_`` are notes on it):
+it is refused, naming the field.  Strings must be text (a JSON ``\\ud800`` escape
+of a lone surrogate is not).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-import numpy as np
-import pandas as pd
-
+from classsize.model.config import Config, ConfigError
 from classsize.model.format import (
     CLASS_COLUMNS,
-    CLASS_SIZES,
     CLASSES_FILE,
-    COHORTS,
     KNOWN_RACE_CODES,
     METADATA_FILE,
     STUDENT_CORE_COLUMNS,
-    STUDENTS_FILE,
     TRUTH_FILE,
 )
 
-from classsize.inference.data.checks import (
-    BOOL_RULES,
-    COUNT_RULES,
-    COVARIATE_RULES,
-    FLOAT_RULES,
-    ID_RULES,
-    INCOME_RULES,
-    DataError,
-    Rule,
-    Table,
-    check_unique,
-    code_rules,
-    first_failure,
-    reasons,
-    require_columns,
-    schema,
-    to_bool,
-    to_covariate,
-    whole,
-)
-from classsize.inference.data.dataset import LoadedData
+from classsize.inference.analyses.base import FREE, check_class_effects, check_score_scale
+from classsize.inference.data.checks import DataError, Table, read_text
+from classsize.inference.data.dataset import LoadedData, cross_check, load_classes, load_students
 
 #: Student covariates of a folder without dataset.json.
 DEFAULT_COVARIATES = ("family_income",)
+#: The largest magnitude of a declared range's bound (``score_range``, ``income_range``).
+RANGE_BOUND_MAX = 10**12
+#: How like a field's name (:func:`difflib.get_close_matches` ratio) an unknown key
+#: is refused as its misspelling.
+MISSPELLING_RATIO = 0.75
 
 
-# ------------------------------------------------------------------ metadata
+# ------------------------------------------------------------------ JSON files
 _RESERVED = frozenset(STUDENT_CORE_COLUMNS)
 _RESERVED_CLASS = frozenset(CLASS_COLUMNS)
 
 
 def read_json(path: Path) -> Any:
     """The JSON value of the file ``path`` (UTF-8, a byte-order mark allowed)."""
+    text = read_text(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason})") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read the file ({e.strerror or e})") from None
-    try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e.msg}, character {e.colno})", line=e.lineno) from None
+    except RecursionError:
+        raise DataError(path, "not valid JSON (nested too deeply)") from None
+    if "\\u" in text:
+        _check_text(path, value)
+    return value
+
+
+def _check_text(path: Path, value: Any, key: str | None = None) -> None:
+    """Every string in ``value`` is text: no lone surrogate (from a ``\\udXXX`` escape)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(path, f"holds a string with a lone surrogate escape, not text ({value!r})",
+                            key=key) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(path, k, key)
+            _check_text(path, v, k if key is None else f"{key}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(path, v, key)
+
+
+def _no_misspellings(path: Path, data: Mapping[str, Any], fields: Any) -> None:
+    """Refuse a key of ``data`` that is not one of ``fields`` but so like one that it is
+    likely its misspelling (see the module docstring)."""
+    for key in data:
+        if key in fields or any(key.startswith(f + "_") for f in fields):
+            continue
+        near = difflib.get_close_matches(key, list(fields), n=1, cutoff=MISSPELLING_RATIO)
+        if near:
+            raise DataError(path, f"unknown key, too like the field {near[0]!r} to be a note "
+                                  f"(did you mean {near[0]!r}?)", key=key)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(path: Path, key: str, value: Any, null: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if not (ok or (null and value is None)):
+        raise DataError(path, f"must be a whole number >= 0{' or null' if null else ''} (got {value!r})", key=key)
+
+
+def _string(path: Path, key: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise DataError(path, f"must be a string (got {value!r})", key=key)
+
+
+def _numbers_by_id(path: Path, key: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise DataError(path, f"must be an object of id = number (got {value!r})", key=key)
+    for name, v in value.items():
+        if not _number(v):
+            raise DataError(path, f"must be a finite number (got {v!r})", key=f"{key}.{name}")
+
+
+def _one_truth(path: Path, truth: Mapping[str, Any], prefix: str = "") -> None:
+    """The fields one dataset's truth shares with a replicate's entry."""
+    if "seed" in truth:
+        _whole(path, prefix + "seed", truth["seed"], null=True)
+    if "replicate" in truth:
+        _whole(path, prefix + "replicate", truth["replicate"])
+    for key in ("school_effects", "class_effects"):
+        if key in truth and truth[key] is not None:
+            _numbers_by_id(path, prefix + key, truth[key])
+
+
+#: The fields of truth.json (see the module docstring).
+TRUTH_FIELDS = ("seed", "engine", "estimands", "school_effects", "class_effects", "config", "replicate",
+                "replicates", "n_replicates", "format")
 
 
 def check_truth(path: Path, truth: Any) -> None:
-    """A truth.json is a JSON object; its ``estimands``, when present, an object whose
-    values are finite numbers (or null), since fits compare them with their intervals."""
+    """Refuse a truth.json that breaks a rule of the module docstring: fits compare
+    its estimands with their intervals, and take measurement noise and class effects
+    from its configuration."""
     if not isinstance(truth, dict):
         raise DataError(path, f"must be a JSON object (got {type(truth).__name__})")
-    if "estimands" not in truth:
-        return
-    estimands = truth["estimands"]
-    if not isinstance(estimands, dict):
-        raise DataError(path, f"must be an object of estimand = number (got {estimands!r})", key="estimands")
-    for name, value in estimands.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if value is not None and not (number and math.isfinite(value)):
-            raise DataError(path, f"must be a finite number or null (got {value!r})", key=f"estimands.{name}")
+    _no_misspellings(path, truth, TRUTH_FIELDS)
+    if "estimands" in truth:
+        estimands = truth["estimands"]
+        if not isinstance(estimands, dict):
+            raise DataError(path, f"must be an object of estimand = number (got {estimands!r})", key="estimands")
+        for name, value in estimands.items():
+            if value is not None and not _number(value):
+                raise DataError(path, f"must be a finite number or null (got {value!r})", key=f"estimands.{name}")
+    if "config" in truth:
+        config = truth["config"]
+        if not isinstance(config, dict):
+            raise DataError(path, f"must be an object, a configuration (got {config!r})", key="config")
+        try:
+            Config.from_dict(config, source="config")
+        except ConfigError as e:
+            raise DataError(path, str(e).removeprefix("config: "), key="config") from None
+    for key in ("engine", "format"):
+        if key in truth:
+            _string(path, key, truth[key])
+    if "n_replicates" in truth:
+        _whole(path, "n_replicates", truth["n_replicates"])
+    _one_truth(path, truth)
+    if "replicates" in truth:
+        reps = truth["replicates"]
+        if not isinstance(reps, list) or not all(isinstance(r, dict) for r in reps):
+            raise DataError(path, "must be a list of objects, one per replicate", key="replicates")
+        for k, entry in enumerate(reps):
+            _one_truth(path, entry, prefix=f"replicates[{k}].")
 
 
 def _string_list(path: Path, key: str, value: Any, nonempty: bool) -> list[str]:
@@ -105,46 +220,80 @@ def _string_list(path: Path, key: str, value: Any, nonempty: bool) -> list[str]:
     return [x.strip() for x in value]
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
-    """The folder's dataset.json, checked, with the defaults of a folder without one.
+def _covariates(path: Path, key: str, value: Any, reserved: frozenset, table: str) -> list[str]:
+    covs = _string_list(path, key, value, nonempty=False)
+    for c in covs:
+        if c in reserved:
+            raise DataError(path, f"{c!r} is a core column of {table}, not a covariate", key=key)
+    return covs
 
-    ``student_covariates`` (default ``["family_income"]``) and ``class_covariates``
-    (default ``[]``) are lists of distinct column names of students.csv and classes.csv
-    other than those tables' core columns; keys this function does not check (e.g.
-    ``class_effect_sd``, ``score_noise_sd``) are kept as they are.
-    """
+
+def _sd_or_free(path: Path, key: str, value: Any) -> float | str:
+    try:
+        checked = check_class_effects(value)
+    except ValueError:
+        checked = None
+    if checked is None:
+        raise DataError(path, f"must be a number >= 0 or {FREE!r} (got {value!r})", key=key)
+    return checked
+
+
+def _range(path: Path, key: str, value: Any, low: float) -> list[float]:
+    ok = (isinstance(value, list) and len(value) == 2 and all(_number(x) for x in value)
+          and low <= value[0] < value[1] and max(abs(value[0]), abs(value[1])) <= RANGE_BOUND_MAX)
+    if not ok:
+        floor = "" if low == -math.inf else f", lo >= {low:g}"
+        raise DataError(path, f"must be [lo, hi], finite numbers with lo < hi{floor} and |lo|, |hi| <= "
+                              f"{RANGE_BOUND_MAX:.0e} (got {value!r})", key=key)
+    return [value[0], value[1]]
+
+
+#: The fields of dataset.json and the check of each: (path, key, value) -> the value kept.
+METADATA_FIELDS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "name": lambda p, k, v: _string(p, k, v) or v,
+    "score_units": lambda p, k, v: _string(p, k, v) or v,
+    "student_covariates": lambda p, k, v: _covariates(p, k, v, _RESERVED, "students.csv"),
+    "class_covariates": lambda p, k, v: _covariates(p, k, v, _RESERVED_CLASS, CLASSES_FILE),
+    "race_codes": lambda p, k, v: _string_list(p, k, v, nonempty=True),
+    "optional_covariates": lambda p, k, v: _string_list(p, k, v, nonempty=False),
+    "ability": lambda p, k, v: v if v in ("uniform", "normal") else _refuse(
+        p, k, f"must be 'uniform' or 'normal' (got {v!r})"),
+    "score_noise_sd": _sd_or_free,
+    "class_effect_sd": _sd_or_free,
+    "score_scale": lambda p, k, v: _checked(p, k, check_score_scale, v),
+    "score_range": lambda p, k, v: _range(p, k, v, -math.inf),
+    "income_range": lambda p, k, v: _range(p, k, v, 0.0),
+}
+
+
+def _refuse(path: Path, key: str, reason: str):
+    raise DataError(path, reason, key=key)
+
+
+def _checked(path: Path, key: str, check: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as e:
+        raise DataError(path, str(e), key=key) from None
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """The folder's dataset.json, every field checked (the module docstring), with the
+    defaults of a folder without one; a field's value is kept as written (numbers,
+    ``"free"``), lists of names stripped of surrounding spaces."""
     path = folder / METADATA_FILE
     meta: dict[str, Any] = {}
     if path.exists():
         raw = read_json(path)
         if not isinstance(raw, dict):
             raise DataError(path, f"must be a JSON object (got {type(raw).__name__})")
+        _no_misspellings(path, raw, METADATA_FIELDS)
         meta = dict(raw)
-        for key in ("name", "score_units"):
-            if key in meta and not isinstance(meta[key], str):
-                raise DataError(path, f"must be a string (got {meta[key]!r})", key=key)
-        if "student_covariates" in meta:
-            covs = _string_list(path, "student_covariates", meta["student_covariates"], nonempty=False)
-            for c in covs:
-                if c in _RESERVED:
-                    raise DataError(
-                        path, f"{c!r} is a core column of students.csv, not a covariate",
-                        key="student_covariates",
-                    )
-            meta["student_covariates"] = covs
-        if "class_covariates" in meta:
-            covs = _string_list(path, "class_covariates", meta["class_covariates"], nonempty=False)
-            for c in covs:
-                if c in _RESERVED_CLASS:
-                    raise DataError(
-                        path, f"{c!r} is a core column of {CLASSES_FILE}, not a covariate",
-                        key="class_covariates",
-                    )
-            meta["class_covariates"] = covs
-        if "race_codes" in meta:
-            meta["race_codes"] = _string_list(path, "race_codes", meta["race_codes"], nonempty=True)
-        if "ability" in meta and meta["ability"] not in ("uniform", "normal"):
-            raise DataError(path, f"must be 'uniform' or 'normal' (got {meta['ability']!r})", key="ability")
+        for key, check in METADATA_FIELDS.items():
+            if key in meta:
+                kept = check(path, key, meta[key])
+                if isinstance(kept, list):
+                    meta[key] = kept
     meta.setdefault("name", folder.resolve().name)
     meta.setdefault("score_units", "points")
     meta.setdefault("student_covariates", list(DEFAULT_COVARIATES))
@@ -155,138 +304,14 @@ def read_metadata(folder: Path) -> dict[str, Any]:
 
 def with_declared_noise(meta: dict[str, Any], truth: Any) -> dict[str, Any]:
     """``meta`` with the scores' measurement-noise sd of a simulated folder: when
-    dataset.json declares none and truth.json's configuration simulated the scores
-    with noise (``score_noise_sd > 0``), that sd, so that such data are fitted with
-    the noisy likelihood rather than silently with the noise-free one."""
+    dataset.json declares none and truth.json's configuration (checked) simulated the
+    scores with noise (``score_noise_sd > 0``), that sd, so that such data are fitted
+    with the noisy likelihood rather than silently with the noise-free one."""
     config = truth.get("config") if isinstance(truth, dict) else None
-    noise = config.get("score_noise_sd") if isinstance(config, dict) else None
-    if "score_noise_sd" in meta or isinstance(noise, bool) or not isinstance(noise, (int, float)):
+    noise = config.get("score_noise_sd", 0) if isinstance(config, dict) else 0
+    if "score_noise_sd" in meta or not noise > 0:
         return meta
-    if math.isfinite(noise) and noise > 0:
-        meta = {**meta, "score_noise_sd": float(noise), "score_noise_source": TRUTH_FILE}
-    return meta
-
-
-def _parse_int(col: pd.Series) -> pd.Series:
-    return pd.Series([whole(s) for s in col], index=col.index, dtype=np.int64)
-
-
-def _typed(frame: pd.DataFrame, ints: Iterable[str], floats: Iterable[str],
-           bools: Iterable[str] = (), covariates: Iterable[str] = ()) -> pd.DataFrame:
-    out = frame.copy()
-    for c in ints:
-        out[c] = _parse_int(frame[c])
-    for c in floats:
-        out[c] = frame[c].map(float).astype(np.float64)
-    for c in bools:
-        out[c] = frame[c].map(to_bool).astype(bool)
-    for c in covariates:
-        out[c] = frame[c].map(to_covariate).astype(np.float64)
-    return out
-
-
-def load_students(folder: Path, meta: Mapping[str, Any], race_codes: Sequence[str],
-                  table: Table) -> tuple[Table, pd.DataFrame]:
-    """The students ``table`` of ``folder`` checked, and typed (see :class:`LoadedData`)."""
-    covariates = list(meta["student_covariates"])
-    require_columns(table, STUDENT_CORE_COLUMNS)
-    if (folder / METADATA_FILE).exists():
-        why = f" ({METADATA_FILE} lists it in student_covariates)"
-    else:
-        why = f" (it is optional only when a {METADATA_FILE} leaves it out of student_covariates)"
-    require_columns(table, covariates, why)
-    has_income = "family_income" in table.frame.columns
-    rules: dict[str, Sequence[Rule]] = {
-        "student_id": ID_RULES,
-        "class_id": ID_RULES,
-        "school_id": ID_RULES,
-        "test_score": FLOAT_RULES,
-        "race": code_rules("race code", race_codes),
-        "cohort": code_rules("cohort", COHORTS),
-    }
-    if has_income:
-        rules["family_income"] = INCOME_RULES
-    other_covariates = [c for c in covariates if c != "family_income"]
-    for c in other_covariates:
-        rules[c] = COVARIATE_RULES
-    first_failure(table, schema(rules), reasons(rules))
-    typed = _typed(
-        table.frame,
-        ints=("student_id", "class_id", "school_id"),
-        floats=("test_score",) + (("family_income",) if has_income else ()),
-        covariates=other_covariates,
-    )
-    check_unique(table, typed, "student_id", "student_id")
-    return table, typed
-
-
-def load_classes(table: Table, class_covariates: Sequence[str] = ()) -> tuple[Table, pd.DataFrame]:
-    """The classes ``table`` checked, and typed (see :class:`LoadedData`); each of
-    ``class_covariates`` (dataset.json's) must be a column of finite numbers or booleans."""
-    require_columns(table, CLASS_COLUMNS)
-    require_columns(table, class_covariates, f" ({METADATA_FILE} lists it in class_covariates)")
-    rules: dict[str, Sequence[Rule]] = {
-        "class_id": ID_RULES,
-        "school_id": ID_RULES,
-        "n_students": COUNT_RULES,
-        "class_size": code_rules("class size", CLASS_SIZES),
-        "teacher_has_ma": BOOL_RULES,
-    }
-    for c in class_covariates:
-        rules[c] = COVARIATE_RULES
-    first_failure(table, schema(rules), reasons(rules))
-    typed = _typed(
-        table.frame, ints=("class_id", "school_id", "n_students"), floats=(), bools=("teacher_has_ma",),
-        covariates=class_covariates,
-    )
-    check_unique(table, typed, "class_id", "class_id")
-    return table, typed
-
-
-def cross_check(st: Table, students: pd.DataFrame, cl: Table, classes: pd.DataFrame) -> None:
-    """Every student's class is in the classes table and in the same school; every class
-    has students, as many as its ``n_students``."""
-    class_line = pd.Series(classes.index.to_numpy(), index=classes["class_id"].to_numpy())
-    class_school = pd.Series(classes["school_id"].to_numpy(), index=classes["class_id"].to_numpy())
-    sid = students["class_id"]
-
-    unknown = ~sid.isin(class_school.index)
-    if unknown.any():
-        line = int(students.index[unknown.to_numpy()][0])
-        raise st.error(f"class {int(sid.at[line])} is not in {CLASSES_FILE}", line=line, column="class_id")
-
-    their_school = class_school.reindex(sid.to_numpy()).to_numpy()
-    differs = students["school_id"].to_numpy() != their_school
-    if differs.any():
-        line = int(students.index[differs][0])
-        c = int(sid.at[line])
-        raise st.error(
-            f"school {int(students.at[line, 'school_id'])} disagrees with school "
-            f"{int(class_school[c])} of class {c} in {CLASSES_FILE} (line {int(class_line[c])})",
-            line=line,
-            column="school_id",
-        )
-
-    counts = sid.value_counts()
-    counted = counts.reindex(classes["class_id"].to_numpy(), fill_value=0).to_numpy()
-    empty = counted == 0
-    if empty.any():
-        line = int(classes.index[empty][0])
-        raise cl.error(
-            f"class {int(classes.at[line, 'class_id'])} has no students in {STUDENTS_FILE}",
-            line=line,
-            column="class_id",
-        )
-    wrong = classes["n_students"].to_numpy() != counted
-    if wrong.any():
-        line = int(classes.index[wrong][0])
-        raise cl.error(
-            f"n_students is {int(classes.at[line, 'n_students'])} but {STUDENTS_FILE} has "
-            f"{int(counted[np.flatnonzero(wrong)[0]])} students in class "
-            f"{int(classes.at[line, 'class_id'])}",
-            line=line,
-            column="n_students",
-        )
+    return {**meta, "score_noise_sd": float(noise), "score_noise_source": TRUTH_FILE}
 
 
 # ------------------------------------------------------------------ the dataset

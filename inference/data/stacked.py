@@ -127,6 +127,8 @@ def _replicate_truth(folder: Path, replicate: int) -> dict | None:
     if entry is None:
         raise DataError(folder / TRUTH_FILE, f"lists no replicate {replicate}", key="replicates")
     out = {k: v for k, v in truth.items() if k not in ("replicates", "n_replicates", "format")}
+    if entry.get("class_effects") is not None:
+        out["class_effects"] = entry["class_effects"]
     return {"seed": entry.get("seed"), "engine": out.pop("engine", None), "estimands": out.pop("estimands", None),
             "school_effects": entry.get("school_effects"), **out, "replicate": replicate}
 
