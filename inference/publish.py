@@ -84,6 +84,19 @@ def fault_of(error: OSError, where: str | Path) -> OutputFault:
     return OutputFault(f"{where}: cannot write there ({reason}); nothing was written", status)
 
 
+def library_write_error(path: str | Path, error: Exception) -> OSError:
+    """An error a library raised while writing ``path`` without an ``errno`` (HDF5's
+    ``RuntimeError: NetCDF: HDF error`` on a full disk) as the :class:`OSError` it
+    stands for: ``ENOSPC`` when the file system has less than 1 MiB free, else ``EIO``."""
+    try:
+        stat = os.statvfs(Path(path).parent)
+        full = stat.f_bavail * stat.f_frsize < 2**20
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, f"{os.strerror(code)}: {error}" if not full else os.strerror(code), str(path))
+
+
 def _leftover(name: str, inside: bool) -> bool:
     """Whether ``name`` is a temporary of a killed run (inside the folder: ``.*.tmp``)."""
     return inside and name.startswith(".") and name.endswith(".tmp")

@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     or an unusable output path; 3 a fault of the machine (a full disk, an input/output
     error); 130 Ctrl-C and 143 SIGTERM, after the command has removed what it had not
     finished writing.  Each refusal or fault is one line on standard error.
+
+    As the ``classsize`` program (``argv`` None), an interrupted command then ends the
+    process at once (``os._exit``): the compiled programs JAX had already dispatched
+    would otherwise still run while the interpreter tears down.
     """
     import signal
 
@@ -291,7 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (rerun with --resume to continue the study)" if args.command == "recover" else ""
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
         print(f"{prefix}: {why}; nothing unfinished was kept{hint}", file=sys.stderr)
-        return 130 if isinstance(e, KeyboardInterrupt) else 143
+        status = 130 if isinstance(e, KeyboardInterrupt) else 143
+        if argv is None:
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        return status
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -267,7 +267,8 @@ STORED_DIGITS = {"log_likelihood": 3, "posterior_predictive": 2, "prior_predicti
 
 def write_netcdf(tree, path) -> None:
     """Write the DataTree ``tree`` to ``path`` as netCDF-4, every variable compressed
-    (zlib) and the per-student floats quantised to :data:`STORED_DIGITS`."""
+    (zlib) and the per-student floats quantised to :data:`STORED_DIGITS`.  A failure
+    of the HDF5 library (a full disk) is raised as the :class:`OSError` it stands for."""
     encoding = {}
     for node in tree.subtree:
         digits = STORED_DIGITS.get(node.name)
@@ -275,4 +276,9 @@ def write_netcdf(tree, path) -> None:
             name: {"zlib": True, "complevel": 4,
                    **({"least_significant_digit": digits} if digits is not None and var.dtype.kind == "f" else {})}
             for name, var in node.data_vars.items() if var.dtype.kind in "biuf"}
-    tree.to_netcdf(str(path), engine="netcdf4", encoding=encoding)
+    try:
+        tree.to_netcdf(str(path), engine="netcdf4", encoding=encoding)
+    except RuntimeError as e:  # HDF5's errors carry no errno
+        from classsize.inference.publish import library_write_error
+
+        raise library_write_error(path, e) from None

@@ -56,7 +56,7 @@ from classsize.inference.engine.sampling import ChainRunner, Draws
 from classsize.inference.engine.settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from classsize.inference.data.sources import as_loaded, fingerprint, source_label
 
-#: whether a fit has said that it got fewer devices than chains (said once per process)
+#: whether a fit has said that it got fewer devices than chains and cores (said once per process)
 _told_devices = False
 #: The files of a run folder.
 RUN_FILES = ("posterior.nc", "summary.json")
@@ -311,8 +311,10 @@ def fit(
         hook = Progress(f"fit {spec.name}") if progress else None
         runner = ChainRunner(chains, warmup, samples, progress=hook)
     global _told_devices
-    if len(runner.devices) < runner.chains and not _told_devices:
-        _told_devices = True
+    from classsize.model.machine import machine_cores
+
+    if len(runner.devices) < min(runner.chains, machine_cores()) and not _told_devices:
+        _told_devices = True  # (said when more cores could run the chains side by side)
         print(f"classsize: {runner.chains} chains share {len(runner.devices)} JAX device(s) and run in turn; "
               f"call classsize.use_all_cores() before JAX starts to run them side by side", file=sys.stderr)
     start = time.perf_counter()

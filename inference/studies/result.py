@@ -102,11 +102,19 @@ class StudyResult:
             "verdict.txt": text(self.verdict + "\n"),
             "study.json": text(json.dumps({"format_version": FORMAT_VERSION, **self.settings}, indent=2) + "\n"),
             "config.toml": text(self.config.to_toml()),
-            "recovery.nc": lambda p: self.to_xarray().to_netcdf(str(p), engine="netcdf4"),
+            "recovery.nc": self._write_netcdf,
         }
         for name, make in self.PLOTS.items():
             writers[name] = lambda p, make=make: save_figure(make(self), p, dpi=110)
         return writers
+
+    def _write_netcdf(self, path) -> None:
+        try:
+            self.to_xarray().to_netcdf(str(path), engine="netcdf4")
+        except RuntimeError as e:  # HDF5's errors carry no errno
+            from classsize.inference.publish import library_write_error
+
+            raise library_write_error(path, e) from None
 
     def to_xarray(self):
         """The table and the summary as one xarray Dataset (dims dataset, quantity, level):
