@@ -375,3 +375,17 @@ def test_recover_on_a_full_disk_says_resume(work, tmpfs):
     assert done.returncode == 3, done.stderr
     line = one_line(done.stderr)
     assert "No space left" in line and "--resume" in line
+
+
+@pytest.mark.slow
+def test_compare_force_onto_other_data_leaves_no_old_run(work):
+    from classsize.model import Config, simulate
+
+    simulate(Config(n_regular=60, n_experimental=60, n_schools=2), 1).write(work / "both")
+    simulate(Config(n_regular=0, n_experimental=60, n_schools=2), 1).write(work / "experimental")
+    assert cli("compare", "both", "--out", "C", *TINY_FIT).returncode in (0, 1)
+    assert (work / "C" / "naive").is_dir()
+    done = cli("compare", "experimental", "--out", "C", "--force", *TINY_FIT)
+    assert done.returncode in (0, 1), done.stderr
+    assert not (work / "C" / "naive").exists()  # naive cannot use these data: its old run is gone too
+    assert sorted(p.name for p in (work / "C").iterdir() if p.is_dir()) == ["randomized", "structural"]
