@@ -265,7 +265,9 @@ class OutputFolder:
                 self._staging.mkdir()
             else:
                 if full.exists() and self.force and not self.keep:
-                    shutil.rmtree(full)
+                    trash = parent / f".{self.target.name}.classsize-trash-{os.getpid()}"
+                    os.rename(full, trash)  # the old study goes in one step, then is removed
+                    shutil.rmtree(trash, ignore_errors=True)
                 full.mkdir(exist_ok=True)
         except BaseException as e:
             self._abandon()

@@ -5,12 +5,22 @@ runs here.  Each (dataset, chain) pair is a **lane**: the whole NUTS run (warm-u
 and sampling) of the analysis's kernel, with the dataset's arrays as arguments.  The
 lanes are sharded over the JAX devices (one per core once
 :func:`classsize.inference.engine.runtime.use_all_cores` has run, as the command line does)
-and, within a device, vectorised with ``jax.vmap``, so four chains on two cores run as two vectorised pairs side by side.
+and, within a device, run one after another with ``lax.map`` (``vectorize="map"``,
+the default) or in lockstep with ``jax.vmap`` (``"vmap"``), so four chains on two
+cores run as two pairs side by side.
 
 Chain ``c`` of a fit with seed ``s`` starts from ``jax.random.split(PRNGKey(s),
 chains)[c]`` (``PRNGKey(s)`` for one chain), the keys ``numpyro.infer.MCMC`` gives
-its chains, whatever the number of devices; a lane's computation does not depend on
-which device runs it, so the draws do not either.
+its chains, whatever the number of devices.  A lane's arithmetic is the same on one
+device or many, so the draws are equal bit for bit whatever the number of devices (and
+of lanes per device).  This takes one step: XLA compiles a program over one device
+without its partitioner, and over several devices with it, and the partitioner
+merges identical operations (repeated broadcasts of one scalar) before XLA's
+simplifier runs; the simplifier rewrites a division by a broadcast scalar shared by
+several divisions into a multiplication by its reciprocal, so the two programs would
+round differently (by an ulp, which NUTS turns into other draws within a few dozen
+iterations).  :func:`merge_duplicates` merges them in every program first, so XLA
+sees the same lane computation either way.
 
 The iterations run in about :data:`CALLS_PER_RUN` calls of one compiled program,
 each carrying every lane's NUTS state and draws on to the next, so that between
@@ -208,8 +218,10 @@ class ChainRunner:
             begin = time.perf_counter()
             carry_shape = self._carry_shape(problem, keys, inputs)
             spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), carry_shape)
-            executable = program.lower(
-                keys, inputs, active, spec, jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)).compile()
+            lowered = program.lower(keys, inputs, active, spec,
+                                    jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated))
+            merge_duplicates(lowered)
+            executable = lowered.compile()
             self._compiled[signature] = (executable, carry_shape)
             compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
@@ -237,3 +249,14 @@ class ChainRunner:
         return Draws({k: per_dataset(v) for k, v in values.items()},
                      {k: per_dataset(v) for k, v in stats.items()},
                      steps[:, :, :self.warmup], seconds, compile_seconds)
+
+
+def merge_duplicates(lowered) -> None:
+    """Merge the identical operations of a lowered program (MLIR's common-subexpression
+    elimination), in place, before XLA compiles it: the program over one device then
+    computes as the one over several (see the module docstring)."""
+    from jaxlib.mlir import passmanager
+
+    module = lowered.compiler_ir("stablehlo")
+    with module.context:
+        passmanager.PassManager.parse("builtin.module(cse)").run(module.operation)

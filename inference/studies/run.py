@@ -94,7 +94,8 @@ def run_study(model: str | Analysis = "structural", n_datasets: int = 100, *, co
 
     ``out``: write each finished batch into ``out/batches`` as it completes; with
     ``resume``, take the batches an earlier run of the same plan left there (another
-    plan's are refused, :func:`~.plan.check_manifest`) and fit only the others.
+    plan's are refused, :func:`~.plan.check_manifest` and :func:`~.plan.read_batch`;
+    a damaged batch file is reported and fitted again) and fit only the others.
     ``runner`` fits the batches (default :class:`~.fitting.InProcess`; its
     ``run(plan, batches)`` yields one record of :func:`~.fitting.fit_batch` per batch, in
     any order).  ``batch_size`` defaults to the resumed study's, else 4 per device of a
