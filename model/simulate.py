@@ -216,6 +216,9 @@ def simulate_many(config: Config = Config(), seeds: Sequence[int] = (0,)) -> lis
 #: Replicates drawn and written per batch by :func:`write_replicates` (bounds memory;
 #: also the row-group size of the Parquet files, so it is fixed, not tuned per machine).
 BATCH_SIZE = 256
+#: The most memory one batch's draws may take (:attr:`Config.simulation_bytes` per
+#: replicate): a batch of a large design holds fewer than :data:`BATCH_SIZE` replicates.
+BATCH_BYTES = 4 * 2**30
 
 
 def _start_batch(config: Config, seeds: Sequence[int], size: int):
@@ -240,11 +243,12 @@ def write_replicates(
     ``fmt="csv"``: one folder per dataset, ``replicate_0000`` ... under ``out_dir``
     (for one replicate, the files go into ``out_dir`` itself), the bytes of
     :meth:`Dataset.write`, each folder renamed into place complete, then
-    ``replicates.json`` listing them all (:func:`~.writers.write_replicate_list`).  ``fmt="parquet"``: ``students.parquet``,
-    ``classes.parquet`` and ``truth.json`` in ``out_dir`` (see
-    :mod:`classsize.model.writers`).  Datasets are drawn ``batch_size`` at a time;
-    the next batch is computed while the current one is written, and CSV folders are
-    written by ``workers`` threads (default: the number of cores).
+    ``replicates.json`` listing them all (:func:`~.writers.write_replicate_list`).
+    ``fmt="parquet"``: ``students.parquet``, ``classes.parquet`` and ``truth.json`` in
+    ``out_dir`` (see :mod:`classsize.model.writers`).  Datasets are drawn
+    ``batch_size`` at a time (fewer when a batch would take more than
+    :data:`BATCH_BYTES`); the next batch is computed while the current one is written,
+    and CSV folders are written by ``workers`` threads (default: the number of cores).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -256,7 +260,7 @@ def write_replicates(
         raise ValueError(f"replicates must be >= 1, got {replicates}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    size = max(1, min(batch_size, replicates))
+    size = max(1, min(batch_size, replicates, BATCH_BYTES // config.simulation_bytes))
     starts = list(range(0, replicates, size))
     estimands, config_dict = config.estimands(), config.to_dict()
     stacked = writers.StackedWriter(out, config, replicates) if fmt == "parquet" else None

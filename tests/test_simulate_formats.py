@@ -164,3 +164,13 @@ def test_stored_sampler_gives_the_same_draws(tmp_path, monkeypatch):
         assert stored[0].read_bytes() != b"not a program"
     finally:
         sim.sampler.cache_clear()
+
+
+def test_a_batch_holds_fewer_replicates_when_they_would_not_fit(tmp_path, monkeypatch):
+    """Memory bounds the batch: with room for two replicates, five come in three row groups."""
+    import importlib
+
+    sim = importlib.import_module("classsize.model.simulate")  # (the package's `simulate` is the function)
+    monkeypatch.setattr(sim, "BATCH_BYTES", 2 * SMALL.simulation_bytes + 1)
+    sim.write_replicates(tmp_path, SMALL, 30, 5, "parquet")
+    assert pq.ParquetFile(tmp_path / "students.parquet").num_row_groups == 3
