@@ -61,6 +61,7 @@ WRITES: dict[str, tuple[str, ...]] = {
     "demo": ("data", "compare"),
     "recover": ("batches", "recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "study.json",
                 "config.toml", "*.png"),
+    "design": ("cells", "design.csv", "design.png", "summary.txt", "design.json", "config.toml"),
 }
 #: Errors of the machine, not of what the user gave (exit status 3).
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EFBIG}

@@ -217,6 +217,57 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_design(args: argparse.Namespace) -> int:
+    """Exit status 0 when the design is written, 2 on bad input, 3 when batches failed
+    (the finished ones are kept for --resume)."""
+    _check_sampler_args(args)
+    for name in ("datasets", "batch_size", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.resume and args.force:
+        raise UsageError("--resume and --force exclude each other")
+    from classsize.inference.analyses.registry import ANALYSES
+    from classsize.inference.studies.design import DesignGrid
+    from classsize.inference.studies.distributed import check_runner_args, open_runner
+
+    analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    unknown = [a for a in analyses if a not in ANALYSES]
+    if not analyses or unknown or len(set(analyses)) < len(analyses):
+        raise UsageError(f"--analyses {args.analyses!r}: name each of {', '.join(ANALYSES)} at most once")
+    config = load_config(args.config)
+    if args.estimand not in config.estimands():
+        raise UsageError(f"--estimand {args.estimand!r}: one of {', '.join(config.estimands())}")
+    grid = DesignGrid.parse(config, args.vary)
+    if args.worth and config.n_regular == 0:
+        raise UsageError("--worth: the base design has no REGULAR students (n_regular = 0) to be worth anything")
+    check_runner_args(args.scheduler, args.workers)
+    if args.seed + args.datasets > SEED_MAX:
+        raise UsageError(f"--seed + --datasets must be at most 2**62, got {args.seed + args.datasets}")
+    from classsize.inference.studies.diagnose import diagnose
+    from classsize.inference.studies.run import StudyIncomplete
+
+    with OutputFolder(args.out, "design", force=args.force, mode="in_place", keep=args.resume) as folder:
+        try:
+            with open_runner(args.scheduler, args.workers) as runner:
+                announce(f"design: {len(grid.cells())} cell(s) x {', '.join(analyses)}, {args.datasets} datasets "
+                         f"each, {args.chains} chain(s) x ({args.warmup} warm-up + {args.samples} draws), "
+                         f"{getattr(runner, 'description', 'in this process')}", args.quiet)
+                result = diagnose(grid, analyses, args.datasets, seed=args.seed, chains=args.chains,
+                                  warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
+                                  out=folder.path, resume=args.resume, runner=runner, estimand=args.estimand,
+                                  worth=args.worth,
+                                  progress=Progress("design", "datasets", quiet=args.quiet))
+        except StudyIncomplete as e:
+            print(f"classsize design: {e}; the finished batches are in {folder.path / 'cells'} "
+                  "(rerun with --resume)", file=sys.stderr)
+            return 3
+        print(result.summary(), flush=True)
+        paths = folder.publish(result.writers(), state=("cells",))
+    print(f"wrote {', '.join(p.name for p in paths)} in {folder.target}")
+    return 0
+
+
 def cmd_star(args: argparse.Namespace) -> int:
     from classsize.inference.data.star import check_krueger_column, write_star
     from classsize.inference.data.star_metadata import summary_text

@@ -19,8 +19,8 @@ import argparse
 import math
 import sys
 
-from classsize.inference.commands.actions import (SEED_MAX, cmd_compare, cmd_demo, cmd_fit, cmd_recover,
-                                                  cmd_simulate, cmd_star)
+from classsize.inference.commands.actions import (SEED_MAX, cmd_compare, cmd_demo, cmd_design, cmd_fit,
+                                                  cmd_recover, cmd_simulate, cmd_star)
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from classsize.inference.outputs import UsageError
 
@@ -176,6 +176,35 @@ def _add_recover_parser(sub) -> None:
     p.set_defaults(func=cmd_recover)
 
 
+def _add_design_parser(sub) -> None:
+    p = sub.add_parser("design", help="design diagnosis: power, bias, RMSE, coverage and width over a grid of designs",
+                       description="Cross the --vary axes into a grid of designs; simulate --datasets datasets "
+                                   "for each cell (the same datasets for every analysis) and fit each analysis; "
+                                   "write design.csv, design.png and summary.txt.")
+    p.add_argument("--config", help="TOML configuration of the base design and truth (default: the notebook's)")
+    p.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="an axis: a number field of the configuration and its values (repeat for more axes; "
+                        "they are crossed)")
+    p.add_argument("--analyses", default="structural,randomized", metavar="NAME[,NAME...]",
+                   help="the analyses fitted in every cell, comma-separated")
+    p.add_argument("--datasets", type=int, required=True, help="simulated datasets per cell")
+    p.add_argument("--estimand", default="small_class_direct_effect",
+                   help="the estimand of the summary and the plot (design.csv has every estimand)")
+    p.add_argument("--worth", action="store_true",
+                   help="also measure how many randomized students the base design's REGULAR cohort is worth: "
+                        "structural on the base design against randomized on EXPERIMENTAL-only designs")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_sampler_args(p, seed_help="the design seed: a cell's datasets are seeded by it and the cell's values")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="datasets fitted in one compiled call (default: 4 per device)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="fit the batches on the Dask cluster of this scheduler")
+    p.add_argument("--workers", type=int, metavar="N", help="fit the batches on N local Dask worker processes")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the design in --out: fit only the cells and batches not written there yet")
+    p.add_argument("--force", action="store_true", help="replace an earlier design in --out")
+    p.set_defaults(func=cmd_design)
+
+
 def _add_star_parser(sub) -> None:
     p = sub.add_parser(
         "star",
@@ -232,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_fit_parsers(sub)
     _add_recover_parser(sub)
+    _add_design_parser(sub)
     _add_star_parser(sub)
     for command in sub.choices.values():
         command.add_argument("--quiet", "-q", action="store_true",
@@ -284,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: error: {e}", file=sys.stderr)
         return 2
     except OutputFault as e:
-        hint = "; rerun with --resume once there is room" if args.command == "recover" and e.status == 3 else ""
+        hint = ("; rerun with --resume once there is room" if args.command in ("recover", "design") and e.status == 3
+                else "")
         print(f"{prefix}: error: {e}{hint}", file=sys.stderr)
         return e.status
     except OSError as e:
@@ -292,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: error: {fault}", file=sys.stderr)
         return fault.status
     except (KeyboardInterrupt, Terminated) as e:
-        hint = " (rerun with --resume to continue the study)" if args.command == "recover" else ""
+        hint = (" (rerun with --resume to continue the study)" if args.command in ("recover", "design")
+                else "")
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
         print(f"{prefix}: {why}; nothing unfinished was kept{hint}", file=sys.stderr)
         status = 130 if isinstance(e, KeyboardInterrupt) else 143
