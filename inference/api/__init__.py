@@ -15,6 +15,10 @@ The package's Python API, in one place (``import classsize as cs``):
   coverage at a fixed truth (:class:`~classsize.inference.studies.result.StudyResult`: an
   ``SBCStudy`` or a ``CoverageStudy``; ``.verdict``, ``.table``, ``.summary``, ``.plot()``,
   ``.write(folder)``).
+* ``cs.design(config=None, vary={"n_experimental": [250, 500]}, analyses=(...), datasets=50)``:
+  design diagnosis over a grid of designs
+  (:class:`~classsize.inference.studies.diagnose.DesignResult`: ``.table``,
+  ``.summary()``, ``.plot()``, ``.worth`` with ``worth=True``).
 * ``cs.load_run(run_dir)``: the ``FitResult`` of a finished ``classsize fit`` run.
 * ``cs.use_all_cores()``: expose every CPU core as a JAX device so that chains run
   side by side; call it before any JAX computation.
@@ -47,7 +51,7 @@ _NAMES = {
     "ANALYSES": ("classsize.inference.analyses.registry", "ANALYSES"),
 }
 
-__all__ = sorted([*_NAMES, "simulate", "recover", "__version__"])
+__all__ = sorted([*_NAMES, "simulate", "recover", "design", "__version__"])
 
 
 def simulate(config=None, seed: int = 0):
@@ -72,6 +76,24 @@ def recover(analysis: str = "structural", datasets: int = 100, *, config=None, f
 
     config = config if isinstance(config, Config) else load_config(config)
     return run_study(analysis, datasets, config=config, from_prior=from_prior, seed=seed, out=out, **settings)
+
+
+def design(config=None, vary=None, analyses=("structural", "randomized"), datasets: int = 50, *, seed: int = 0,
+           out=None, **settings):
+    """Design diagnosis (:func:`classsize.inference.studies.diagnose.diagnose`): every
+    analysis fitted to ``datasets`` simulated datasets of each cell of the grid that
+    crosses ``vary`` (a mapping of configuration field to its values) over the base
+    ``config`` (a ``Config``, a TOML file, or None).  ``settings``: ``chains``,
+    ``warmup``, ``samples``, ``batch_size``, ``resume``, ``progress``, ``estimand``,
+    ``worth``."""
+    from classsize.inference.outputs import load_config
+    from classsize.inference.studies.design import DesignGrid
+    from classsize.inference.studies.diagnose import diagnose
+    from classsize.model import Config
+
+    config = config if isinstance(config, Config) else load_config(config)
+    axes = [f"{name}={','.join(str(v) for v in values)}" for name, values in (vary or {}).items()]
+    return diagnose(DesignGrid.parse(config, axes), analyses, datasets, seed=seed, out=out, **settings)
 
 
 def __getattr__(name: str):
