@@ -65,6 +65,14 @@ class DesignResult:
         """Power and mean interval width against each axis (a matplotlib figure)."""
         return plot_design(self.grid, self.table, self.estimand)
 
+    def write(self, out: str | Path) -> list[Path]:
+        """Write the design's files into ``out``, all together, beside its ``cells``
+        (:meth:`~classsize.inference.publish.OutputFolder.publish`); returns the paths."""
+        from classsize.inference.publish import OutputFolder
+
+        with OutputFolder(out, "design", mode="in_place", keep=True) as folder:
+            return folder.publish(self.writers(), state=(CELLS,))
+
     def writers(self) -> dict:
         """Each output file's name, with a function that writes it to a given path."""
         from classsize.inference.plotting import save_figure
@@ -82,7 +90,7 @@ class DesignResult:
 
     def __repr__(self) -> str:
         return (f"DesignResult({len(self.grid.cells())} cells x {', '.join(self.settings['analyses'])}, "
-                f"{self.settings['datasets']} datasets each; .table, .summary(), .plot())")
+                f"{self.settings['datasets']} datasets each; .table, .summary(), .plot(), .write(folder))")
 
 
 @float64
