@@ -133,6 +133,8 @@ def diagnose(grid: DesignGrid, analyses: Sequence[str] = ("structural", "randomi
             if progress is not None:
                 progress(base + k, total)
 
+        told.quiet = getattr(progress, "quiet", progress is None)  # (run_study's "resuming" line)
+
         values = {k: v for k, v in cell.items() if k != "worth"}  # (a worth cell is seeded by its values too)
         where = cell_name(values) if "worth" not in cell else "worth/" + cell_name(values)
         folder = None if out is None else Path(out) / CELLS / where / analysis.name
