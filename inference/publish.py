@@ -85,22 +85,26 @@ def fault_of(error: OSError, where: str | Path) -> OutputFault:
     return OutputFault(f"{where}: cannot write there ({reason}); nothing was written", status)
 
 
-def library_write_error(path: str | Path, error: Exception) -> OSError:
-    """An error a library raised while writing ``path`` without an ``errno`` (HDF5's
-    ``RuntimeError: NetCDF: HDF error`` on a full disk) as the :class:`OSError` it
-    stands for: ``ENOSPC`` when the file system has less than 1 MiB free, else ``EIO``."""
+def write_netcdf_file(data, path: str | Path, **options) -> None:
+    """``data.to_netcdf(path)`` (an xarray Dataset or DataTree, netCDF-4), with HDF5's
+    errors, which carry no ``errno`` (``RuntimeError: NetCDF: HDF error`` on a full
+    disk), raised as the :class:`OSError` they stand for: ``ENOSPC`` when the file
+    system has less than 1 MiB free, else ``EIO``."""
     try:
-        stat = os.statvfs(Path(path).parent)
-        full = stat.f_bavail * stat.f_frsize < 2**20
-    except OSError:
-        full = False
-    code = errno.ENOSPC if full else errno.EIO
-    return OSError(code, f"{os.strerror(code)}: {error}" if not full else os.strerror(code), str(path))
+        data.to_netcdf(str(path), engine="netcdf4", **options)
+    except RuntimeError as error:
+        try:
+            stat = os.statvfs(Path(path).parent)
+            full = stat.f_bavail * stat.f_frsize < 2**20
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code) if full else f"{os.strerror(code)}: {error}", str(path)) from None
 
 
-def _leftover(name: str, inside: bool) -> bool:
-    """Whether ``name`` is a temporary of a killed run (inside the folder: ``.*.tmp``)."""
-    return inside and name.startswith(".") and name.endswith(".tmp")
+def _leftover(name: str) -> bool:
+    """Whether ``name``, inside an output folder, is a temporary of a killed run (``.*.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _renameat2_exchange(a: Path, b: Path) -> bool:
@@ -179,7 +183,7 @@ class OutputFolder:
     def _check_contents(self, full: Path) -> None:
         if not full.is_dir():
             return
-        entries = [e for e in os.listdir(full) if not _leftover(e, True)]
+        entries = [e for e in os.listdir(full) if not _leftover(e)]
         if not entries or self.keep:
             return
         if not self.force:
@@ -244,7 +248,7 @@ class OutputFolder:
         if full.is_dir():
             for dirpath, _, files in os.walk(full):
                 for f in files:
-                    if _leftover(f, True):
+                    if _leftover(f):
                         Path(dirpath, f).unlink(missing_ok=True)
 
     # ------------------------------------------------------------- the block
@@ -335,6 +339,6 @@ class OutputFolder:
 
     def __exit__(self, kind, error, tb) -> bool:
         self._abandon()
-        if isinstance(error, OSError) and not isinstance(error, (UsageError,)):
+        if isinstance(error, OSError):
             raise fault_of(error, self.target) from error
         return False

@@ -277,6 +277,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (UsageError, ConfigError, DataError)
 
 
+#: The commands whose finished batches a rerun with --resume takes up.
+_STUDIES = ("recover", "design")
+
+
 class Terminated(BaseException):
     """The process was asked to stop (SIGTERM): unwound like Ctrl-C."""
 
@@ -314,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: error: {e}", file=sys.stderr)
         return 2
     except OutputFault as e:
-        hint = ("; rerun with --resume once there is room" if args.command in ("recover", "design") and e.status == 3
-                else "")
+        hint = "; rerun with --resume once there is room" if args.command in _STUDIES and e.status == 3 else ""
         print(f"{prefix}: error: {e}{hint}", file=sys.stderr)
         return e.status
     except OSError as e:
@@ -323,8 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: error: {fault}", file=sys.stderr)
         return fault.status
     except (KeyboardInterrupt, Terminated) as e:
-        hint = (" (rerun with --resume to continue the study)" if args.command in ("recover", "design")
-                else "")
+        hint = " (rerun with --resume to continue the study)" if args.command in _STUDIES else ""
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
         print(f"{prefix}: {why}; nothing unfinished was kept{hint}", file=sys.stderr)
         status = 130 if isinstance(e, KeyboardInterrupt) else 143

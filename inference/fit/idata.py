@@ -276,9 +276,6 @@ def write_netcdf(tree, path) -> None:
             name: {"zlib": True, "complevel": 4,
                    **({"least_significant_digit": digits} if digits is not None and var.dtype.kind == "f" else {})}
             for name, var in node.data_vars.items() if var.dtype.kind in "biuf"}
-    try:
-        tree.to_netcdf(str(path), engine="netcdf4", encoding=encoding)
-    except RuntimeError as e:  # HDF5's errors carry no errno
-        from classsize.inference.publish import library_write_error
+    from classsize.inference.publish import write_netcdf_file
 
-        raise library_write_error(path, e) from None
+    write_netcdf_file(tree, path, encoding=encoding)

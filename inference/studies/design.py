@@ -130,6 +130,14 @@ def cell_seed(seed: int, cell: dict[str, Any]) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
+def interval_widths(study, estimand: str) -> np.ndarray:
+    """The width of each dataset's 90% interval for ``estimand`` in a study (NaN where
+    the dataset was not fitted)."""
+    rows = study.table[study.table["quantity"] == estimand]
+    width = rows[f"upper_{DESIGN_LEVEL}"].to_numpy(float) - rows[f"lower_{DESIGN_LEVEL}"].to_numpy(float)
+    return np.where(rows["status"].to_numpy() == "fitted", width, np.nan)
+
+
 def interval_summary(table, estimand: str) -> dict[str, float]:
     """The design statistics of one estimand in one study's table (see the module
     docstring); NaN where no dataset was fitted."""

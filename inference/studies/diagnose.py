@@ -32,7 +32,7 @@ from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 from classsize.inference.outputs import FORMAT_VERSION
 from classsize.inference.studies.design import (DESIGN_LEVEL, DesignGrid, cell_name, cell_seed, design_table,
-                                                plot_design, summary_text)
+                                                interval_widths, plot_design, summary_text)
 
 #: The folder of the cells' studies inside a design's output folder.
 CELLS = "cells"
@@ -119,11 +119,9 @@ def diagnose(grid: DesignGrid, analyses: Sequence[str] = ("structural", "randomi
             todo.append((cell, config, analysis))
     ladder = worth_ladder(grid.base) if worth else []
     if worth:
-        from classsize.inference.studies.design import DesignGrid as _Grid
-
         todo.append(({"worth": "combined"}, grid.base, get_analysis("structural").knowing(grid.base)))
         for n in ladder:
-            cfg = _Grid(grid.base).config_of({"n_regular": 0, "n_experimental": n})
+            cfg = grid.config_of({"n_regular": 0, "n_experimental": n})
             todo.append(({"worth": "randomized", "n_regular": 0, "n_experimental": n}, cfg,
                          get_analysis("randomized").knowing(cfg)))
     total, done = len(todo) * datasets, 0
@@ -179,15 +177,6 @@ def worth_ladder(base) -> list[int]:
     if len(sizes) < 2:
         raise ValueError("the worth needs REGULAR students in the base design (n_regular > 0)")
     return sizes
-
-
-def interval_widths(study, estimand: str):
-    """The width of each fitted dataset's 90% interval for ``estimand`` (NaN when not fitted)."""
-    import numpy as np
-
-    rows = study.table[study.table["quantity"] == estimand]
-    width = rows[f"upper_{DESIGN_LEVEL}"].to_numpy(float) - rows[f"lower_{DESIGN_LEVEL}"].to_numpy(float)
-    return np.where(rows["status"].to_numpy() == "fitted", width, np.nan)
 
 
 def worth_record(worth) -> dict:

@@ -109,12 +109,9 @@ class StudyResult:
         return writers
 
     def _write_netcdf(self, path) -> None:
-        try:
-            self.to_xarray().to_netcdf(str(path), engine="netcdf4")
-        except RuntimeError as e:  # HDF5's errors carry no errno
-            from classsize.inference.publish import library_write_error
+        from classsize.inference.publish import write_netcdf_file
 
-            raise library_write_error(path, e) from None
+        write_netcdf_file(self.to_xarray(), path)
 
     def to_xarray(self):
         """The table and the summary as one xarray Dataset (dims dataset, quantity, level):
