@@ -134,7 +134,6 @@ from .pieces import (
     pinned,
     sample_parameters,
     small_probability,
-    teacher_ma_probability,
 )
 from .classrooms import class_levels
 from .coordinates import centred, standard
@@ -214,6 +213,29 @@ class _Categorical(dist.CategoricalProbs):
 
     def log_prob(self, value):
         return jnp.log(self.probs)[value]
+
+
+class _ClassSlots(Distribution):
+    r"""The observed values :math:`v_c` of the used class slots as one event, each
+    drawn from row :math:`k_c` of the log-probability table ``log_table``
+    (:math:`L[k, v]`): :math:`\log p = \sum_{k, v} n_{kv} L[k, v]`, with
+    :math:`n_{kv}` the number of used slots of kind :math:`k` and value :math:`v`.
+    The counts are integer sums, so slots padded to a bucket
+    (:mod:`classsize.model.buckets`, ``used`` False) change the density not even in
+    its last bit."""
+
+    def __init__(self, log_table, kind, used):
+        self.log_table, self.kind, self.used = log_table, kind, used
+        super().__init__(batch_shape=(), event_shape=jnp.shape(kind)[-1:])
+
+    def sample(self, key, sample_shape=()):
+        draws = jax.random.categorical(key, self.log_table[self.kind], shape=sample_shape + jnp.shape(self.kind))
+        return jnp.where(self.used, draws, 0)
+
+    def log_prob(self, value):
+        shape = jnp.shape(self.log_table)
+        counts = jnp.zeros(shape, jnp.int32).at[self.kind, value].add(self.used.astype(jnp.int32))
+        return jnp.sum(jnp.where(counts > 0, counts * self.log_table, 0.0))
 
 
 class _UniformScore(dist.Uniform):
@@ -416,8 +438,9 @@ def _observations(design: Design, p: Mapping, data: Observed, ability_uniform, b
         numpyro.sample("small_class", _Bernoulli(jnp.clip(p_small, P_FLOOR, 1.0 - P_FLOOR)),
                        obs=data.small_class)
         numpyro.sample("test_score", score, obs=data.test_score)
-    with numpyro.plate("classes", data.class_is_small.shape[-1]), numpyro.handlers.mask(mask=data.class_used):
-        numpyro.sample("teacher_has_ma", _Bernoulli(teacher_ma_probability(p, data.class_is_small)),
-                       obs=data.teacher_has_ma)
-        numpyro.sample("school", dist.Categorical(probs=jnp.ones(design.n_schools) / design.n_schools),
-                       obs=data.school_of_class)
+    p_ma = jnp.stack([p["p_ma_large"], p["p_ma_small"]])
+    numpyro.sample("teacher_has_ma", _ClassSlots(jnp.log(jnp.stack([1.0 - p_ma, p_ma], axis=-1)),
+                                                 data.class_is_small, data.class_used), obs=data.teacher_has_ma)
+    numpyro.sample("school", _ClassSlots(jnp.full((1, design.n_schools), -jnp.log(design.n_schools)),
+                                         jnp.zeros_like(data.school_of_class), data.class_used),
+                   obs=data.school_of_class)

@@ -5,8 +5,8 @@ of students (a school's or a class's highest and lowest residual, a race's lowes
 highest assignment term).  :func:`group_layout` lays each group out as a row of a
 padded index matrix (:class:`Groups`), once per dataset, and :func:`group_extremes`
 reduces over the rows densely, which is much cheaper to differentiate than
-scatter-based segment reductions.  :func:`bucket` rounds row widths up so that stacks
-of datasets share few shapes.
+scatter-based segment reductions.  Row widths are rounded up to a bucket
+(:func:`classsize.model.buckets.bucket`) so that datasets share few shapes.
 """
 
 from __future__ import annotations
@@ -75,10 +75,3 @@ def group_extremes(values, groups: Groups, evaluate=None, which=(False, True)):
         value = values[who] if evaluate is None else evaluate(who)
         out.append(jnp.where(nonempty, value, fill))
     return out
-
-
-def bucket(width: int) -> int:
-    """``width`` rounded up to a multiple of a quarter of the power of two at or below
-    it (at most 25% more), so that stacks of different datasets share few shapes."""
-    step = max(1, 2 ** (int(width).bit_length() - 3))
-    return -(-int(width) // step) * step

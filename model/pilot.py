@@ -31,7 +31,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .design import Design
-from .groups import Groups, bucket, group_layout
+from .buckets import layout_width
+from .groups import Groups, group_layout
 from .pieces import class_effects_on, noise_free, pinned
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
@@ -214,10 +215,13 @@ LAYOUTS = ("schools", "small_by_race", "large_by_race", "classes")
 def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
     """The pilots with their group layouts padded to common row widths, so they stack.
 
-    The widths are rounded up (:func:`_bucket`): the batches of a study then have one
-    of a few shapes, and each shape is compiled once.  Padding does not change the
-    group extremes (padded members are not valid)."""
-    widths = {name: bucket(max(int(getattr(p, name).members.shape[-1]) for p in pilots)) for name in LAYOUTS}
+    The widths are rounded up to their buckets (:func:`~classsize.model.buckets.layout_width`):
+    fits and the batches of a study then have one of a few shapes, and each shape is
+    compiled once.  Padding does not change the group extremes (padded members are not
+    valid)."""
+    students = max(int(np.shape(p.student_school)[-1]) for p in pilots)
+    widths = {name: layout_width(max(int(getattr(p, name).members.shape[-1]) for p in pilots), students,
+                                 per_class=name == "classes") for name in LAYOUTS}
 
     def pad(groups: Groups, width: int) -> Groups:
         extra = width - int(groups.members.shape[-1])

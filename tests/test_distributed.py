@@ -113,10 +113,11 @@ def test_padding_group_layouts_changes_no_extreme():
     import jax
     import jax.numpy as jnp
 
-    from classsize.model.groups import Groups, bucket as _bucket, group_extremes, group_layout
+    from classsize.model.buckets import bucket as _bucket
+    from classsize.model.groups import Groups, group_extremes, group_layout
 
-    assert [_bucket(w) for w in (1, 7, 9, 100, 113, 129, 300)] == [1, 7, 10, 112, 128, 160, 320]
-    assert all(w <= _bucket(w) <= 1.25 * w for w in range(1, 2000))
+    assert [_bucket(w) for w in (0, 1, 2, 3, 7, 9, 100, 128, 129, 300)] == [1, 1, 2, 4, 8, 16, 128, 128, 256, 512]
+    assert all(w <= _bucket(w) < 2 * w for w in range(1, 2000))
     rng = np.random.default_rng(5)
     values = jnp.asarray(rng.normal(size=200))
     layout = group_layout(rng.integers(0, 6, 200), 7, include=rng.uniform(size=200) < 0.8)  # group 6 empty

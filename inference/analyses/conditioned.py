@@ -32,6 +32,7 @@ from classsize.model.design import Design
 from classsize.model.noise import check_noise_ability
 from classsize.model.pieces import (PARAMETERS, RACE_PARAMETERS, SCALAR_PARAMETERS, class_effects_on,
                                     free_class_effect_prior, free_noise_prior, pinned, sample_parameters)
+from classsize.model.buckets import bucket, pad_class_slots
 from classsize.model.pilot import padded_alike, pilot_estimates
 
 from classsize.inference.analyses.base import FREE, Analysis, Problem
@@ -152,10 +153,16 @@ class ConditionedAnalysis(Analysis):
         return priors
 
     def bind(self, design, observed, ability="uniform", *, has_regular=True, has_income=True) -> Problem:
+        """The problem of one dataset; the sampler's copy of the data has its class slots
+        padded to their bucket (:mod:`classsize.model.buckets`) unless the model has class
+        effects (a padded slot would add a class-effect coordinate)."""
         priors = self.priors(design, has_regular=has_regular, has_income=has_income)
         observed = jax.tree.map(jnp.asarray, observed)
-        pilot = pilot_estimates(design, priors, observed, ability)
-        return Problem(self, design, priors, {"data": observed, "pilot": pilot}, observed, ability,
+        sampled = observed
+        if not class_effects_on(priors):
+            sampled = pad_class_slots(observed, bucket(np.shape(observed.class_used)[-1]))
+        pilot = pilot_estimates(design, priors, sampled, ability)
+        return Problem(self, design, priors, {"data": sampled, "pilot": pilot}, observed, ability,
                        signature=self.signature(design, ability, has_regular, has_income, self.score_noise,
                                                 self.class_effects, self.score_scale))
 
