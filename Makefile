@@ -14,8 +14,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= out/demo
-# pytest processes for `make test`: the test files are shared out whole (--dist loadfile),
-# so a file's module fixtures (a cluster, a reference study) are built once
+# pytest processes for `make test`: the test files are shared out whole (--dist loadgroup,
+# one group per file: tests/conftest.py), so a file's module fixtures (a cluster, a
+# reference study) are built once; each notebook run is a group of its own
 TEST_WORKERS ?= 2
 
 .PHONY: demo test test-all bench venv clean
@@ -34,10 +35,10 @@ demo: $(STAMP)
 	$(BIN)/classsize demo --out $(DEMO_DIR) --force
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-all: $(STAMP)
-	CLASSSIZE_SLOW=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow"
+	CLASSSIZE_SLOW=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "slow or not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,dask,bench]'

@@ -90,6 +90,11 @@ class Progress:
             print(f"{self.label}: {done}/{total} {self.unit} ({10 * tenths}%), {seconds:.0f} s",
                   file=self.stream, flush=True)
 
+    def say(self, text: str) -> None:
+        """One line of what the work is doing (``LABEL: text``), unless quiet."""
+        if not self.quiet:
+            print(f"{self.label}: {text}", file=self.stream, flush=True)
+
     def _draw(self, done: int, total: int) -> None:
         if self._bar is None:
             from tqdm import tqdm

@@ -4,8 +4,10 @@ Tests marked ``@pytest.mark.slow`` (the large statistical checks) are skipped un
 the environment variable ``CLASSSIZE_SLOW`` is ``1``; ``make test-all`` sets it.
 
 ``make test`` runs the suite in two pytest processes (pytest-xdist,
-``--dist loadfile``): each test file runs whole in one process, so its module
-fixtures (fitted runs, a Dask cluster, a reference study) are built once.
+``--dist loadgroup``): each test file is one group and runs whole in one process, so
+its module fixtures (fitted runs, a Dask cluster, a reference study) are built once;
+each notebook's run is a group of its own, so the notebooks share out over both, and
+runs first.
 """
 
 from __future__ import annotations
@@ -35,7 +37,18 @@ def fast_or_slow(fast, slow):
     ]
 
 
+#: Tests that run whole notebooks: each parameter is a group of its own (see the docstring).
+ONE_GROUP_EACH = ("test_notebook_runs_top_to_bottom",)
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = item.module.__name__
+        if item.originalname in ONE_GROUP_EACH:
+            group = f"{group}::{item.name}"
+        item.add_marker(pytest.mark.xdist_group(group))
+    # the longest groups first, so that neither process is left with one at the end
+    items.sort(key=lambda item: item.originalname not in ONE_GROUP_EACH)
     if SLOW:
         return
     skip = pytest.mark.skip(reason="slow test: set CLASSSIZE_SLOW=1 to run it")

@@ -267,7 +267,9 @@ def test_fit_announces_and_shows_progress_on_stderr_unless_quiet(folders, tmp_pa
     lines = err.splitlines()
     assert lines[0].startswith("fitting the naive analysis to 60 students: 1 chain x (20 warm-up + 20 draws) "
                                "iterations on "), err
-    progress = [line for line in lines if line.startswith("fit naive: ")]
+    assert lines[1].startswith("fit naive: preparing the sampler for 60 students: compiling it on the first use"), err
+    assert lines[2].startswith("fit naive: sampler ready in "), err
+    progress = [line for line in lines if line.startswith("fit naive: ") and "/40 " in line]
     assert progress[0].startswith("fit naive: 0/40 ") and progress[-1].startswith("fit naive: 40/40 "), err
     assert "model: naive" in out and "model: naive" not in err
     assert main(argv + ["--out", str(tmp_path / "b"), "--quiet"]) in (0, 1)

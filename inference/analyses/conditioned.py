@@ -245,8 +245,10 @@ class ConditionedAnalysis(Analysis):
             if class_effects_on(priors):
                 numpyro.sample("class_effect_sd", priors["class_effect_sd"])
 
-        out = Predictive(parameters, num_samples=n)(key)
-        return {k: np.asarray(v) for k, v in out.items()}
+        program = problem.programs.get(("prior", n))
+        if program is None:  # one compiled program (not the sites one by one)
+            program = problem.programs[("prior", n)] = jax.jit(Predictive(parameters, num_samples=n))
+        return {k: np.asarray(v) for k, v in program(key).items()}
 
     # ----------------------------------------------------------------- studies
     def study_quantities(self, design: Design, sbc: bool) -> tuple[str, ...]:

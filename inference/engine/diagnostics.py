@@ -24,7 +24,7 @@ def fit_diagnostics(sites: Mapping[str, np.ndarray], quantities: Mapping[str, np
 
     Arrays are ``(chains, draws, ...)``.  R-hat needs two chains or more (NaN otherwise).
     """
-    import arviz as az
+    from arviz_stats.base import array_stats
 
     chains = next(iter(quantities.values())).shape[0]
     finite = True
@@ -41,12 +41,16 @@ def fit_diagnostics(sites: Mapping[str, np.ndarray], quantities: Mapping[str, np
         variables[name] = v
     r_hat, ess = {}, {}
     if variables:
-        ds = az.convert_to_dataset(variables)
-        e = az.ess(ds, method="bulk")
-        ess = {k: float(np.nanmin(e[k].values)) for k in variables}
+        # every element of every variable as one (chains, draws, elements) array: one
+        # call of ArviZ's array functions, the same numbers as az.ess / az.rhat
+        columns = [v.reshape(v.shape[:2] + (-1,)) for v in variables.values()]
+        ends = np.cumsum([c.shape[-1] for c in columns])[:-1]
+        stacked = np.concatenate(columns, axis=-1).astype(np.float64)
+        ess = dict(zip(variables, (float(np.nanmin(e)) for e in np.split(
+            array_stats.ess(stacked, chain_axis=0, draw_axis=1, method="bulk"), ends))))
         if chains > 1:  # R-hat compares chains
-            r = az.rhat(ds)
-            r_hat = {k: float(np.nanmax(r[k].values)) for k in variables}
+            r_hat = dict(zip(variables, (float(np.nanmax(r)) for r in np.split(
+                array_stats.rhat(stacked, chain_axis=0, draw_axis=1), ends))))
     steps = np.asarray(num_steps)
     nan = float("nan")
     return {

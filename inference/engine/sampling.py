@@ -87,7 +87,9 @@ class ChainRunner:
     One runner compiles its programs once per batch shape and reuses them; studies of
     one design keep one runner for all their batches.  ``progress``, when given, is
     called as ``progress(done, total)`` (iterations per chain) once the programs are
-    ready and after each call of the program.
+    ready and after each call of the program; a hook with a ``say(text)`` method (a
+    :class:`~classsize.inference.outputs.Progress`) is also told when the programs are
+    being prepared and how long that took.
     """
 
     def __init__(self, chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP, samples: int = DEFAULT_SAMPLES,
@@ -214,7 +216,11 @@ class ChainRunner:
         signature = (problem.signature, jax.tree.structure((keys, inputs)),
                      tuple(np.shape(a) for a in jax.tree.leaves((keys, inputs))))
         compile_seconds = 0.0
+        say = getattr(self.progress, "say", None)  # (a Progress reporter says what it waits for)
         if signature not in self._compiled:
+            if say is not None:
+                say(f"preparing the sampler for {problem.n_students} students: compiling it on the first use "
+                    f"of this shape, else loading it from the compilation cache")
             begin = time.perf_counter()
             carry_shape = self._carry_shape(problem, keys, inputs)
             spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), carry_shape)
@@ -225,6 +231,8 @@ class ChainRunner:
             self._compiled[signature] = (executable, carry_shape)
             compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
+            if say is not None:
+                say(f"sampler ready in {compile_seconds:.0f} s")
         compiled, carry_shape = self._compiled[signature]  # the carry's shapes are traced once per signature
         total, per_call = self.iterations, self.iterations_per_call
         if self.progress is not None:
