@@ -10,10 +10,9 @@ compile its own sampler.  Every such size is therefore rounded up to a **bucket*
 * class slots past the dataset's classes have ``class_used`` False: the model masks
   their MA and school sites (:func:`pad_class_slots`);
 * a group layout's padded members are not valid: no extreme changes
-  (:func:`classsize.model.pilot.padded_alike`).  A layout of schools or race groups
-  is at least :math:`1/16` of the students' bucket wide (:func:`layout_width`), so a
-  small group (a race's SMALL students) does not cross a power of two from one
-  dataset to the next.
+  (:func:`classsize.model.pilot.padded_alike`).  A layout of schools is at least three
+  mean schools wide, one of race groups a quarter of the students
+  (:func:`layout_width`).
 
 The bucket of a size is the power of two at or above it (at most twice the size: the
 padded slots and members cost a masked term or a gather each, far less than a
@@ -33,11 +32,20 @@ def bucket(size: int) -> int:
     return 1 << (max(1, int(size)) - 1).bit_length()
 
 
-def layout_width(width: int, students: int, per_class: bool = False) -> int:
-    """The bucket of a group layout ``width`` members wide, among ``students``
-    students: :func:`bucket` of the width, and for a layout of schools or race groups
-    (not ``per_class``) at least ``bucket(students) // 16``."""
-    floor = 1 if per_class else bucket(students) // 16
+def layout_width(name: str, width: int, students: int, groups: int) -> int:
+    """The bucket of the group layout ``name`` (a :data:`~classsize.model.pilot.LAYOUTS`
+    entry) ``width`` members wide, over ``groups`` groups of a dataset of ``students``
+    students: :func:`bucket` of the width, and at least the bucket of three mean
+    schools (``schools``) or of a quarter of the students (a race's SMALL or LARGE
+    REGULAR students).  The floors depend on the students and groups alone, which a
+    design fixes, so that the largest group of one dataset and of the next (which
+    differ by a quarter from seed to seed) fall in one bucket."""
+    if name == "schools":
+        floor = bucket(-(-3 * int(students) // max(1, int(groups))))
+    elif name in ("small_by_race", "large_by_race"):
+        floor = bucket(int(students) // 4)
+    else:
+        floor = 1
     return max(bucket(width), floor)
 
 

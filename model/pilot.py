@@ -220,8 +220,13 @@ def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
     compiled once.  Padding does not change the group extremes (padded members are not
     valid)."""
     students = max(int(np.shape(p.student_school)[-1]) for p in pilots)
-    widths = {name: layout_width(max(int(getattr(p, name).members.shape[-1]) for p in pilots), students,
-                                 per_class=name == "classes") for name in LAYOUTS}
+
+    def width(name):
+        layouts = [getattr(p, name) for p in pilots]
+        return layout_width(name, max(int(g.members.shape[-1]) for g in layouts), students,
+                            int(layouts[0].members.shape[-2]))
+
+    widths = {name: width(name) for name in LAYOUTS}
 
     def pad(groups: Groups, width: int) -> Groups:
         extra = width - int(groups.members.shape[-1])

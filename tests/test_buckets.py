@@ -27,15 +27,17 @@ def _shapes(problem):
 
 def test_bucket_is_the_power_of_two_at_or_above():
     assert [bucket(n) for n in (0, 1, 2, 3, 5, 8, 9, 273, 512, 513)] == [1, 1, 2, 4, 8, 8, 16, 512, 512, 1024]
-    # layouts of schools and race groups are at least 1/16 of the students' bucket wide
-    assert [layout_width(w, 600) for w in (1, 30, 40, 64, 65)] == [64, 64, 64, 64, 128]
-    assert [layout_width(w, 600, per_class=True) for w in (1, 30, 40)] == [1, 32, 64]
+    # layouts of schools are at least three mean schools wide, of race groups a quarter of the students
+    assert [layout_width("schools", w, 6000, 20) for w in (412, 560, 1024, 1025)] == [1024, 1024, 1024, 2048]
+    assert [layout_width("small_by_race", w, 600, 4) for w in (1, 43, 257)] == [256, 256, 512]
+    assert [layout_width("classes", w, 600, 40) for w in (1, 30, 40)] == [1, 32, 64]
 
 
 @pytest.mark.parametrize("name", ["structural", "randomized"])
 def test_datasets_of_one_design_share_one_shape(name):
     """Ten seeds of one design differ in their class counts and group sizes; padded to
-    their buckets they give the sampler arrays of one shape (one compiled program)."""
+    their buckets they give the sampler arrays of one shape (one compiled program).
+    The layouts' floor (three mean groups) is what keeps them together."""
     spec = get_analysis(name)
     raw, padded = set(), set()
     for seed in range(10):
