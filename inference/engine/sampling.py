@@ -29,9 +29,13 @@ inside the program would do the same, but JAX does not keep a program with host
 callbacks in its persistent compilation cache.  The calls are made alike whether
 progress is reported or not, so the draws are the same either way.
 
-The programs (one starting the lanes, one continuing them) are compiled once per
-shape (and loaded from JAX's persistent compilation cache when an earlier process
-compiled them: see :mod:`classsize.model.jaxcache`).
+The program is traced once per shape over flat carries (the kept sites, the
+statistics and the steps as one list, the NUTS states' leaves as another), exported
+(``jax.export``) and stored beside the compilation cache
+(:mod:`~classsize.inference.engine.programs`), so a later process loads it instead of
+tracing the model; it is compiled through ``Exported.call`` either way (the same
+draws), or loaded from JAX's persistent compilation cache when an earlier process
+compiled it (:mod:`classsize.model.jaxcache`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from classsize.inference.analyses.base import Problem
+from classsize.inference.engine import programs
+from classsize.inference.engine.programs import StoredProgram
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
@@ -183,6 +189,53 @@ class ChainRunner:
                                 out_specs=(lanes, lanes), check_vma=False)
         return jax.jit(program, donate_argnums=3), mesh
 
+    def _export(self, problem: Problem, keys, inputs, active, first_spec, sharding) -> StoredProgram:
+        """Trace the chain program over flat carries and export it: ``(keys, inputs,
+        active, record, state, first) -> (record, state, marker)``, ``record`` the kept
+        sites, the statistics and the steps (:class:`~.programs.StoredProgram`'s
+        order), ``state`` the leaves of the lanes' NUTS states."""
+        carry_shape = self._carry_shape(problem, keys, inputs)
+        state_def = jax.tree.structure(carry_shape[0])
+        (value_shapes, stat_shapes), steps_shape = carry_shape[1:]
+        value_names, stat_names = tuple(sorted(value_shapes)), tuple(sorted(stat_shapes))
+        program, _ = self._program(problem)
+        nv, ns = len(value_names), len(stat_names)
+
+        def flat(keys, inputs, active, record, state, first):
+            carry = (jax.tree.unflatten(state_def, state),
+                     (dict(zip(value_names, record[:nv])), dict(zip(stat_names, record[nv:nv + ns]))), record[-1])
+            (state, (values, stats), steps), marker = program(keys, inputs, active, carry, first)
+            return [*(values[k] for k in value_names), *(stats[k] for k in stat_names), steps], \
+                jax.tree.leaves(state), marker
+
+        spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)  # noqa: E731
+        record = [spec(value_shapes[k]) for k in value_names] + [spec(stat_shapes[k]) for k in stat_names]
+        exported = jax.export.export(jax.jit(flat))(
+            spec(keys), jax.tree.map(spec, inputs), spec(active), record + [spec(steps_shape)],
+            [spec(a) for a in jax.tree.leaves(carry_shape[0])], first_spec)
+        return StoredProgram(exported, value_names, stat_names)
+
+    def _prepare(self, problem: Problem, keys, inputs, active, first_spec, sharding):
+        """The compiled chain program of this shape, with its :class:`~.programs.StoredProgram`
+        and the avals of its record and state: the stored program when an earlier
+        process exported it (:mod:`~.programs`), else traced and exported now; compiled
+        (or loaded from the persistent compilation cache) through ``Exported.call``
+        either way, so both give the same draws."""
+        key = programs.program_key(problem.signature, self.chains, self.warmup, self.samples,
+                                   self.iterations_per_call, self.vectorize, self.n_devices,
+                                   jax.tree.structure((keys, inputs)),
+                                   [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
+        stored = programs.load(key)
+        if stored is None:
+            stored = self._export(problem, keys, inputs, active, first_spec, sharding)
+            programs.save(key, stored)
+        (_, _, _, record_avals, state_avals, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
+        spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)  # noqa: E731
+        lowered = jax.jit(stored.exported.call, donate_argnums=(3, 4)).lower(
+            keys, inputs, active, [spec(a) for a in record_avals], [spec(a) for a in state_avals], first_spec)
+        merge_duplicates(lowered)
+        return lowered.compile(), stored, record_avals, state_avals
+
     # ------------------------------------------------------------------ a batch
     def run(self, problem: Problem, seeds: Sequence[int], batch_size: int | None = None) -> Draws:
         """Fit the datasets of ``problem`` (its inputs stacked along a leading axis, one
@@ -208,7 +261,7 @@ class ChainRunner:
             lane_dataset = np.concatenate([lane_dataset, np.zeros(padded - n_lanes, np.int64)])
             active = np.concatenate([active, np.zeros(padded - n_lanes, bool)])
         lane_inputs = jax.tree.map(lambda a: np.asarray(a)[lane_dataset], problem.inputs)
-        program, mesh = self._program(problem)
+        mesh = Mesh(np.array(self.devices), ("lanes",))
         sharding, replicated = NamedSharding(mesh, P("lanes")), NamedSharding(mesh, P())
         keys, inputs, active = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
                                 jax.tree.map(lambda a: jax.device_put(a, sharding), lane_inputs),
@@ -217,37 +270,37 @@ class ChainRunner:
                      tuple(np.shape(a) for a in jax.tree.leaves((keys, inputs))))
         compile_seconds = 0.0
         say = getattr(self.progress, "say", None)  # (a Progress reporter says what it waits for)
+        first_spec = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
         if signature not in self._compiled:
             if say is not None:
                 say(f"preparing the sampler for {problem.n_students} students: compiling it on the first use "
                     f"of this shape, else loading it from the compilation cache")
             begin = time.perf_counter()
-            carry_shape = self._carry_shape(problem, keys, inputs)
-            spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), carry_shape)
-            lowered = program.lower(keys, inputs, active, spec,
-                                    jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated))
-            merge_duplicates(lowered)
-            executable = lowered.compile()
-            self._compiled[signature] = (executable, carry_shape)
+            self._compiled[signature] = self._prepare(problem, keys, inputs, active, first_spec, sharding)
             compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
             if say is not None:
                 say(f"sampler ready in {compile_seconds:.0f} s")
-        compiled, carry_shape = self._compiled[signature]  # the carry's shapes are traced once per signature
+        compiled, stored, record_avals, state_avals = self._compiled[signature]
         total, per_call = self.iterations, self.iterations_per_call
         if self.progress is not None:
             self.progress(0, total)
         begin = time.perf_counter()
-        carry = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype), sharding), carry_shape)
+        zeros = lambda avals: [jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in avals]  # noqa: E731
+        record, state = zeros(record_avals), zeros(state_avals)
         calls = []
         for at in range(0, max(total, 1), per_call):  # every call is dispatched before the first ends
-            carry, marker = compiled(keys, inputs, active, carry, jax.device_put(np.int32(at), replicated))
+            record, state, marker = compiled(keys, inputs, active, record, state, jax.device_put(np.int32(at), replicated))
             calls.append((min(at + per_call, total), marker))
         for done, marker in calls:
             marker.block_until_ready()
             if self.progress is not None:
                 self.progress(done, total)
-        (values, stats), steps = jax.tree.map(lambda a: np.asarray(a)[:n_lanes], carry[1:])
+        record = [np.asarray(a)[:n_lanes] for a in record]
+        nv, ns = len(stored.value_names), len(stored.stat_names)
+        values = dict(zip(stored.value_names, record[:nv]))
+        stats = dict(zip(stored.stat_names, record[nv:nv + ns]))
+        steps = record[nv + ns]
         seconds = time.perf_counter() - begin
 
         def per_dataset(a):  # (c * full, samples, ...) -> (b, c, samples, ...)

@@ -1,0 +1,125 @@
+"""Sampler programs stored as exported StableHLO beside the compilation cache.
+
+JAX's persistent compilation cache (:mod:`classsize.model.jaxcache`) keeps compiled
+programs, but JAX must trace and lower the NUTS program (several seconds for the
+conditioned model) before it can look a program up there.  The chain program is
+therefore traced once per shape and kept as a ``jax.export.Exported``
+(:func:`save`): a later process of the same package, JAX and device count loads it
+(:func:`load`), lowers the small call around it, and finds the compiled program in
+the persistent cache, without tracing the model.
+
+Files live in ``exported/`` of the compilation cache folder, one per key
+(:func:`program_key`): a SHA-256 of the package's own source files, the versions of
+JAX, jaxlib and NumPyro, and what the program depends on (the analysis's signature,
+the runner's settings, the arguments' shapes and the device count), so a changed
+model never meets a stale program.  Each file is JSON (the layout of the program's
+carry) followed by the serialized program; a file that cannot be read is ignored and
+the program traced again.  Nothing is stored when the cache is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+#: The first line of a stored program's file, before its JSON layout.
+MAGIC = b"classsize-exported-program 1\n"
+
+
+class StoredProgram(NamedTuple):
+    """An exported chain program and the names of its carry's record arrays, in the
+    order of its ``record`` argument: the kept sites, then the sampler statistics,
+    then the leapfrog steps."""
+
+    exported: object  # jax.export.Exported
+    value_names: tuple[str, ...]
+    stat_names: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def register_types() -> None:
+    """Let ``jax.export`` serialize the named tuples of the chain program's arguments
+    (NUTS states, the encoded data, the pilot)."""
+    from jax import export
+    from numpyro.infer.hmc import HMCState
+    from numpyro.infer.hmc_util import HMCAdaptState
+
+    from classsize.model.groups import Groups
+    from classsize.model.pieces import Observed
+    from classsize.model.pilot import Pilot
+
+    for t in (HMCState, HMCAdaptState, Observed, Pilot, Groups):
+        export.register_namedtuple_serialization(t, serialized_name=f"{t.__module__}.{t.__qualname__}")
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 of the package's Python files and of the JAX, jaxlib and NumPyro versions."""
+    import jax
+    import jaxlib
+    import numpyro
+
+    import classsize.inference
+    import classsize.model
+
+    h = hashlib.sha256(f"{jax.__version__} {jaxlib.__version__} {numpyro.__version__}".encode())
+    for package in (classsize.model, classsize.inference):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def program_key(*parts) -> str:
+    """The key of a program: :func:`source_digest` and ``parts`` (their ``repr``)."""
+    return hashlib.sha256(repr((source_digest(),) + parts).encode()).hexdigest()[:40]
+
+
+def _folder() -> Path | None:
+    from classsize.model import jaxcache
+
+    enabled = jaxcache.enabled_dir()
+    return None if enabled is None else enabled / "exported"
+
+
+def load(key: str) -> StoredProgram | None:
+    """The program stored under ``key``, or None (none stored, the cache off, or a file
+    that cannot be read)."""
+    folder = _folder()
+    if folder is None:
+        return None
+    try:
+        blob = (folder / f"{key}.bin").read_bytes()
+        if not blob.startswith(MAGIC):
+            return None
+        header, _, body = blob[len(MAGIC):].partition(b"\n")
+        layout = json.loads(header)
+        from jax import export
+
+        register_types()
+        return StoredProgram(export.deserialize(bytearray(body)), tuple(layout["values"]), tuple(layout["stats"]))
+    except Exception:  # noqa: BLE001  (unreadable, damaged or from another JAX: trace again)
+        return None
+
+
+def save(key: str, program: StoredProgram) -> None:
+    """Store ``program`` under ``key`` (atomically: a temporary file renamed into place);
+    a folder that cannot be written is passed over."""
+    folder = _folder()
+    if folder is None:
+        return
+    try:
+        register_types()
+        header = json.dumps({"values": list(program.value_names), "stats": list(program.stat_names)})
+        blob = MAGIC + header.encode() + b"\n" + bytes(program.exported.serialize())
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, folder / f"{key}.bin")
+    except OSError:
+        return

@@ -1,0 +1,61 @@
+"""Stored sampler programs (:mod:`classsize.inference.engine.programs`): a later fit of
+the same shape loads the exported program instead of tracing the model, with the same
+draws; a damaged file is passed over."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classsize.inference.analyses.registry import get_analysis
+from classsize.inference.data.sources import as_loaded
+from classsize.inference.engine import programs
+from classsize.inference.engine.sampling import ChainRunner
+from classsize.model import Config, simulate
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(programs, "_folder", lambda: tmp_path)
+    return tmp_path
+
+
+def test_a_stored_program_gives_the_same_draws_without_tracing(folder, monkeypatch):
+    """(The design, dataset and sampler settings of tests/test_buckets.py, so that the
+    compiled program comes from the persistent compilation cache when that ran first.)"""
+    from classsize.inference.engine.runtime import use_compilation_cache
+
+    use_compilation_cache()
+    spec = get_analysis("structural")
+    problem = spec.stack([spec.problem(as_loaded(simulate(Config(n_regular=300, n_experimental=300, n_schools=4),
+                                                          seed=3)))])
+    first = ChainRunner(2, 100, 100).run(problem, [7])
+    stored = list(folder.glob("*.bin"))
+    assert len(stored) == 1 and stored[0].read_bytes().startswith(programs.MAGIC)
+
+    traced = []
+    original = ChainRunner._export
+
+    def spy(self, *args):
+        traced.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(ChainRunner, "_export", spy)
+    again = ChainRunner(2, 100, 100).run(problem, [7])  # a new runner: nothing compiled in it
+    assert traced == []  # loaded, not traced
+    for name in ("small_class_direct_effect", "teacher_ma_effect", "school_effect"):
+        np.testing.assert_array_equal(first.sites[name], again.sites[name])
+    np.testing.assert_array_equal(first.stats["lp"], again.stats["lp"])
+
+    stored[0].write_bytes(stored[0].read_bytes()[:200])  # damaged: traced again, same draws
+    third = ChainRunner(2, 100, 100).run(problem, [7])
+    assert traced == [1]
+    np.testing.assert_array_equal(first.sites["small_class_direct_effect"], third.sites["small_class_direct_effect"])
+
+
+def test_the_key_changes_with_what_the_program_depends_on():
+    base = programs.program_key(("structural", "design"), 4, 500, 1000, [(3, 4)])
+    assert base == programs.program_key(("structural", "design"), 4, 500, 1000, [(3, 4)])
+    assert base != programs.program_key(("structural", "design"), 4, 500, 1000, [(3, 5)])
+    assert base != programs.program_key(("randomized", "design"), 4, 500, 1000, [(3, 4)])
+    assert len(programs.source_digest()) == 64
