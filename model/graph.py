@@ -24,10 +24,14 @@ from __future__ import annotations
 
 from numpyro import handlers
 
+from . import palette
 from .config import Config
 from .experiment import class_size_experiment
 from .pieces import PARAMETERS
 from .simulate import draw_many
+
+#: The fill of an observed node: the palette's light colour, faded.
+LIGHT_FILL = palette.LIGHT + "55"
 
 OBSERVED_SITES = ("race", "family_income", "small_class", "teacher_has_ma", "school", "test_score")
 
@@ -146,8 +150,8 @@ def draw_teaching_graph(ax, intervened: bool = False, config: Config = Config())
         text = "do(class size)\nSMALL or LARGE" if set_here else label
         w, h = boxes[name] = _box(text)
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0,rounding_size=0.08",
-                                    lw=2.2 if set_here else 1.0, fc="#d9e7f5" if observed else "white",
-                                    ec="#b2182b" if set_here else "k", ls="-" if observed else "--", zorder=3))
+                                    lw=2.2 if set_here else 1.0, fc=LIGHT_FILL if observed else "white",
+                                    ec=palette.ALERT if set_here else "k", ls="-" if observed else "--", zorder=3))
         ax.text(x, y, text, ha="center", va="center", fontsize=8.5, zorder=4)
     for a, b in TEACHING_EDGES:
         cut = (a, b) not in kept
@@ -157,7 +161,7 @@ def draw_teaching_graph(ax, intervened: bool = False, config: Config = Config())
                                      shrinkA=0, shrinkB=0, zorder=2))
         xm, ym = 0.45 * start + 0.55 * end
         if cut:
-            ax.plot([xm], [ym], marker="x", color="#b2182b", ms=10, mew=2.5, zorder=5)
+            ax.plot([xm], [ym], marker="x", color=palette.ALERT, ms=10, mew=2.5, zorder=5)
         elif (a, b) in labels:
             ax.text(xm, ym, labels[(a, b)], fontsize=7, color="0.25", ha="center", va="center", zorder=5,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
+from classsize.model import palette
+
 from classsize.inference.plotting import label_axes, pyplot, save_figure
 
 LABELS = {
@@ -20,9 +22,9 @@ LABELS = {
     "small_class_total_effect": "SMALL class, total\n(through MA probability)",
     "teacher_ma_effect": "teacher's MA",
 }
-COLOURS = {"structural": "#1b7837", "randomized": "#2166ac", "naive": "#b2182b"}
+COLOURS = palette.ANALYSES
 #: Colours of the two class sizes.
-SIZE_COLOURS = {"SMALL": "#1b7837", "LARGE": "#b2182b"}
+SIZE_COLOURS = palette.CLASS_SIZES
 
 
 def forest(results: Mapping[str, object], ax=None, units: str = "test-score points"):
@@ -136,7 +138,7 @@ def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
         pooled[label] = flat[rng.choice(flat.size, min(flat.size, 200_000), replace=False)]
     everything = np.concatenate([*pooled.values(), cf.observed_scores])
     bins = np.linspace(*np.quantile(everything, [0.001, 0.999]), 50)
-    for (label, x), colour in zip(pooled.items(), ("#1b7837", "#b2182b")):
+    for (label, x), colour in zip(pooled.items(), (palette.CLASS_SIZES["SMALL"], palette.CLASS_SIZES["LARGE"])):
         ax1.hist(x, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=colour,
                  label=f"{label}: mean {x.mean():.1f}")
     ax1.hist(cf.observed_scores, bins=bins, density=True, histtype="step", color="k", lw=1.2,
@@ -147,8 +149,8 @@ def counterfactual_plot(counterfactual, axes=None, units: str | None = None):
     effect = cf.effect
     lo, hi = cf.interval()
     ax2.hist(effect, bins=40, density=True, color="0.55")
-    ax2.axvspan(lo, hi, color="#2166ac", alpha=0.15, label=f"90% interval [{lo:.2f}, {hi:.2f}]")
-    ax2.axvline(effect.mean(), color="#2166ac", lw=2, label=f"mean {effect.mean():.2f}")
+    ax2.axvspan(lo, hi, color=palette.MAIN, alpha=0.15, label=f"90% interval [{lo:.2f}, {hi:.2f}]")
+    ax2.axvline(effect.mean(), color=palette.MAIN, lw=2, label=f"mean {effect.mean():.2f}")
     if cf.truth is not None:
         ax2.axvline(cf.truth, color="k", ls="--", label=f"truth {cf.truth:g}")
     label_axes(ax2, "Average effect, one value per posterior draw", f"mean score difference ({units})",

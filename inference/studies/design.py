@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from classsize.model import Config
+from classsize.model import Config, palette
 from classsize.model.config import ConfigError
 
 from classsize.inference.outputs import UsageError
@@ -54,6 +54,8 @@ TARGET_POWER = 0.8
 #: The columns of ``design.csv`` after the axes.
 COLUMNS = ("analysis", "estimand", "truth", "datasets", "power", "power_lower", "power_upper", "bias", "rmse",
            "coverage", "mean_width", "warned", "unfittable")
+#: Line styles of an analysis's lines in the design plot (one per value of the other axes).
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _field_types() -> dict[str, type]:
@@ -216,16 +218,20 @@ def plot_design(grid: DesignGrid, table, estimand: str):
     for j, axis in enumerate(axes_names):
         others = [n for n, _ in grid.axes if n != axis]
         keys = ["analysis"] + others
+        lines_of = {}  # one colour per analysis (the palette's), one line style per other value
         for key, group in rows.groupby(keys, sort=False):
             key = key if isinstance(key, tuple) else (key,)
+            index = lines_of[key[0]] = lines_of.get(key[0], -1) + 1
+            style = LINE_STYLES[index % len(LINE_STYLES)]
             label = key[0] + "".join(f", {o} = {v:g}" for o, v in zip(others, key[1:]))
             x = group[axis].to_numpy(float) if axis else np.zeros(len(group))
             order = np.argsort(x)
-            line, = panels[0, j].plot(x[order], group["power"].to_numpy(float)[order], marker="o", label=label)
+            line, = panels[0, j].plot(x[order], group["power"].to_numpy(float)[order], marker="o", label=label,
+                                      color=palette.ANALYSES.get(key[0], palette.MAIN), ls=style)
             panels[0, j].fill_between(x[order], group["power_lower"].to_numpy(float)[order],
                                       group["power_upper"].to_numpy(float)[order], color=line.get_color(), alpha=0.15)
             panels[1, j].plot(x[order], group["mean_width"].to_numpy(float)[order], marker="o",
-                              color=line.get_color(), label=label)
+                              color=line.get_color(), ls=style, label=label)
         panels[0, j].axhline(TARGET_POWER, color="0.5", lw=0.8, ls=":")
         panels[0, j].set_ylim(-0.02, 1.02)
         panels[0, j].set_ylabel(f"power ({DESIGN_LEVEL}% interval excludes 0)")

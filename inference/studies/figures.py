@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from classsize.model import palette
+
 from classsize.inference.plotting import label_axes, pyplot
 from classsize.inference.studies.calibration import chi_square_bins, ecdf_counts
 
@@ -63,7 +65,7 @@ def plot_ecdf_difference(result):
         ecdf = ecdf_counts(r, band.n_values) / r.size
         ax.fill_between(band.z, band.lower - band.z, band.upper - band.z, step="post", color="0.85",
                         label=f"{1 - band.alpha:.2%} simultaneous band")
-        ax.step(band.z, ecdf - band.z, where="post", color="#2166ac", lw=1.2, label="ranks")
+        ax.step(band.z, ecdf - band.z, where="post", color=palette.MAIN, lw=1.2, label="ranks")
         ax.axhline(0.0, color="k", lw=0.6)
         label_axes(ax, f"{q} ({_verdict(passed[q])})", "fractional rank of the truth", "ECDF - uniform CDF")
     axes[0].legend(fontsize=6, loc="lower left")
@@ -90,7 +92,7 @@ def plot_rank_histograms(result):
             ax.bar(edges[:-1], hi - lo, width=np.diff(edges), bottom=lo, align="edge", color="0.85",
                    label="99% range per bin")
             ax.stairs(n * p, edges, color="0.5", lw=0.8)
-            ax.hist(r, bins=edges, color="#2166ac", alpha=0.8, label="ranks")
+            ax.hist(r, bins=edges, color=palette.MAIN, alpha=0.8, label="ranks")
         label_axes(ax, q, "rank of the truth", "datasets")
     fig.suptitle(f"SBC of {result.analysis.name}: rank histograms", fontsize=9)
     return fig
@@ -106,7 +108,7 @@ def plot_coverage(result):
         ax.plot([0.4, 1.0], [0.4, 1.0], "k--", lw=0.8, label="nominal")
         ax.vlines(lv, s["band_lower"], s["band_upper"], color="0.6", lw=6, label="family band")
         ax.vlines(lv, s["cp95_lower"], s["cp95_upper"], color="0.3", lw=2, label="95% band")
-        ax.plot(lv, s["coverage"], "o", color="#b2182b", label="observed")
+        ax.plot(lv, s["coverage"], "o", color=palette.ALERT, label="observed")
         ax.set_xlim(0.4, 1.0)
         ax.set_ylim(-0.02, 1.02)
         label_axes(ax, f"{q} ({_verdict(s['pass'].all())})", "nominal level of the central interval",
@@ -125,8 +127,8 @@ def plot_z_contraction(result):
     for ax, q in zip(axes, names):
         u = t[t["quantity"] == q]
         ok = u["fit_ok"].astype(bool)
-        ax.scatter(u.loc[ok, "contraction"], u.loc[ok, "z_score"], s=10, color="#2166ac", label="fit passes")
-        ax.scatter(u.loc[~ok, "contraction"], u.loc[~ok, "z_score"], s=14, marker="x", color="#b2182b",
+        ax.scatter(u.loc[ok, "contraction"], u.loc[ok, "z_score"], s=10, color=palette.MAIN, label="fit passes")
+        ax.scatter(u.loc[~ok, "contraction"], u.loc[~ok, "z_score"], s=14, marker="x", color=palette.ALERT,
                    label="fit flagged")
         for y in (-2, 2):
             ax.axhline(y, color="0.6", lw=0.7, ls="--")
