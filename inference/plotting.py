@@ -24,8 +24,15 @@ def label_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.tick_params(labelsize=7)
 
 
+def lay_out(fig) -> None:
+    """Lay the figure out as it is saved: matplotlib's tight layout, unless the figure
+    has a layout engine of its own (the study figures' constrained layout)."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+
+
 def save_figure(fig, path, dpi: int = 120) -> None:
-    """Lay the figure out, write it to ``path`` as PNG and close it."""
-    fig.tight_layout()
+    """Lay the figure out (:func:`lay_out`), write it to ``path`` as PNG and close it."""
+    lay_out(fig)
     fig.savefig(path, dpi=dpi, format="png")
     pyplot().close(fig)

@@ -36,10 +36,12 @@ from classsize.inference.studies.calibration import chi_square_bins, ecdf_counts
 
 def _panels(n: int, width: float, height: float, per_row: int | None = None):
     """A figure of ``n`` panels, at most ``per_row`` a row (default: one row), unused ones
-    hidden; returns ``(fig, flat array of axes)``."""
+    hidden; returns ``(fig, flat array of axes)``.  The layout is matplotlib's constrained
+    one, which keeps the figure's title clear of the panels' titles."""
     ncol = min(per_row or n, n)
     nrow = -(-n // ncol)
-    fig, axes = pyplot().subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+    fig, axes = pyplot().subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False,
+                                  layout="constrained")
     axes = axes.ravel()
     for ax in axes[n:]:
         ax.axis("off")
@@ -91,9 +93,10 @@ def plot_rank_histograms(result):
             lo, hi = stats.binom.ppf(0.005, n, p), stats.binom.ppf(0.995, n, p)
             ax.bar(edges[:-1], hi - lo, width=np.diff(edges), bottom=lo, align="edge", color="0.85",
                    label="99% range per bin")
-            ax.stairs(n * p, edges, color="0.5", lw=0.8)
+            ax.stairs(n * p, edges, color="0.5", lw=0.8, label="expected count")
             ax.hist(r, bins=edges, color=palette.MAIN, alpha=0.8, label="ranks")
         label_axes(ax, q, "rank of the truth", "datasets")
+    axes[0].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"SBC of {result.analysis.name}: rank histograms", fontsize=9)
     return fig
 
