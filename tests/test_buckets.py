@@ -70,7 +70,11 @@ def _padded_twice(spec, problem):
 def test_draws_do_not_depend_on_the_bucket():
     """One dataset fitted in its bucket and in one twice as large (class slots and group
     layouts): the draws are equal bit for bit (the padded slots enter the density by
-    integer counts, the padded members by exact extremes)."""
+    integer counts, the padded members by exact extremes).  (Its programs come from the
+    persistent compilation cache when an earlier run compiled them.)"""
+    from classsize.inference.engine.runtime import use_compilation_cache
+
+    use_compilation_cache()
     spec = get_analysis("structural")
     problem = spec.problem(as_loaded(simulate(SMALL, seed=3)))
     one, two = _padded_twice(spec, problem)
