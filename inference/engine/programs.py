@@ -39,6 +39,13 @@ class StoredProgram(NamedTuple):
     value_names: tuple[str, ...]
     stat_names: tuple[str, ...]
 
+    def split(self, record):
+        """``record`` (a list in this order) as ``(values, stats, steps)``: the kept sites
+        and the statistics by name, and the steps."""
+        nv, ns = len(self.value_names), len(self.stat_names)
+        return (dict(zip(self.value_names, record[:nv])), dict(zip(self.stat_names, record[nv:nv + ns])),
+                record[nv + ns])
+
 
 @lru_cache(maxsize=1)
 def register_types() -> None:

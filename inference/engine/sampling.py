@@ -197,23 +197,23 @@ class ChainRunner:
         carry_shape = self._carry_shape(problem, keys, inputs)
         state_def = jax.tree.structure(carry_shape[0])
         (value_shapes, stat_shapes), steps_shape = carry_shape[1:]
-        value_names, stat_names = tuple(sorted(value_shapes)), tuple(sorted(stat_shapes))
+        layout = StoredProgram(None, tuple(sorted(value_shapes)), tuple(sorted(stat_shapes)))
+        value_names, stat_names = layout.value_names, layout.stat_names
         program, _ = self._program(problem)
-        nv, ns = len(value_names), len(stat_names)
 
         def flat(keys, inputs, active, record, state, first):
-            carry = (jax.tree.unflatten(state_def, state),
-                     (dict(zip(value_names, record[:nv])), dict(zip(stat_names, record[nv:nv + ns]))), record[-1])
+            values, stats, steps = layout.split(record)
+            carry = (jax.tree.unflatten(state_def, state), (values, stats), steps)
             (state, (values, stats), steps), marker = program(keys, inputs, active, carry, first)
             return [*(values[k] for k in value_names), *(stats[k] for k in stat_names), steps], \
                 jax.tree.leaves(state), marker
 
-        spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)  # noqa: E731
+        spec = lambda a: _spec(a, sharding)  # noqa: E731
         record = [spec(value_shapes[k]) for k in value_names] + [spec(stat_shapes[k]) for k in stat_names]
         exported = jax.export.export(jax.jit(flat))(
             spec(keys), jax.tree.map(spec, inputs), spec(active), record + [spec(steps_shape)],
             [spec(a) for a in jax.tree.leaves(carry_shape[0])], first_spec)
-        return StoredProgram(exported, value_names, stat_names)
+        return layout._replace(exported=exported)
 
     def _prepare(self, problem: Problem, keys, inputs, active, first_spec, sharding):
         """The compiled chain program of this shape, with its :class:`~.programs.StoredProgram`
@@ -230,9 +230,9 @@ class ChainRunner:
             stored = self._export(problem, keys, inputs, active, first_spec, sharding)
             programs.save(key, stored)
         (_, _, _, record_avals, state_avals, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
-        spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)  # noqa: E731
         lowered = jax.jit(stored.exported.call, donate_argnums=(3, 4)).lower(
-            keys, inputs, active, [spec(a) for a in record_avals], [spec(a) for a in state_avals], first_spec)
+            keys, inputs, active, [_spec(a, sharding) for a in record_avals], [_spec(a, sharding) for a in state_avals],
+            first_spec)
         merge_duplicates(lowered)
         return lowered.compile(), stored, record_avals, state_avals
 
@@ -296,11 +296,7 @@ class ChainRunner:
             marker.block_until_ready()
             if self.progress is not None:
                 self.progress(done, total)
-        record = [np.asarray(a)[:n_lanes] for a in record]
-        nv, ns = len(stored.value_names), len(stored.stat_names)
-        values = dict(zip(stored.value_names, record[:nv]))
-        stats = dict(zip(stored.stat_names, record[nv:nv + ns]))
-        steps = record[nv + ns]
+        values, stats, steps = stored.split([np.asarray(a)[:n_lanes] for a in record])
         seconds = time.perf_counter() - begin
 
         def per_dataset(a):  # (c * full, samples, ...) -> (b, c, samples, ...)
@@ -310,6 +306,11 @@ class ChainRunner:
         return Draws({k: per_dataset(v) for k, v in values.items()},
                      {k: per_dataset(v) for k, v in stats.items()},
                      steps[:, :, :self.warmup], seconds, compile_seconds)
+
+
+def _spec(a, sharding) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of ``a`` placed with ``sharding``."""
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
 
 
 def merge_duplicates(lowered) -> None:
