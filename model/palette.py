@@ -21,6 +21,9 @@ OKABE_ITO = {
 
 #: The two class sizes (blue and orange: apart in every form of colour blindness).
 CLASS_SIZES = {"SMALL": OKABE_ITO["blue"], "LARGE": OKABE_ITO["orange"]}
+#: STAR's three class types: a small class, a regular one and a regular one with an aide.
+CLASS_TYPES = {"small": CLASS_SIZES["SMALL"], "regular": CLASS_SIZES["LARGE"],
+               "regular + aide": OKABE_ITO["reddish purple"]}
 #: The analyses.
 ANALYSES = {"structural": OKABE_ITO["bluish green"], "randomized": OKABE_ITO["blue"],
             "naive": OKABE_ITO["vermillion"]}

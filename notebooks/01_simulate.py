@@ -5,6 +5,11 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   classsize:
+#     teaches: "the causal graph, as the data arise and under do(class size); one simulated dataset explored; the total effect of a SMALL class as an intervention on the model"
+#     class_minutes: 25
+#     fast_run: "FASTRUN"
+#     full_run: "FULLRUN"
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -28,12 +33,15 @@
 # 3. intervene on the model with `numpyro.handlers.do` to see what the causal effect of
 #    a small class *is*, before anyone tries to estimate it.
 #
+# It ends with three exercises; their solutions are hidden until you open them.
+#
 # Set the environment variable `CLASSSIZE_FAST=1` for a quick run (fewer simulated
 # worlds); the default is the full size.
 #
 # **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
 # unset): 6,000 students (4,000 REGULAR, 2,000 EXPERIMENTAL), 20 schools, seed 100,
-# and 100 simulated worlds for the intervention.
+# and 100 simulated worlds for the intervention. **A full run takes about FULLRUN on 2
+# CPU cores; with `CLASSSIZE_FAST=1` about FASTRUN.**
 
 # %%
 import os
@@ -49,6 +57,7 @@ import pandas as pd
 from numpyro import handlers
 
 from classsize.model import Config, class_size_experiment, simulate
+from classsize.model.palette import CLASS_SIZES, COHORTS
 
 # This notebook runs the model under JAX transformations of its own (jit, vmap), so it
 # turns on the 64-bit mode that classsize's own calls enter by themselves.
@@ -91,7 +100,7 @@ print(f"fast setting: {FAST}; {config.n_regular} REGULAR and {config.n_experimen
 # through them an arrow from the class size to the school that is bookkeeping, not
 # cause: the model draws a school for each class slot it fills.
 
-# %%
+# %% alt="The causal graph twice. Left, as the data arise: family income and race point to ability and to the class size; the unobserved ability (dashed box) points to the class size and to the test score; the cohort points to the class size; the class size points to the teacher's MA and to the score; the MA and the school point to the score. Right, under do(class size): the four arrows into the class size are cut."
 from classsize.model.graph import teaching_figure
 
 fig = teaching_figure(config)
@@ -116,11 +125,11 @@ students.head()
 # The EXPERIMENTAL cohort is split about half and half by the coin. In the REGULAR
 # cohort the rule gives about 30% of the students a SMALL class.
 
-# %%
+# %% alt="Bar chart of students by cohort and class size. In the REGULAR cohort about 30% of the students are in a SMALL class; in the EXPERIMENTAL cohort about 50%."
 counts = students.groupby(["cohort", "class_size"]).size().unstack("class_size")
 counts = counts.loc[["REGULAR", "EXPERIMENTAL"], ["SMALL", "LARGE"]]
 fig, ax = plt.subplots(figsize=(6, 3.2))
-counts.plot.bar(ax=ax, color={"SMALL": "#1b7837", "LARGE": "#b2182b"}, rot=0)
+counts.plot.bar(ax=ax, color=CLASS_SIZES, rot=0)
 for i, (cohort, row) in enumerate(counts.iterrows()):
     share = row["SMALL"] / row.sum()
     ax.text(i, row.max() * 1.02, f"{share:.0%} SMALL", ha="center", fontsize=9)
@@ -138,7 +147,7 @@ plt.show()
 # students, so the two class sizes hold different kinds of students. In the EXPERIMENTAL
 # cohort the coin ignores both, and SMALL and LARGE look alike.
 
-# %%
+# %% alt="Left: box plots of family income for each cohort and class size; in the REGULAR cohort SMALL classes hold richer families, in the EXPERIMENTAL cohort the two sizes look alike. Right: the share of each race in a SMALL class, by cohort; in the REGULAR cohort WHITE and ASIAN students are less often in a SMALL class, in the EXPERIMENTAL cohort every race is near 50%."
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
 groups = [(c, s) for c in ("REGULAR", "EXPERIMENTAL") for s in ("SMALL", "LARGE")]
 incomes = [
@@ -151,7 +160,7 @@ ax1.set_xlabel("cohort and class size")
 ax1.set_title("Family income (triangle: mean)")
 
 share = students.assign(small=students.class_size == "SMALL").groupby(["race", "cohort"])["small"].mean().unstack()
-(100 * share[["REGULAR", "EXPERIMENTAL"]]).loc[list(config.race_codes)].plot.bar(ax=ax2, rot=0)
+(100 * share[["REGULAR", "EXPERIMENTAL"]]).loc[list(config.race_codes)].plot.bar(ax=ax2, rot=0, color=COHORTS)
 ax2.set_xlabel("race")
 ax2.set_ylabel("students in a SMALL class (%)")
 ax2.set_title("Share in a SMALL class, by race")
@@ -167,13 +176,13 @@ plt.show()
 # REGULAR gap is not, because the students the rule sends to SMALL classes have more of
 # the unobserved ability.
 
-# %%
+# %% alt="Histograms of test scores in SMALL and LARGE classes, one panel per cohort, with each mean marked. The SMALL minus LARGE gap is about 11 points in the REGULAR cohort and about 6 points in the EXPERIMENTAL cohort."
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
 bins = np.linspace(students.test_score.min(), students.test_score.max(), 40)
 gaps = {}
 for ax, cohort in zip(axes, ("REGULAR", "EXPERIMENTAL")):
     means = {}
-    for size, colour in (("SMALL", "#1b7837"), ("LARGE", "#b2182b")):
+    for size, colour in CLASS_SIZES.items():
         y = students.loc[(students.cohort == cohort) & (students.class_size == size), "test_score"]
         means[size] = y.mean()
         ax.hist(y, bins=bins, alpha=0.5, color=colour, label=f"{size} (mean {y.mean():.1f})")
@@ -228,11 +237,11 @@ print(f"the configuration's total effect: {truth['small_class_total_effect']:g} 
       f"{config.small_class_direct_effect:g} direct + {config.teacher_ma_effect:g} x "
       f"({config.p_ma_small:g} - {config.p_ma_large:g}) through the MA probability")
 
-# %%
+# %% alt="Left: in one simulated world, the histograms of all students' scores if every class were SMALL and if every class were LARGE; the SMALL world is shifted up by about 6 points. Right: the mean shift in each simulated world, clustered around the total effect of 6 points, above the direct effect of 5."
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [2, 1]})
 bins = np.linspace(min(all_small[0].min(), all_large[0].min()), max(all_small[0].max(), all_large[0].max()), 50)
-for y, label, colour in ((all_small[0], "do(every class SMALL)", "#1b7837"),
-                         (all_large[0], "do(every class LARGE)", "#b2182b")):
+for y, label, colour in ((all_small[0], "do(every class SMALL)", CLASS_SIZES["SMALL"]),
+                         (all_large[0], "do(every class LARGE)", CLASS_SIZES["LARGE"])):
     ax1.hist(y, bins=bins, alpha=0.5, color=colour, label=f"{label}: mean {y.mean():.1f}")
     ax1.axvline(y.mean(), color=colour, lw=2)
 ax1.set_xlabel("test score (points)")
@@ -271,3 +280,56 @@ plt.show()
 # * `do(small_class = SMALL)` against `do(small_class = LARGE)` shifts the mean score by
 #   the **total effect, 6 points** (5 direct + 1 through the teacher's MA). That is the
 #   number the analyses of notebook 2 try to recover from data alone.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for a prediction first: write it down, then run the check. The
+# solutions are hidden: in JupyterLab click the collapsed cell under an exercise; on
+# the lessons site, click "Solution".
+#
+# 1. The REGULAR rule raises P(SMALL) by `regular_small_ability = 0.02` for every point
+#    of the unobserved `U`. **Predict** the REGULAR cohort's SMALL − LARGE gap when that
+#    slope is 0, and when it is doubled to 0.04. Will the gap fall all the way to the
+#    total effect (6 points) at 0? Check with `simulate(Config(regular_small_ability=...),
+#    seed=100)`.
+# 2. Give SMALL and LARGE classes the same chance of a teacher with an MA
+#    (`p_ma_small = p_ma_large = 0.45`). **Predict** the total effect, then read it from
+#    the truth that `simulate` returns (`data.truth["estimands"]`) and compare with the
+#    EXPERIMENTAL cohort's difference in means.
+# 3. Make the EXPERIMENTAL coin unfair: `experimental_p_small = 0.2`. Does the
+#    EXPERIMENTAL gap still estimate the total effect? What does the unfair coin cost?
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 1: the slope of the REGULAR rule in U, the only unobserved push.
+def cohort_gap(data, cohort):
+    s = data.students.merge(data.classes[["class_id", "class_size"]], on="class_id")
+    s = s[s.cohort == cohort]
+    return s.loc[s.class_size == "SMALL", "test_score"].mean() - s.loc[s.class_size == "LARGE", "test_score"].mean()
+
+
+by_slope = {slope: cohort_gap(simulate(Config(regular_small_ability=slope), seed=100), "REGULAR")
+            for slope in (0.0, 0.02, 0.04)}
+for slope, gap in by_slope.items():
+    print(f"ability slope {slope:.2f}: REGULAR gap {gap:5.2f} points")
+print(f"The gap grows with the slope: that growth is the confounding through U, which no regression\n"
+      f"can remove. At slope 0 the gap is {by_slope[0.0]:.1f} points: what confounding is left runs through\n"
+      f"income and race, both observed (here they push in opposite directions: richer families towards\n"
+      f"SMALL classes, WHITE and ASIAN students away from them).")
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 2: no difference in the MA's chance, no indirect path.
+equal_ma = simulate(Config(p_ma_small=0.45, p_ma_large=0.45), seed=100)
+print({k: equal_ma.truth["estimands"][k] for k in ("small_class_direct_effect", "small_class_total_effect")})
+print(f"EXPERIMENTAL difference in means: {cohort_gap(equal_ma, 'EXPERIMENTAL'):.2f} points")
+print("total = direct + 10 x (0.45 - 0.45) = 5: the path through the teacher's MA carries nothing.")
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 3: an unfair coin is still a coin.
+for p_small in (0.5, 0.2):
+    gaps = [cohort_gap(simulate(Config(experimental_p_small=p_small), seed=seed), "EXPERIMENTAL")
+            for seed in range(100, 100 + (5 if FAST else 20))]
+    print(f"P(SMALL) = {p_small}: EXPERIMENTAL gap {np.mean(gaps):.2f} on average over {len(gaps)} datasets, "
+          f"sd {np.std(gaps):.2f}")
+print("The coin still ignores ability, so the gap stays an honest estimate of the total effect (6);\n"
+      "with fewer SMALL classes it is noisier (a larger sd over datasets).")

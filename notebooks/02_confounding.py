@@ -5,6 +5,11 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   classsize:
+#     teaches: "the difference in means, the naive regression, the randomized and the structural analyses against the truth; why adjusting for income and race is not enough; ignorability; direct and total effects; the posterior predictive check; do() on a fitted model; what the structural model owes to the uniform ability"
+#     class_minutes: 45
+#     fast_run: "FASTRUN"
+#     full_run: "FULLRUN"
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -28,11 +33,13 @@
 #
 # and then ask why the adjusted regression fails, what "ignorable" means, and how much
 # of the structural model's success is owed to an assumption a real analyst could not
-# check. `CLASSSIZE_FAST=1` runs everything on a smaller dataset with short chains.
+# check. It ends with three exercises, their solutions hidden until opened.
+# `CLASSSIZE_FAST=1` runs everything on a smaller dataset with short chains.
 #
 # **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
 # unset): the notebook's 6,000 students (4,000 REGULAR, 2,000 EXPERIMENTAL) in 20
-# schools, seed 100, every fit 4 chains of 1,000 warm-up and 1,000 kept draws.
+# schools, seed 100, every fit 4 chains of 1,000 warm-up and 1,000 kept draws. **A full
+# run takes about FULLRUN on 2 CPU cores; with `CLASSSIZE_FAST=1` about FASTRUN.**
 
 # %%
 import os
@@ -52,6 +59,7 @@ import pandas as pd
 from classsize.inference.fit.result import fit
 from classsize.inference.fit.figures import forest, ppc_plot
 from classsize.model import Config, simulate
+from classsize.model.palette import ANALYSES, COHORTS
 from classsize.model.simulate import draw_many
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
@@ -154,11 +162,11 @@ world = pd.DataFrame({
 })
 assert np.allclose(np.sort(world.test_score), np.sort(data.students.test_score))  # the same students
 
-# %%
+# %% alt="Left: the share of students in a SMALL class against their unobserved ability, by cohort; it climbs from about 15% to about 50% in the REGULAR cohort and stays flat near 50% in the EXPERIMENTAL cohort. Right: for each cohort and race, the mean unobserved ability of SMALL minus LARGE students; positive, by several points, for every race in the REGULAR cohort, near zero in the EXPERIMENTAL cohort."
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
 edges = np.linspace(0, config.ability_uniform_width, 11)
 mid = (edges[:-1] + edges[1:]) / 2
-for cohort, colour in (("REGULAR", "#b2182b"), ("EXPERIMENTAL", "#2166ac")):
+for cohort, colour in COHORTS.items():
     w = world[world.cohort == cohort]
     share = w.groupby(pd.cut(w.ability_uniform, edges), observed=False)["small"].mean()
     ax1.plot(mid, 100 * share.to_numpy(), "o-", color=colour, label=cohort)
@@ -173,7 +181,7 @@ for cohort in ("REGULAR", "EXPERIMENTAL"):
         w = world[(world.cohort == cohort) & (world.race == race)]
         gaps.append(w.loc[w.small == 1, "ability_uniform"].mean() - w.loc[w.small == 0, "ability_uniform"].mean())
         labels.append(f"{cohort[:3]} {race}")
-ax2.barh(range(len(gaps)), gaps, color=["#b2182b"] * 4 + ["#2166ac"] * 4)
+ax2.barh(range(len(gaps)), gaps, color=[COHORTS["REGULAR"]] * 4 + [COHORTS["EXPERIMENTAL"]] * 4)
 ax2.set_yticks(range(len(gaps)), labels, fontsize=8)
 ax2.axvline(0, color="k", lw=0.8)
 ax2.set_xlabel("mean ability_uniform, SMALL minus LARGE (score points)")
@@ -260,7 +268,7 @@ for r in results.values():
 # the dot is its mean, the thick bar its 50% interval, the thin bar its 90% interval;
 # the dashed lines are the truth.
 
-# %%
+# %% alt="Forest plot of every estimate of the direct effect, the total effect and the MA effect, with the truth as dashed lines. The REGULAR difference in means and the naive regression sit far above the truth; the EXPERIMENTAL difference in means and the randomized and structural analyses cover it, the structural intervals the narrowest."
 everything = {
     "difference in means, REGULAR": Estimate("small_class_total_effect", diff["REGULAR"]),
     "difference in means, EXPERIMENTAL": Estimate("small_class_total_effect", diff["EXPERIMENTAL"]),
@@ -284,7 +292,7 @@ table.round(2)
 # each cohort in a SMALL class: the observed share (dot) should sit inside the
 # replicated ranges (bars). A model that got the REGULAR rule wrong would miss there.
 
-# %%
+# %% alt="Posterior predictive check of the structural fit: for each cohort, the observed histograms of scores in SMALL and LARGE classes run inside the bands of the replicated histograms; the last panel shows each cohort's observed share in a SMALL class inside the replicated range."
 fig = ppc_plot(results["structural"].idata)
 plt.tight_layout()
 plt.show()
@@ -305,12 +313,13 @@ plt.show()
 # adjusts for MA and reports only a direct effect; the difference in means reports
 # only a total effect.
 
-# %%
+# %% alt="Posterior densities of the indirect effect through the teacher's MA, total minus direct, from the randomized and the structural analyses, both wide and centred near the truth of 1 point."
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for name in ("randomized", "structural"):
     d = results[name].estimand_draws
     indirect = np.ravel(d["small_class_total_effect"] - d["small_class_direct_effect"])
-    ax.hist(indirect, bins=40, alpha=0.5, density=True, label=f"{name}: mean {indirect.mean():.2f}")
+    ax.hist(indirect, bins=40, alpha=0.5, density=True, color=ANALYSES[name],
+            label=f"{name}: mean {indirect.mean():.2f}")
 ax.axvline(truth["small_class_total_effect"] - truth["small_class_direct_effect"], color="k", ls="--",
            label="truth: 10 x (0.5 - 0.4) = 1")
 ax.set_xlabel("indirect effect through the teacher's MA (test-score points)")
@@ -336,7 +345,7 @@ plt.show()
 # follows the class size, so this is the total effect; holding the teacher's MA as
 # well (`teacher_has_ma=1`) gives the direct effect.
 
-# %%
+# %% alt="Left: the REGULAR students' predicted scores if every class were SMALL and if every class were LARGE, beside their observed scores. Right: the posterior of the average effect of putting every REGULAR student in a SMALL class, centred near the total effect of 6 points."
 structural = results["structural"]
 every_small = structural.do(small_class=1, cohort="REGULAR")
 print(every_small.statement())
@@ -366,7 +375,7 @@ every_small.summary().round(2)
 # Refit both with the unobserved ability **normal** (the uniform's mean and sd),
 # everything else unchanged.
 
-# %%
+# %% alt="Forest plot of the structural and randomized analyses fitted with a uniform and with a normal unobserved ability. The normal-ability intervals are several times wider; the randomized intervals stay centred on the truth with either shape."
 for name in ("structural", "randomized"):
     results[f"{name}, normal ability"] = fit(workdir, name, ability="normal", seed=4, progress=False, **SAMPLER)
     print(results[f"{name}, normal ability"].table(), end="\n\n")
@@ -417,3 +426,58 @@ for name in ("structural", "randomized"):
 #   the structural model's deconfounding rests on the exact form of the assignment rule
 #   and on scores without noise. A randomized design needs none of that: with a normal
 #   ability it is less precise but still right. Design beats assumptions.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then check. The solutions are hidden: in JupyterLab click the collapsed
+# cell under an exercise; on the lessons site, click "Solution".
+#
+# 1. Simulate the same design with a REGULAR rule that ignores the unobserved ability
+#    (`regular_small_ability=0`). **Predict** the REGULAR cohort's adjusted estimate of
+#    the direct effect: the `least_squares` regression of section 3, now on the test
+#    score. Is the regression then right, and why?
+# 2. The simulation can see the unobserved ability. Using the `world` table of section 3,
+#    regress `ability_uniform` on class size, income, race, school and MA in the
+#    **EXPERIMENTAL** cohort. **Predict** the coefficient of SMALL before you run it.
+# 3. Every student gains the same from a SMALL class in this model. **Predict** the
+#    structural fit's average effect of a SMALL class for the EXPERIMENTAL cohort, against
+#    the REGULAR cohort's above; check with `result.do(small_class=1, cohort=...)`.
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 1: the same regression on data whose REGULAR rule ignores ability.
+def observed_frame(data, cohort):
+    """The columns an analyst has, in the names the least_squares function of section 3 reads."""
+    s = data.students.merge(data.classes[["class_id", "class_size", "teacher_has_ma"]], on="class_id")
+    s = s[s.cohort == cohort]
+    return pd.DataFrame({
+        "small": (s.class_size == "SMALL").astype(int), "race": s.race, "school": s.school_id,
+        "ma": s.teacher_has_ma.astype(int), "test_score": s.test_score,
+        "scaled_income": (np.log(s.family_income) - np.log(config.income_min))
+        / (np.log(config.income_max) - np.log(config.income_min)),
+    })
+
+
+for slope in (config.regular_small_ability, 0.0):
+    d = simulate(config.replace(regular_small_ability=slope), seed=SEED)
+    estimate = least_squares(observed_frame(d, "REGULAR"), "test_score")["small"]
+    print(f"REGULAR rule with ability slope {slope:.2f}: adjusted estimate {estimate:5.2f} "
+          f"(true direct effect {d.truth['estimands']['small_class_direct_effect']:g})")
+print("Without the ability slope every push into a SMALL class is observed (income, race), so the\n"
+      "assignment is ignorable given them: the adjusted regression is centred on the direct effect, up to\n"
+      "the noise of one dataset.")
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 2: randomization balances what nobody observes, too.
+experimental = world[world.cohort == "EXPERIMENTAL"]
+print(f"EXPERIMENTAL: SMALL-class students have {least_squares(experimental, 'ability_uniform')['small']:+.2f} "
+      f"points of unobserved ability, all else observed equal (REGULAR: {bias:+.2f})")
+print("Near zero, up to noise: the coin ignores ability, so there is no omitted-variable bias to remove.")
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 3: a constant effect is the same for every cohort; only the uncertainty differs.
+for cohort in ("REGULAR", "EXPERIMENTAL"):
+    row = structural.do(small_class=1, cohort=cohort).summary().loc["average effect"]
+    print(f"{cohort:<12} average effect {row['mean']:.2f} points, 90% interval [{row['q05']:.2f}, {row['q95']:.2f}]")
+print("The two are the same posterior, draw for draw, of the total effect (truth 6): the model gives every\n"
+      "student the same effect, so who the students are changes the scores in either world, not their difference.")

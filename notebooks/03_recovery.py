@@ -5,6 +5,11 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   classsize:
+#     teaches: "simulation-based calibration (rank histograms, ECDF difference plots) and coverage at a fixed truth for the randomized, structural and naive analyses; posterior z-score against contraction; power by simulation"
+#     class_minutes: 40
+#     fast_run: "FASTRUN"
+#     full_run: "FULLRUN"
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,12 +38,14 @@
 # Both studies come from `classsize.inference.studies.run.run_study` (the Python side of
 # `classsize recover`). They fit many datasets, so they use a small design; with
 # `CLASSSIZE_FAST=1` they use only a handful of datasets and short chains, enough to see
-# how the plots work but far too few to detect anything but gross errors.
+# how the plots work but far too few to detect anything but gross errors. The lesson
+# ends with two exercises, their solutions hidden until opened.
 #
 # **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
 # unset): a design of 1,000 REGULAR and 1,000 EXPERIMENTAL students in 10 schools, 100
 # datasets for SBC and 50 for each coverage study, every fit 4 chains of 500 warm-up
-# and 500 kept draws.
+# and 500 kept draws. **A full run takes about FULLRUN on 2 CPU cores; with
+# `CLASSSIZE_FAST=1` about FASTRUN.**
 
 # %%
 import os
@@ -54,13 +61,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from classsize.inference.studies.figures import (
+    PARTS,
     plot_coverage,
     plot_ecdf_difference,
     plot_rank_histograms,
     plot_z_contraction,
 )
 from classsize.inference.studies.run import run_study
-from classsize.model import Config
+from classsize.model import Config, simulate_many
+from classsize.model.palette import ALERT, MAIN
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
 if FAST:
@@ -93,12 +102,12 @@ print(sbc.verdict)
 # nine in ten of the true values inside their 90% intervals, and the misses are not all
 # on one side.
 
-# %%
+# %% alt="One point per SBC dataset: the posterior mean and 90% interval of the direct effect against its true value drawn from the prior. The points lie along the diagonal; about nine in ten intervals cross it, and the misses fall on both sides."
 fitted = sbc.table[(sbc.table.status == "fitted") & (sbc.table.quantity == "small_class_direct_effect")]
 fig, ax = plt.subplots(figsize=(6, 4))
 covered = fitted.covered_90.astype(bool)
-for ok, colour, label in ((True, "#2166ac", "truth inside the 90% interval"),
-                          (False, "#b2182b", "truth outside the 90% interval")):
+for ok, colour, label in ((True, MAIN, "truth inside the 90% interval"),
+                          (False, ALERT, "truth outside the 90% interval")):
     f = fitted[covered == ok]
     ax.errorbar(f.truth, f["mean"], yerr=[f["mean"] - f.lower_90, f.upper_90 - f["mean"]], fmt="o",
                 color=colour, ms=4, lw=1, label=f"{label} ({len(f)})")
@@ -114,8 +123,9 @@ plt.show()
 # %% [markdown]
 # ### Rank histograms
 #
-# One panel per quantity: how many datasets put the truth at each rank (grouped into
-# bins). If the inference is calibrated, every bin's count is a binomial draw around the
+# One panel per estimand (the study's other quantities, the priors' parameters and the
+# school effects, are on the figures after it): how many datasets put the truth at each
+# rank (grouped into bins). If the inference is calibrated, every bin's count is a binomial draw around the
 # grey line, inside the grey band 99 times in 100. The shapes to look for:
 #
 # * **∪ (too many ranks at both ends)**: the truth is often outside the bulk of the
@@ -127,9 +137,8 @@ plt.show()
 # With a handful of datasets (the fast setting) the histogram is mostly noise: it takes
 # about a hundred datasets before a modest departure shows.
 
-# %%
+# %% alt="Rank histograms of the randomized analysis's three estimands (direct, total and MA effect), each bin's count with the grey band of its 99% binomial range and the expected count as a line; the bars stay inside their bands."
 fig = plot_rank_histograms(sbc)
-fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -145,9 +154,10 @@ plt.show()
 # curve that leaves its band fails the verdict. A ∪ in the histogram shows here as a
 # curve that rises early and falls late (an S), a bias as a hump on one side.
 
-# %%
+# %% alt=["ECDF difference plots of the randomized analysis's three estimands: each curve of the ranks' ECDF minus the uniform CDF stays inside its grey simultaneous band.", "ECDF difference plots of the other quantities the SBC ranks (the priors' parameters and the school effects), each inside its grey simultaneous band."]
 fig = plot_ecdf_difference(sbc)
-fig.tight_layout()
+plt.show()
+fig = plot_ecdf_difference(sbc, part=PARTS[1])
 plt.show()
 
 # %% [markdown]
@@ -169,15 +179,14 @@ for study in coverage.values():
 # ### Coverage plots
 #
 # For each estimand, the share of datasets whose central interval contains the truth
-# (red dots), at each nominal level (x axis). A calibrated analysis sits on the dashed
+# (vermillion dots), at each nominal level (x axis). A calibrated analysis sits on the dashed
 # diagonal, up to the luck of a finite number of datasets: the dark bar is the 95%
 # Clopper-Pearson range of that share, and the light bar the wider range used for the
 # verdict (corrected for testing many levels and estimands at once).
 
-# %%
+# %% alt=["Coverage of the randomized analysis: for each estimand, the share of datasets covered against the nominal level sits on the diagonal, inside its bands.", "Coverage of the structural analysis: for each estimand, the share covered sits on the diagonal, inside its bands.", "Coverage of the naive regression: the MA effect is covered at about the nominal rates, the direct effect of a SMALL class almost never."]
 for name, study in coverage.items():
     fig = plot_coverage(study)
-    fig.tight_layout()
     plt.show()
 
 # %% [markdown]
@@ -202,10 +211,9 @@ for name, study in coverage.items():
 # Crosses mark fits that failed a sampler diagnostic (R-hat, ESS, divergences): short
 # chains in the fast setting flag many of them.
 
-# %%
+# %% alt=["Posterior z-score against contraction for the randomized analysis: the points sit between -2 and 2.", "Posterior z-score against contraction for the structural analysis: high contraction, z-scores between -2 and 2.", "Posterior z-score against contraction for the naive regression: for the direct effect of a SMALL class, high contraction and z-scores far beyond -2, a posterior confidently wrong."]
 for name, study in coverage.items():
     fig = plot_z_contraction(study)
-    fig.tight_layout()
     plt.show()
 
 # %%
@@ -229,3 +237,49 @@ for name, study in coverage.items():
 #   never contain the truth. More data would only make it more confidently wrong.
 # * Calibration is a property of an analysis *and* the process that made the data: the
 #   naive regression is a fine regression, calibrated for the wrong question.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then check. The solutions are hidden: in JupyterLab click the collapsed
+# cell under an exercise; on the lessons site, click "Solution".
+#
+# 1. Repeat the `naive` coverage study on a design whose REGULAR rule ignores the
+#    unobserved ability (`design.replace(regular_small_ability=0.0)`). **Predict** its
+#    coverage of the direct effect. What does this say about the regression, and about
+#    the data?
+# 2. Find the smallest EXPERIMENTAL cohort (250, 500, 1,000 or 2,000 students in 10
+#    schools) whose difference in means detects a **2-point** effect of a SMALL class
+#    (its 90% interval excludes 0) in at least 80% of datasets. Simulate the datasets with
+#    `simulate_many` and a `Config` whose effect is 2 points (hold the teacher's MA
+#    out of it: `p_ma_small = p_ma_large`). For the Bayesian analyses, `classsize design`
+#    answers the same question over a grid (see the README).
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 1: without the ability slope, nothing unobserved confounds the REGULAR cohort.
+ignorable = run_study("naive", N_COVERAGE, config=design.replace(regular_small_ability=0.0), seed=1000, **SAMPLER)
+for label, study in (("ability slope 0.02", coverage["naive"]), ("ability slope 0", ignorable)):
+    s = study.summary
+    row = s[(s.quantity == "small_class_direct_effect") & (s.level == 0.9)].iloc[0]
+    print(f"naive, {label}: 90% intervals cover the direct effect in {int(row.covered)} of {int(row.n)} datasets, "
+          f"bias {row.bias:+.2f} points")
+print("The same regression is calibrated once the assignment is ignorable given what it adjusts for:\n"
+      "its failure came from the data's assignment rule, not from the regression.")
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 2: power of the EXPERIMENTAL difference in means, by simulation.
+def detected(data) -> bool:
+    """Whether the difference in means' 90% interval (normal approximation) excludes 0."""
+    s = data.students.merge(data.classes[["class_id", "class_size"]], on="class_id")
+    small, large = (s.loc[s.class_size == size, "test_score"] for size in ("SMALL", "LARGE"))
+    se = np.sqrt(small.var() / len(small) + large.var() / len(large))
+    return abs(small.mean() - large.mean()) > 1.645 * se
+
+
+K = 40 if FAST else 200
+for n in (250, 500, 1000, 2000):
+    two_points = Config(n_regular=0, n_experimental=n, n_schools=10, small_class_direct_effect=2.0,
+                        p_ma_small=0.45, p_ma_large=0.45)
+    power = np.mean([detected(d) for d in simulate_many(two_points, seeds=range(K))])
+    print(f"{n:>5} EXPERIMENTAL students: power {power:.2f} ({K} datasets, simulation sd "
+          f"{np.sqrt(power * (1 - power) / K):.2f})")

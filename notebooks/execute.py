@@ -5,7 +5,8 @@
 Each ``.py`` source (jupytext percent format) is read, executed top to bottom with
 ``CLASSSIZE_FAST`` unset in a kernel that runs this interpreter, and written, outputs
 included, to the ``.ipynb`` next to it (atomically: a failed run leaves the old twin
-in place).  A notebook writes its own files to a temporary folder and runs from the
+in place).  The run's time is written into the first cell of both files (and into the
+notebook metadata ``classsize.full_run``).  A notebook writes its own files to a temporary folder and runs from the
 ``notebooks`` folder.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -36,8 +38,29 @@ def _kernel_path() -> str:
     return str(root)
 
 
+#: The first cell's statement of the full run's time, which :func:`execute` fills in.
+FULL_RUN = re.compile(r"(A full run takes about\s+)(.*?)(\s+on\s+2\b)")
+#: The same figure in the notebook's metadata (``classsize.full_run``), in the ``.py`` header.
+FULL_RUN_META = re.compile(r'^(#\s+full_run: ")[^"]*(")$', re.M)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as the notebooks state a run's time: ``"40 s"`` under 90 s, else whole minutes."""
+    return f"{round(seconds)} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+def _with_full_run(text: str, took: str, where: str) -> str:
+    text, n = FULL_RUN.subn(lambda m: m.group(1) + took + m.group(3), text, count=1)
+    if not n:
+        raise SystemExit(f"{where}: the first cell does not say 'A full run takes about ... on 2 CPU cores'")
+    return text
+
+
 def execute(source: Path) -> float:
-    """Execute ``source`` at full size and write its ``.ipynb`` twin; returns the seconds taken."""
+    """Execute ``source`` at full size and write its ``.ipynb`` twin; returns the seconds taken.
+
+    The time taken is written into the first cell and the ``classsize.full_run`` metadata
+    of both files, so the notebook states how long its full run took."""
     import jupytext
     import nbformat
     from nbclient import NotebookClient
@@ -47,11 +70,19 @@ def execute(source: Path) -> float:
     NotebookClient(nb, kernel_name=KERNEL, timeout=None,
                    resources={"metadata": {"path": str(source.parent.resolve())}}).execute()
     seconds = time.perf_counter() - start
+    took = duration(seconds)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.setdefault("classsize", {})["full_run"] = took
+    nb.cells[0].source = _with_full_run(nb.cells[0].source, took, source.name)
+    text = _with_full_run(source.read_text(), took, source.name)
+    text, n = FULL_RUN_META.subn(lambda m: m.group(1) + took + m.group(2), text, count=1)
+    if not n:
+        raise SystemExit(f"{source.name}: the header has no classsize.full_run")
     twin = source.with_suffix(".ipynb")
-    partial = twin.with_name(f".{twin.name}.partial")
-    nbformat.write(nb, partial)
-    os.replace(partial, twin)
+    for path, write in ((twin, lambda p: nbformat.write(nb, p)), (source, lambda p: p.write_text(text))):
+        partial = path.with_name(f".{path.name}.partial")
+        write(partial)
+        os.replace(partial, path)
     return seconds
 
 

@@ -16,6 +16,7 @@ To refresh a twin after editing a ``.py`` file (this runs the notebook at full s
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -75,10 +76,38 @@ def test_first_cell_states_the_settings_of_the_stored_outputs(source: Path):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_last_cell_states_the_take_away(source: Path):
-    last = jupytext.read(source).cells[-1]
-    assert last.cell_type == "markdown"
-    assert "Take-away" in last.source
+def test_lesson_ends_with_its_take_away_then_exercises_with_hidden_solutions(source: Path):
+    """The take-away, then an "Exercises" cell listing two or three exercises, then one
+    solution cell per exercise: code tagged ``solution`` and collapsed in JupyterLab (the
+    lessons site folds it under "Solution"), so it runs with the notebook."""
+    cells = jupytext.read(source).cells
+    heads = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises")]
+    assert len(heads) == 1, f"{source.stem}: one '## Exercises' section"
+    i = heads[0]
+    assert cells[i - 1].cell_type == "markdown" and cells[i - 1].source.startswith("## Take-away")
+    asked = re.findall(r"^(\d)\. ", cells[i].source, flags=re.M)
+    solutions = cells[i + 1:]
+    assert 2 <= len(asked) <= 3 and asked == [str(k) for k in range(1, len(asked) + 1)], asked
+    assert len(solutions) == len(asked), f"{source.stem}: one solution cell per exercise"
+    for k, cell in enumerate(solutions, 1):
+        assert cell.cell_type == "code" and cell.metadata.get("tags") == ["solution"], k
+        assert cell.metadata.get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, k
+        assert cell.source.startswith(f"# Solution {k}:"), k
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_lesson_states_what_it_teaches_and_how_long_it_takes(source: Path):
+    """Notebook metadata ``classsize`` (read by the lessons site's landing page); the first
+    cell states the full run's time that ``execute.py`` measured, and the fast run's."""
+    nb = jupytext.read(source)
+    meta = nb.metadata.get("classsize", {})
+    assert set(meta) == {"teaches", "class_minutes", "full_run", "fast_run"}, meta
+    assert isinstance(meta["class_minutes"], int) and 10 <= meta["class_minutes"] <= 60
+    first = " ".join(nb.cells[0].source.split())
+    for key in ("full_run", "fast_run"):
+        assert re.fullmatch(r"\d+ (s|min)", meta[key]), (key, meta[key])
+    assert f"A full run takes about {meta['full_run']} on 2 CPU cores; with `CLASSSIZE_FAST=1` about " \
+           f"{meta['fast_run']}" in first
 
 
 @pytest.fixture(scope="module")

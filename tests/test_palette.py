@@ -41,7 +41,7 @@ def test_the_pattern_sees_a_written_colour():
 
 def test_roles_use_okabe_ito_and_differ():
     colours = set(palette.OKABE_ITO.values())
-    for role in (palette.CLASS_SIZES, palette.ANALYSES, palette.COHORTS):
+    for role in (palette.CLASS_SIZES, palette.CLASS_TYPES, palette.ANALYSES, palette.COHORTS):
         assert set(role.values()) <= colours
         assert len(set(role.values())) == len(role)
     assert palette.MAIN in colours and palette.ALERT in colours and palette.MAIN != palette.ALERT

@@ -380,7 +380,8 @@ def test_cli_coverage_study_randomized(tmp_path, capsys):
 
 def _check_sbc_outputs(out, printed, model, n, rank_draws):
     assert f"simulation-based calibration, {n} datasets" in printed
-    for name in ("recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "sbc_ecdf_diff.png", "sbc_ranks.png"):
+    for name in ("recovery.csv", "summary.csv", "recovery.nc", "verdict.txt", "sbc_ecdf_diff.png", "sbc_ranks.png",
+                 "sbc_ecdf_diff_other.png", "sbc_ranks_other.png"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "recovery.csv")
     quantities = [quantity_label(q, SMALL) for q in get_analysis(model).study_quantities(SMALL, sbc=True)]

@@ -12,6 +12,10 @@ For an SBC study (:class:`~.result.SBCStudy`):
   (:func:`~.calibration.chi_square_bins`), with the 0.5% and 99.5% quantiles of a
   bin's count, ``Binomial(N, width / (L + 1))``, and its expected count.
 
+Each SBC figure comes in two parts (``part``): the analysis's estimands, which a
+reader looks at first, and the other quantities the study ranks (priors' parameters,
+school effects), on a figure of their own.
+
 For a coverage study (:class:`~.result.CoverageStudy`):
 
 * :func:`plot_coverage`: the share of datasets whose central interval covers the
@@ -52,10 +56,34 @@ def _verdict(ok) -> str:
     return "pass" if ok else "FAIL"
 
 
-def plot_ecdf_difference(result):
-    """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity, with the
-    simultaneous band (Säilynoja, Bürkner and Vehtari 2022) at the level the verdict uses."""
-    names = list(result.ranks)
+#: The two parts of an SBC figure: the estimands, and every other quantity ranked.
+PARTS = ("estimands", "other quantities")
+
+
+def _ranked(result, part: str) -> list[str]:
+    """The quantities of ``result.ranks`` in ``part`` (one of :data:`PARTS`), in the study's order."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, not {part!r}")
+    estimands = set(result.analysis.estimand_names)
+    return [q for q in result.ranks if (q in estimands) == (part == PARTS[0])]
+
+
+def _nothing_to_show(title: str):
+    fig, axes = _panels(1, 4.0, 1.2)
+    axes[0].axis("off")
+    axes[0].text(0.5, 0.5, "no quantity of this part was ranked", ha="center", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_ecdf_difference(result, part: str = PARTS[0]):
+    """ECDF of the fractional ranks minus the uniform CDF, one panel per quantity of
+    ``part`` (:data:`PARTS`), with the simultaneous band (Säilynoja, Bürkner and Vehtari
+    2022) at the level the verdict uses."""
+    names = _ranked(result, part)
+    title = f"SBC of {result.analysis.name}, {part}: ECDF difference of the ranks"
+    if not names:
+        return _nothing_to_show(title)
     fig, axes = _panels(len(names), 3.3, 2.6, per_row=4)
     band = result.band
     passed = result.summary.set_index("quantity")["pass"]
@@ -71,16 +99,19 @@ def plot_ecdf_difference(result):
         ax.axhline(0.0, color="k", lw=0.6)
         label_axes(ax, f"{q} ({_verdict(passed[q])})", "fractional rank of the truth", "ECDF - uniform CDF")
     axes[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle(f"SBC of {result.analysis.name}: ECDF difference of the ranks "
-                 f"({len(result.ranks[names[0]])} datasets)", fontsize=9)
+    fig.suptitle(f"{title} ({len(result.ranks[names[0]])} datasets)", fontsize=9)
     return fig
 
 
-def plot_rank_histograms(result):
-    """Histograms of the ranks with the 99% pointwise binomial range of a bin's count."""
+def plot_rank_histograms(result, part: str = PARTS[0]):
+    """Histograms of the ranks of each quantity of ``part`` (:data:`PARTS`), with the 99%
+    pointwise binomial range of a bin's count."""
     from scipy import stats
 
-    names = list(result.ranks)
+    names = _ranked(result, part)
+    title = f"SBC of {result.analysis.name}, {part}: rank histograms"
+    if not names:
+        return _nothing_to_show(title)
     fig, axes = _panels(len(names), 3.3, 2.4, per_row=4)
     n_values = result.band.n_values if result.band is not None else int(result.settings["rank_draws"]) + 1
     for ax, q in zip(axes, names):
@@ -97,7 +128,7 @@ def plot_rank_histograms(result):
             ax.hist(r, bins=edges, color=palette.MAIN, alpha=0.8, label="ranks")
         label_axes(ax, q, "rank of the truth", "datasets")
     axes[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle(f"SBC of {result.analysis.name}: rank histograms", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 

@@ -15,8 +15,9 @@ Both share :class:`StudyResult`: the table, the settings, the xarray export and 
 files.  :meth:`StudyResult.write` writes ``recovery.csv`` (the table), ``summary.csv``,
 ``verdict.txt``, ``study.json`` (the settings), ``config.toml``, ``recovery.nc`` (the
 table and the summary as an xarray Dataset) and the study's figures (``PLOTS``:
-``sbc_ecdf_diff.png`` and ``sbc_ranks.png``, or ``coverage.png`` and
-``z_contraction.png``; :mod:`.figures`), all together or not at all; the figures of the
+``sbc_ecdf_diff.png`` and ``sbc_ranks.png`` for the estimands, with
+``sbc_ecdf_diff_other.png`` and ``sbc_ranks_other.png`` for the other quantities, or
+``coverage.png`` and ``z_contraction.png``; :mod:`.figures`), all together or not at all; the figures of the
 other kind left in the folder by an earlier study are removed.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -37,8 +39,8 @@ from classsize.inference.engine.diagnostics import ESS_MIN, R_HAT_MAX, fit_probl
 from classsize.inference.outputs import FORMAT_VERSION, package_version
 from classsize.inference.plotting import save_figure
 from classsize.inference.studies.calibration import BAND_SEED, BAND_SIMULATIONS, FAMILY_ALPHA, LEVELS, EcdfBand
-from classsize.inference.studies.figures import (plot_coverage, plot_ecdf_difference, plot_rank_histograms,
-                                                 plot_z_contraction)
+from classsize.inference.studies.figures import (PARTS, plot_coverage, plot_ecdf_difference,
+                                                 plot_rank_histograms, plot_z_contraction)
 from classsize.inference.studies.fitting import DIAGNOSTIC_COLUMNS, FIT_SEED_OFFSET, empty_fit_columns
 from classsize.inference.studies.plan import StudyPlan
 from classsize.inference.studies.verdicts import coverage_verdict, sbc_verdict
@@ -163,8 +165,12 @@ class SBCStudy(StudyResult):
     ranks: dict[str, np.ndarray]
 
     mode: ClassVar[str] = "sbc"
-    PLOTS: ClassVar[Mapping[str, Callable]] = {"sbc_ecdf_diff.png": plot_ecdf_difference,
-                                               "sbc_ranks.png": plot_rank_histograms}
+    PLOTS: ClassVar[Mapping[str, Callable]] = {
+        "sbc_ecdf_diff.png": plot_ecdf_difference,
+        "sbc_ranks.png": plot_rank_histograms,
+        "sbc_ecdf_diff_other.png": partial(plot_ecdf_difference, part=PARTS[1]),
+        "sbc_ranks_other.png": partial(plot_rank_histograms, part=PARTS[1]),
+    }
 
     @classmethod
     def judge(cls, analysis, config, settings, table, names) -> SBCStudy:

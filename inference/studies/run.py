@@ -52,8 +52,9 @@ Outputs (:meth:`~.result.StudyResult.write`): ``recovery.csv`` (tidy: one row pe
 dataset and quantity, with the fit's diagnostics), ``summary.csv`` (one row per
 quantity, or per estimand and level), ``recovery.nc`` (the same as an xarray
 Dataset), ``verdict.txt``, ``study.json`` (settings), ``config.toml`` and the study's
-figures (``sbc_ecdf_diff.png`` and ``sbc_ranks.png``, or ``coverage.png`` and
-``z_contraction.png``; :mod:`.figures`), written all together or not at all, beside
+figures (``sbc_ecdf_diff.png`` and ``sbc_ranks.png`` for the estimands, with
+``sbc_ecdf_diff_other.png`` and ``sbc_ranks_other.png`` for the other quantities, or
+``coverage.png`` and ``z_contraction.png``; :mod:`.figures`), written all together or not at all, beside
 the folder ``batches`` (:mod:`.plan`).
 """
 
