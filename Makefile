@@ -1,5 +1,6 @@
-# The two commands of the README: `make demo` and `make test`.
-# Both create the virtual environment .venv when needed (Python 3.12+ and make are all
+# The two commands of the README: `make demo` and `make test`; for teaching, `make site`
+# (the notebooks as an offline HTML site in site/) and `make lab` (JupyterLab on them).
+# All create the virtual environment .venv when needed (Python 3.12+ and make are all
 # they need) and install the project with the pinned versions of constraints.txt.
 
 # The first Python >= 3.12 that runs: python3.14, python3.13, python3.12, python3, then
@@ -19,7 +20,7 @@ DEMO_DIR ?= out/demo
 # reference study) are built once; each notebook run is a group of its own
 TEST_WORKERS ?= 2
 
-.PHONY: demo test test-all bench venv clean
+.PHONY: demo test test-all bench site lab venv clean
 
 venv: $(STAMP)
 
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || { echo "make: $(PYTHON) is older than Python 3.12, which the project needs" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,dask]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,star,dask,site]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -45,5 +46,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/simulate_bench.py
 	$(BIN)/python bench/fit_bench.py
 
+# the teaching notebooks as an offline static site in site/ (from their stored outputs)
+site: $(STAMP)
+	$(BIN)/python notebooks/build_site.py --out site
+
+# JupyterLab on the notebooks folder, with this environment's kernel
+lab: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[lab]'
+	$(BIN)/jupyter lab notebooks
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache

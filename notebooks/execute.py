@@ -5,9 +5,10 @@
 Each ``.py`` source (jupytext percent format) is read, executed top to bottom with
 ``CLASSSIZE_FAST`` unset in a kernel that runs this interpreter, and written, outputs
 included, to the ``.ipynb`` next to it (atomically: a failed run leaves the old twin
-in place).  The run's time is written into the first cell of both files (and into the
-notebook metadata ``classsize.full_run``).  A notebook writes its own files to a temporary folder and runs from the
-``notebooks`` folder.
+in place).  Before it, the fast setting (``CLASSSIZE_FAST=1``) runs twice, the second
+time timed; both times are written into the first cell of both files and into the
+notebook metadata (``classsize.full_run``, ``classsize.fast_run``).  A notebook writes
+its own files to a temporary folder and runs from the ``notebooks`` folder.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ def _kernel_path() -> str:
     return str(root)
 
 
-#: The first cell's statement of the full run's time, which :func:`execute` fills in.
-FULL_RUN = re.compile(r"(A full run takes about\s+)(.*?)(\s+on\s+2\b)")
-#: The same figure in the notebook's metadata (``classsize.full_run``), in the ``.py`` header.
-FULL_RUN_META = re.compile(r'^(#\s+full_run: ")[^"]*(")$', re.M)
+#: The first cell's statements of the full and the fast run's times, which :func:`execute` fills in.
+#: (Between words: white space, and in the ``.py`` file a line's ``#``.)
+_GAP = r"[\s#]+"
+STATED = {"full_run": re.compile(rf"(A{_GAP}full{_GAP}run{_GAP}takes{_GAP}about{_GAP})(\d+ \w+|[A-Z]+)({_GAP}on{_GAP}2\b)"),
+          "fast_run": re.compile(rf"(with{_GAP}`CLASSSIZE_FAST=1`{_GAP}about{_GAP})(\d+ \w+|[A-Z]+)(\.\*\*)")}
+
+
+def _meta(key: str) -> re.Pattern:
+    """The same figure in the notebook's metadata (``classsize.<key>``), in the ``.py`` header."""
+    return re.compile(rf'^(#\s+{key}: ")[^"]*(")$', re.M)
 
 
 def duration(seconds: float) -> str:
@@ -49,35 +56,51 @@ def duration(seconds: float) -> str:
     return f"{round(seconds)} s" if seconds < 90 else f"{round(seconds / 60)} min"
 
 
-def _with_full_run(text: str, took: str, where: str) -> str:
-    text, n = FULL_RUN.subn(lambda m: m.group(1) + took + m.group(3), text, count=1)
-    if not n:
-        raise SystemExit(f"{where}: the first cell does not say 'A full run takes about ... on 2 CPU cores'")
+def _stating(text: str, times: dict[str, str], where: str, header: bool) -> str:
+    """``text`` with the first cell's statements (and, for the ``.py`` file, the header's
+    metadata) set to ``times``."""
+    for key, took in times.items():
+        text, n = STATED[key].subn(lambda m: m.group(1) + took + m.group(3), text, count=1)
+        if header:
+            text, m = _meta(key).subn(lambda g: g.group(1) + took + g.group(2), text, count=1)
+            n = min(n, m)
+        if not n:
+            raise SystemExit(f"{where}: the first cell (or the header's classsize metadata) does not state {key}")
     return text
 
 
-def execute(source: Path) -> float:
-    """Execute ``source`` at full size and write its ``.ipynb`` twin; returns the seconds taken.
-
-    The time taken is written into the first cell and the ``classsize.full_run`` metadata
-    of both files, so the notebook states how long its full run took."""
-    import jupytext
-    import nbformat
+def _run(nb, source: Path, fast: bool) -> float:
+    """Execute ``nb`` in place (``CLASSSIZE_FAST`` set or not) from the notebook's folder; seconds."""
     from nbclient import NotebookClient
 
-    nb = jupytext.read(source)
+    if fast:
+        os.environ["CLASSSIZE_FAST"] = "1"
+    else:
+        os.environ.pop("CLASSSIZE_FAST", None)
     start = time.perf_counter()
     NotebookClient(nb, kernel_name=KERNEL, timeout=None,
                    resources={"metadata": {"path": str(source.parent.resolve())}}).execute()
-    seconds = time.perf_counter() - start
-    took = duration(seconds)
+    return time.perf_counter() - start
+
+
+def execute(source: Path) -> dict[str, float]:
+    """Execute ``source`` at full size and write its ``.ipynb`` twin; returns the seconds taken.
+
+    First the fast setting runs twice, the second time timed (what a class waits for on a
+    machine that has run it before), then the full size.  Both times are written into the
+    first cell and the ``classsize`` metadata of both files, so the notebook states them."""
+    import jupytext
+    import nbformat
+
+    _run(jupytext.read(source), source, fast=True)  # compiles what the fast run needs
+    seconds = {"fast_run": _run(jupytext.read(source), source, fast=True)}
+    nb = jupytext.read(source)
+    seconds["full_run"] = _run(nb, source, fast=False)
+    times = {key: duration(s) for key, s in seconds.items()}
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    nb.metadata.setdefault("classsize", {})["full_run"] = took
-    nb.cells[0].source = _with_full_run(nb.cells[0].source, took, source.name)
-    text = _with_full_run(source.read_text(), took, source.name)
-    text, n = FULL_RUN_META.subn(lambda m: m.group(1) + took + m.group(2), text, count=1)
-    if not n:
-        raise SystemExit(f"{source.name}: the header has no classsize.full_run")
+    nb.metadata.setdefault("classsize", {}).update(times)
+    nb.cells[0].source = _stating(nb.cells[0].source, times, source.name, header=False)
+    text = _stating(source.read_text(), times, source.name, header=True)
     twin = source.with_suffix(".ipynb")
     for path, write in ((twin, lambda p: nbformat.write(nb, p)), (source, lambda p: p.write_text(text))):
         partial = path.with_name(f".{path.name}.partial")
@@ -90,12 +113,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", type=Path, help="notebook sources (notebooks/NN_name.py)")
     args = parser.parse_args(argv)
-    os.environ.pop("CLASSSIZE_FAST", None)
     os.environ["JUPYTER_PATH"] = _kernel_path() + os.pathsep + os.environ.get("JUPYTER_PATH", "")
     for source in args.sources:
         print(f"{source}: running at full size ...", file=sys.stderr, flush=True)
         seconds = execute(source)
-        print(f"{source}: {seconds:.0f} s, outputs written to {source.with_suffix('.ipynb')}", file=sys.stderr)
+        print(f"{source}: full run {seconds['full_run']:.0f} s, fast run {seconds['fast_run']:.0f} s (warm); "
+              f"outputs written to {source.with_suffix('.ipynb')}", file=sys.stderr, flush=True)
     return 0
 
 

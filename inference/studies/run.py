@@ -103,7 +103,13 @@ def run_study(model: str | Analysis = "structural", n_datasets: int = 100, *, co
     worker.  ``progress``: a hook called as ``progress(datasets done, total)`` after each
     batch (such as :class:`~classsize.inference.outputs.Progress`), or True / False for a
     tqdm bar or none (default: a bar when standard error is a terminal).
+
+    Like :func:`~classsize.inference.fit.result.fit`, it turns on the package's
+    persistent compilation cache, so a later process loads the study's programs.
     """
+    from classsize.inference.engine.runtime import use_compilation_cache
+
+    use_compilation_cache()
     analysis = get_analysis(model).knowing(config)
     analysis.check_design(config, sbc=from_prior)
     if n_datasets < 1:
