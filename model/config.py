@@ -60,6 +60,8 @@ class FrozenDict(dict):
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore
 
 
+#: The distributions of the unobserved part of ability a configuration can simulate.
+ABILITY_SHAPES = ("uniform", "normal")
 #: Most students (``n_regular + n_experimental``) a configuration may have; a data
 #: folder's students.csv may hold no more rows.
 MAX_STUDENTS = 10**7
@@ -83,6 +85,8 @@ class Config(Design):
 
     * ``race_i ~ Categorical(race_probs)``, ``income_i ~ DiscreteUniform[income_min, income_max)``
     * ``ability_i = ability_income_weight * s_i + U_i``, ``U_i ~ Uniform(0, ability_uniform_width)``
+      (``ability_shape = "normal"``: ``U_i ~ Normal(W / 2, W / sqrt(12))``, the uniform's mean
+      and sd with ``W = ability_uniform_width``, a bell without the uniform's hard edges)
     * REGULAR cohort: ``P(SMALL) = clip(regular_small_intercept + regular_small_income * s_i
       + regular_small_race_shift[race_i] + regular_small_ability * U_i, 0, 1)``;
       EXPERIMENTAL cohort: ``P(SMALL) = experimental_p_small``
@@ -99,6 +103,7 @@ class Config(Design):
     race_probs: tuple[float, ...] = (0.5, 0.15, 0.2, 0.15)
     ability_income_weight: float = 10.0
     ability_uniform_width: float = 25.0
+    ability_shape: str = "uniform"
     regular_small_intercept: float = 0.1
     regular_small_income: float = 0.2
     regular_small_race_shift: Mapping[str, float] = field(default_factory=_default_race_shift)
@@ -125,6 +130,9 @@ class Config(Design):
         object.__setattr__(
             self, "regular_small_race_shift", FrozenDict(self.regular_small_race_shift)
         )
+        if self.ability_shape not in ABILITY_SHAPES:
+            raise ConfigError(f"field 'ability_shape' must be one of {', '.join(map(repr, ABILITY_SHAPES))}, "
+                              f"got {self.ability_shape!r}")
         super().__post_init__()  # the design's rules
         object.__setattr__(self, "_design", Design(**{name: getattr(self, name) for name in DESIGN_FIELDS}))
         _validate_sizes(self)
@@ -191,7 +199,7 @@ class Config(Design):
         out: dict[str, Any] = {}
         for name in FIELD_ORDER:
             v = getattr(self, name)
-            if name in OPTIONAL_KEYS and v == 0:
+            if name in OPTIONAL_KEYS and v == Config.__dataclass_fields__[name].default:
                 continue
             if isinstance(v, tuple):
                 v = list(v)
@@ -239,14 +247,15 @@ class Config(Design):
 
 #: Every key of a configuration, in the order its files (TOML, ``truth.json``) list them.
 FIELD_ORDER = ("n_regular", "n_experimental", "race_codes", "race_probs", "income_min", "income_max",
-               "ability_income_weight", "ability_uniform_width", "regular_small_intercept", "regular_small_income",
-               "regular_small_race_shift", "regular_small_ability", "experimental_p_small", "small_class_size",
+               "ability_income_weight", "ability_uniform_width", "ability_shape", "regular_small_intercept",
+               "regular_small_income", "regular_small_race_shift", "regular_small_ability", "experimental_p_small",
+               "small_class_size",
                "large_class_size", "p_ma_small", "p_ma_large", "n_schools", "school_effect_range", "score_intercept",
                "score_ability_weight", "small_class_direct_effect", "teacher_ma_effect", "score_school_weight",
                "score_noise_sd", "class_effect_sd")
-#: Keys a configuration writes only when they differ from 0, the notebook's process (so
-#: its files keep the notebook's keys).
-OPTIONAL_KEYS = ("class_effect_sd",)
+#: Keys a configuration writes only when they differ from their defaults, the notebook's
+#: process (so its files keep the notebook's keys).
+OPTIONAL_KEYS = ("ability_shape", "class_effect_sd")
 assert set(FIELD_ORDER) == set(Config.__dataclass_fields__)
 
 
@@ -301,6 +310,10 @@ def _coerce(key: str, annotation: Any, value: Any, source: str) -> Any:
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{source}: field '{key}' must be an integer, got {value!r}")
+        return value
+    if key == "ability_shape":
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: field '{key}' must be a string, got {value!r}")
         return value
     if key == "race_codes":
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):

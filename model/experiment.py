@@ -11,7 +11,8 @@ site                         plate      meaning
 structural parameters        --         fixed (``Delta``) or drawn from priors
 ``race``                     students   index into ``config.race_codes``
 ``family_income``            students   DiscreteUniform[income_min, income_max)
-``ability_uniform``          students   :math:`U_i \sim \mathrm{Uniform}(0, W)`, unobserved
+``ability_uniform``          students   :math:`U_i \sim \mathrm{Uniform}(0, W)`, unobserved (or
+                                       :math:`\mathcal N(W/2, W/\sqrt{12})`: ``ability_shape``)
 ``ability``                  students   deterministic, :math:`w\,s_i + U_i`
 ``small_class``              students   1 = SMALL; rule depends on the cohort
 ``class_of_student``         students   deterministic round-robin allocation
@@ -84,7 +85,7 @@ def class_size_experiment(
     priors: Mapping[str, Distribution] | None = None,
     data: Observed | None = None,
     *,
-    ability: str = "uniform",
+    ability: str | None = None,
     pilot=None,
     covariates=None,
     class_covariates=None,
@@ -96,10 +97,11 @@ def class_size_experiment(
     :param priors: a distribution for each name in :data:`~classsize.model.pieces.PARAMETERS`;
         ``None`` pins them to ``config`` (the notebook's simulation).
     :param data: ``None`` to simulate; an :class:`Observed` to condition on it.
-    :param ability: the distribution of the unobserved part of ability when
-        conditioning: ``"uniform"`` (the process that generated the data) or
-        ``"normal"`` (a misspecified alternative, to show how much the fit owes to the
-        uniform's hard edges).
+    :param ability: the distribution of the unobserved part of ability, ``"uniform"``
+        or ``"normal"`` (with the uniform's mean and sd).  Simulating, it defaults to
+        the configuration's ``ability_shape`` (the process that makes the data);
+        conditioning, to ``"uniform"`` (``"normal"`` shows how much a fit owes to the
+        uniform's hard edges, or fits data whose ability has none).
     :param covariates: further student covariates of ability (students x q, e.g. free
         lunch in real data), with weights ``extra_covariate_weights``; simulation only
         (conditioning reads them from ``data.extra_covariates``).
@@ -111,8 +113,8 @@ def class_size_experiment(
     """
     priors = fixed_parameters(config) if priors is None else priors
     if data is None:
-        return _simulate(config, priors, ability, covariates, class_covariates)
-    return condition_on_data(config, priors, data, ability, pilot)
+        return _simulate(config, priors, ability or config.ability_shape, covariates, class_covariates)
+    return condition_on_data(config, priors, data, ability or "uniform", pilot)
 
 
 def _weighted(name: str, priors, covariates):

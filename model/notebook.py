@@ -58,11 +58,14 @@ def simulate_notebook(config: Config = Config(), seed: int = 100) -> Dataset:
     Returns a :class:`Dataset` with the students and classes tables, the truth (the
     school effects drawn and the estimands) and ``extra["printed"]``, the three
     lines the notebook prints.  The notebook's process has no class effects: a
-    configuration with ``class_effect_sd > 0`` is refused (ValueError).
+    configuration with ``class_effect_sd > 0`` or a normal ability is refused (ValueError).
     """
     if config.class_effect_sd > 0:
         raise ValueError("the notebook engine has no class effects (class_effect_sd must be 0; "
                          "the model engine draws them)")
+    if config.ability_shape != "uniform":
+        raise ValueError("the notebook engine draws a uniform ability (ability_shape must be \"uniform\"; "
+                         "the model engine draws a normal one)")
     state = np.random.get_state()
     try:
         return _notebook(config, int(seed))

@@ -32,6 +32,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.engine == "notebook" and config.class_effect_sd > 0:
         raise UsageError("--engine notebook has no class effects: the configuration's class_effect_sd must be 0 "
                          "(the model engine draws them)")
+    if args.engine == "notebook" and config.ability_shape != "uniform":
+        raise UsageError("--engine notebook draws a uniform ability: the configuration's ability_shape must be "
+                         "\"uniform\" (the model engine draws a normal one)")
     shown = Path(args.out)
     last = args.seed + args.replicates - 1
     with OutputFolder(args.out, "simulate", force=args.force) as folder:
@@ -256,7 +259,7 @@ def cmd_design(args: argparse.Namespace) -> int:
                 result = diagnose(grid, analyses, args.datasets, seed=args.seed, chains=args.chains,
                                   warmup=args.warmup, samples=args.samples, batch_size=args.batch_size,
                                   out=folder.path, resume=args.resume, runner=runner, estimand=args.estimand,
-                                  worth=args.worth,
+                                  worth=args.worth, misspecified=args.misspecified,
                                   progress=Progress("design", "datasets", quiet=args.quiet))
         except StudyIncomplete as e:
             print(f"classsize design: {e}; the finished batches are in {folder.path / 'cells'} "

@@ -193,6 +193,9 @@ def _add_design_parser(sub) -> None:
     p.add_argument("--worth", action="store_true",
                    help="also measure how many randomized students the base design's REGULAR cohort is worth: "
                         "structural on the base design against randomized on EXPERIMENTAL-only designs")
+    p.add_argument("--no-misspecified", dest="misspecified", action="store_false",
+                   help="with --worth: leave out the same measurement on data whose unobserved ability is normal "
+                        "(fitted with the uniform), which doubles the worth's fits")
     p.add_argument("--out", required=True, help="output folder")
     _add_sampler_args(p, seed_help="the design seed: a cell's datasets are seeded by it and the cell's values")
     p.add_argument("--batch-size", type=int, default=None,
