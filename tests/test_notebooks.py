@@ -30,13 +30,13 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-EXPECTED = ("01_simulate", "02_confounding", "03_recovery", "04_real_data")
+EXPECTED = ("01_simulate", "02_confounding", "03_recovery", "04_real_data", "05_design")
 KERNEL = "classsize-notebook-tests"
 #: Seconds one notebook may run under the fast setting before the test fails.
 TIMEOUT = 900
 
 
-def test_the_four_notebooks_are_there():
+def test_the_five_notebooks_are_there():
     assert tuple(p.stem for p in SOURCES) == EXPECTED
 
 

@@ -244,6 +244,8 @@ def misspecified_statement(m: dict) -> str:
         head = "With a normal ability in the data and the uniform in the fits: " + text[0].lower() + text[1:]
     else:
         head = f"With a normal ability in the data the worth could not be measured: {m['error']}."
+    if not (normal["datasets"] and uniform["datasets"]):
+        return f"{head} The structural analysis could not be fitted to the datasets of both worlds."
     return (f"{head} There the structural analysis's {DESIGN_LEVEL}% intervals cover the truth in "
             f"{normal['coverage']:.0%} of {normal['datasets']} datasets (bias {normal['bias']:+.2f}, mean width "
             f"{normal['mean_width']:.2f}), against {uniform['coverage']:.0%} (bias {uniform['bias']:+.2f}, "
