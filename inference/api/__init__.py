@@ -85,7 +85,8 @@ def design(config=None, vary=None, analyses=("structural", "randomized"), datase
     crosses ``vary`` (a mapping of configuration field to its values) over the base
     ``config`` (a ``Config``, a TOML file, or None).  ``settings``: ``chains``,
     ``warmup``, ``samples``, ``batch_size``, ``resume``, ``progress``, ``estimand``,
-    ``worth``."""
+    ``worth``, ``misspecified`` (with ``worth``: the worth on normal-ability data too),
+    ``boots``."""
     from classsize.inference.outputs import load_config
     from classsize.inference.studies.design import DesignGrid
     from classsize.inference.studies.diagnose import diagnose
