@@ -59,3 +59,19 @@ def test_the_key_changes_with_what_the_program_depends_on():
     assert base != programs.program_key(("structural", "design"), 4, 500, 1000, [(3, 5)])
     assert base != programs.program_key(("randomized", "design"), 4, 500, 1000, [(3, 4)])
     assert len(programs.source_digest()) == 64
+
+
+def test_stored_programs_are_pruned_least_recently_used_first(tmp_path):
+    """Past the size limit the least recently used files go, down to half the limit; a
+    load marks its file as used."""
+    import os
+
+    for i, age in enumerate((50, 40, 30, 20, 10)):  # file 0 the oldest
+        path = tmp_path / f"{i}.bin"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1e9 - age, 1e9 - age))
+    assert programs.prune(tmp_path, max_bytes=500) == []  # at the limit: nothing to do
+    os.utime(tmp_path / "0.bin")  # used now: the newest
+    removed = programs.prune(tmp_path, max_bytes=400)
+    assert [p.name for p in removed] == ["1.bin", "2.bin", "3.bin"]
+    assert sorted(p.name for p in tmp_path.glob("*.bin")) == ["0.bin", "4.bin"]

@@ -15,6 +15,11 @@ the runner's settings, the arguments' shapes and the device count), so a changed
 model never meets a stale program.  Each file is JSON (the layout of the program's
 carry) followed by the serialized program; a file that cannot be read is ignored and
 the program traced again.  Nothing is stored when the cache is off.
+
+Every change to the package's sources gives new keys, so old files are pruned
+(:func:`prune`): after each save, when the folder holds more than :data:`MAX_BYTES`,
+the files used least recently (a load touches its file) are removed until it holds at
+most half of that.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import NamedTuple
 
 #: The first line of a stored program's file, before its JSON layout.
 MAGIC = b"classsize-exported-program 1\n"
+#: Most bytes the stored programs may take before the least recently used are removed.
+MAX_BYTES = 512 * 2**20
 
 
 class StoredProgram(NamedTuple):
@@ -101,7 +108,9 @@ def load(key: str) -> StoredProgram | None:
     if folder is None:
         return None
     try:
-        blob = (folder / f"{key}.bin").read_bytes()
+        path = folder / f"{key}.bin"
+        blob = path.read_bytes()
+        os.utime(path)  # used now: the last to be pruned
         if not blob.startswith(MAGIC):
             return None
         header, _, body = blob[len(MAGIC):].partition(b"\n")
@@ -128,5 +137,33 @@ def save(key: str, program: StoredProgram) -> None:
         tmp = folder / f".{key}.{os.getpid()}.tmp"
         tmp.write_bytes(blob)
         os.replace(tmp, folder / f"{key}.bin")
+        prune(folder)
     except OSError:
         return
+
+
+def prune(folder: Path, max_bytes: int = MAX_BYTES) -> list[Path]:
+    """Remove the least recently used stored programs of ``folder`` when they take more
+    than ``max_bytes``, down to at most half of it; returns the files removed.  A file
+    another process removes first is passed over."""
+    files = []
+    for path in folder.glob("*.bin"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    removed = []
+    if total <= max_bytes:
+        return removed
+    for _, size, path in sorted(files):
+        if total <= max_bytes // 2:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(path)
+    return removed
