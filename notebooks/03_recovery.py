@@ -8,8 +8,8 @@
 #   classsize:
 #     teaches: "simulation-based calibration (rank histograms, ECDF difference plots) and coverage at a fixed truth for the randomized, structural and naive analyses; posterior z-score against contraction; power by simulation"
 #     class_minutes: 40
-#     fast_run: "FASTRUN"
-#     full_run: "FULLRUN"
+#     fast_run: "30 s"
+#     full_run: "12 min"
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -44,8 +44,8 @@
 # **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
 # unset): a design of 1,000 REGULAR and 1,000 EXPERIMENTAL students in 10 schools, 100
 # datasets for SBC and 50 for each coverage study, every fit 4 chains of 500 warm-up
-# and 500 kept draws. **A full run takes about FULLRUN on 2 CPU cores; with
-# `CLASSSIZE_FAST=1` about FASTRUN.**
+# and 500 kept draws. **A full run takes about 12 min on 2 CPU cores; with
+# `CLASSSIZE_FAST=1` about 30 s.**
 
 # %%
 import os
