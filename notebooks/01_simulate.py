@@ -8,8 +8,8 @@
 #   classsize:
 #     teaches: "the causal graph, as the data arise and under do(class size); one simulated dataset explored; the total effect of a SMALL class as an intervention on the model"
 #     class_minutes: 25
-#     fast_run: "24 s"
-#     full_run: "23 s"
+#     fast_run: "19 s"
+#     full_run: "19 s"
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -40,8 +40,8 @@
 #
 # **The outputs stored with this notebook come from a full run** (`CLASSSIZE_FAST`
 # unset): 6,000 students (4,000 REGULAR, 2,000 EXPERIMENTAL), 20 schools, seed 100,
-# and 100 simulated worlds for the intervention. **A full run takes about 23 s on 2
-# CPU cores; with `CLASSSIZE_FAST=1` about 24 s.**
+# and 100 simulated worlds for the intervention. **A full run takes about 19 s on 2
+# CPU cores; with `CLASSSIZE_FAST=1` about 19 s.**
 
 # %%
 import os
