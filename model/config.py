@@ -249,9 +249,8 @@ class Config(Design):
 FIELD_ORDER = ("n_regular", "n_experimental", "race_codes", "race_probs", "income_min", "income_max",
                "ability_income_weight", "ability_uniform_width", "ability_shape", "regular_small_intercept",
                "regular_small_income", "regular_small_race_shift", "regular_small_ability", "experimental_p_small",
-               "small_class_size",
-               "large_class_size", "p_ma_small", "p_ma_large", "n_schools", "school_effect_range", "score_intercept",
-               "score_ability_weight", "small_class_direct_effect", "teacher_ma_effect", "score_school_weight",
+               "small_class_size", "large_class_size", "p_ma_small", "p_ma_large", "n_schools", "school_effect_range",
+               "score_intercept", "score_ability_weight", "small_class_direct_effect", "teacher_ma_effect", "score_school_weight",
                "score_noise_sd", "class_effect_sd")
 #: Keys a configuration writes only when they differ from their defaults, the notebook's
 #: process (so its files keep the notebook's keys).

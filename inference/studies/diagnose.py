@@ -50,6 +50,8 @@ CELLS = "cells"
 #: The folders, inside :data:`CELLS`, of the worth's studies, and of the same on normal-ability data.
 WORTH = "worth"
 MISSPECIFIED = "worth/ability_shape=normal"
+#: What the misspecified worth's data and fits assume (``design.json`` and ``worth.json``).
+MISSPECIFICATION = {"data": "ability_shape = normal", "fits": "ability = uniform"}
 
 
 @dataclass(repr=False)
@@ -113,7 +115,7 @@ class DesignResult:
         if self.misspecified is not None:
             m = self.misspecified
             out["misspecified"] = {
-                "data": "ability_shape = normal", "fits": "ability = uniform",
+                **MISSPECIFICATION,
                 **({"worth_error": m["error"]} if m.get("worth") is None else worth_record(m["worth"])),
                 "structural": {world: dict(m["structural"][world]) for world in m["structural"]},
                 "statement": misspecified_statement(m)}
@@ -201,7 +203,7 @@ def diagnose(grid: DesignGrid, analyses: Sequence[str] = ("structural", "randomi
         if WORTH in errors:
             settings["worth_error"] = errors[WORTH]
         if MISSPECIFIED in worlds:
-            settings["misspecified"] = {"data": "ability_shape = normal", "fits": "ability = uniform"}
+            settings["misspecified"] = dict(MISSPECIFICATION)
             wrong = {"worth": measured.get(MISSPECIFIED), "error": errors.get(MISSPECIFIED),
                      "structural": {label: interval_summary(studies[(f"{world}/base", "structural")].table, estimand)
                                     for label, world in (("uniform", WORTH), ("normal", MISSPECIFIED))}}

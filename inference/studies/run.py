@@ -54,8 +54,8 @@ quantity, or per estimand and level), ``recovery.nc`` (the same as an xarray
 Dataset), ``verdict.txt``, ``study.json`` (settings), ``config.toml`` and the study's
 figures (``sbc_ecdf_diff.png`` and ``sbc_ranks.png`` for the estimands, with
 ``sbc_ecdf_diff_other.png`` and ``sbc_ranks_other.png`` for the other quantities, or
-``coverage.png`` and ``z_contraction.png``; :mod:`.figures`), written all together or not at all, beside
-the folder ``batches`` (:mod:`.plan`).
+``coverage.png`` and ``z_contraction.png``; :mod:`.figures`), written all together or
+not at all, beside the folder ``batches`` (:mod:`.plan`).
 """
 
 from __future__ import annotations
