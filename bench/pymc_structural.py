@@ -211,12 +211,14 @@ def _centred(name, prior, loc, scale):
 
 
 def _group_index(groups, n: int):
-    """The pilot's group layout (``Groups(members, valid)``, numpy) as ``(n_groups, width)``
-    indices with padding replaced by ``n`` (the position of a pad value appended to the array).
-    Padding with a pad value rather than a repeated member keeps the gradient of max/min exact
-    (PyTensor's Max gradient goes to every entry equal to the maximum)."""
-    idx = np.where(np.asarray(groups.valid, bool), np.asarray(groups.members, np.int64), n)
-    return idx, np.asarray(groups.valid, bool).sum(axis=1)
+    """The pilot's group layout (:class:`~classsize.model.groups.Groups`, one row per group
+    by ``Groups.rows``) as ``(n_groups, width)`` indices with padding replaced by ``n`` (the
+    position of a pad value appended to the array).  Padding with a pad value rather than a
+    repeated member keeps the gradient of max/min exact (PyTensor's Max gradient goes to
+    every entry equal to the maximum)."""
+    members, valid = groups.rows()
+    idx = np.where(valid, members.astype(np.int64), n)
+    return idx, valid.sum(axis=1)
 
 
 def _segment_max(x, idx):

@@ -45,6 +45,7 @@ from pathlib import Path
 DESIGNS = {
     "default": {},  # the notebook's experiment: 4000 + 2000 students, 20 schools
     "small": {"n_regular": 300, "n_experimental": 300, "n_schools": 5},
+    "fit-test": {"n_regular": 800, "n_experimental": 700, "n_schools": 6},  # the tests' and design bench's size
 }
 
 

@@ -9,16 +9,15 @@ compile its own sampler.  Every such size is therefore rounded up to a **bucket*
 
 * class slots past the dataset's classes have ``class_used`` False: the model masks
   their MA and school sites (:func:`pad_class_slots`);
-* a group layout's padded members are not valid: no extreme changes
-  (:func:`classsize.model.pilot.padded_alike`).  A layout of schools is at least three
-  mean schools wide, one of race groups a quarter of the students
-  (:func:`layout_width`).
+* a group layout (:mod:`classsize.model.groups`) cuts each group into blocks of
+  :data:`BLOCK` students and pads the blocks to :func:`layout_blocks`: padded blocks
+  and members are not valid, so no extreme changes.  The number of blocks depends on
+  the design alone, so every dataset of a design has the same layouts.
 
-The bucket of a size is the power of two at or above it (at most twice the size: the
-padded slots and members cost a masked term or a gather each, far less than a
-student), so datasets of one design share one program, apart from one whose largest
-group crosses a power of two.  It depends on the dataset alone, never on the batch a
-dataset is fitted in.
+The bucket of a class count is the power of two at or above it (at most twice the
+count: a padded slot costs a masked term, far less than a student), so datasets of one
+design share one program.  A bucket depends on the dataset and its design alone, never
+on the batch a dataset is fitted in.
 """
 
 from __future__ import annotations
@@ -26,27 +25,23 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+#: Members per block of a group layout: a group is padded by fewer than this many.
+BLOCK = 8
+
 
 def bucket(size: int) -> int:
     """The power of two at or above ``size`` (at least 1)."""
     return 1 << (max(1, int(size)) - 1).bit_length()
 
 
-def layout_width(name: str, width: int, students: int, groups: int) -> int:
-    """The bucket of the group layout ``name`` (a :data:`~classsize.model.pilot.LAYOUTS`
-    entry) ``width`` members wide, over ``groups`` groups of a dataset of ``students``
-    students: :func:`bucket` of the width, and at least the bucket of three mean
-    schools (``schools``) or of a quarter of the students (a race's SMALL or LARGE
-    REGULAR students).  The floors depend on the students and groups alone, which a
-    design fixes, so that the largest group of one dataset and of the next (which
-    differ by a quarter from seed to seed) fall in one bucket."""
-    if name == "schools":
-        floor = bucket(-(-3 * int(students) // max(1, int(groups))))
-    elif name in ("small_by_race", "large_by_race"):
-        floor = bucket(int(students) // 4)
-    else:
-        floor = 1
-    return max(bucket(width), floor)
+def layout_blocks(capacity: int, groups: int) -> int:
+    """The blocks of a group layout (:class:`~classsize.model.groups.Groups`) that holds
+    at most ``capacity`` students in ``groups`` groups: each group fills whole blocks
+    of :data:`BLOCK` members, so ``ceil(capacity / BLOCK) + groups`` blocks hold any
+    such layout.  The capacity is what the design fixes (all students for schools and
+    classes, the REGULAR cohort for its SMALL or LARGE students of each race), so every
+    dataset of a design gets one shape, padded by at most one block per group."""
+    return -(-max(0, int(capacity)) // BLOCK) + max(1, int(groups))
 
 
 def pad_class_slots(observed, slots: int):

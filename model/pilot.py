@@ -12,7 +12,7 @@ the conditioned model (:mod:`classsize.model.conditioned`) samples.
 * the race, MA and EXPERIMENTAL probabilities from their counts;
 * the **group layouts** (:class:`~classsize.model.groups.Groups`): the students of
   each school and of each class, and the SMALL and LARGE REGULAR students of each race,
-  as padded index matrices (:mod:`classsize.model.groups`).
+  in blocks of a padded index matrix (:mod:`classsize.model.groups`).
 
 None of these values changes the posterior: the centres and scales enter through
 affine changes of variables whose Jacobians the model adds, and the layouts only
@@ -31,8 +31,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from .design import Design
-from .buckets import layout_width
-from .groups import Groups, group_layout
+from .groups import Groups, empty_layout, group_layout
 from .pieces import class_effects_on, noise_free, pinned
 
 #: Score effects that multiply a student covariate in the score equation, in column order.
@@ -58,7 +57,7 @@ class Pilot(NamedTuple):
     capped: jax.Array  # LARGE students of the REGULAR cohort (their P(SMALL) must be < 1)
     has_cap: jax.Array  # per race: has such students
     schools: Groups  # students of each school
-    classes: Groups  # students of each class slot (with class effects; else a 1 x 1 stand-in)
+    classes: Groups  # students of each class slot (with class effects; else one empty group)
     small_by_race: Groups  # SMALL REGULAR students of each race
     large_by_race: Groups  # LARGE REGULAR students of each race
     effects: jax.Array  # free score effects, then extra covariate weights
@@ -198,12 +197,14 @@ def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ab
     )
     school = np.asarray(numbers["student_school"])
     race = np.asarray(data.race)
+    constrained, capped = np.asarray(numbers["constrained"]), np.asarray(numbers["capped"])
+    regular = int(np.sum(constrained | capped))  # the REGULAR cohort: its size is the design's
     layouts = dict(
         schools=group_layout(school, design.n_schools),
-        small_by_race=group_layout(race, n_races, np.asarray(numbers["constrained"])),
-        large_by_race=group_layout(race, n_races, np.asarray(numbers["capped"])),
+        small_by_race=group_layout(race, n_races, constrained, capacity=regular),
+        large_by_race=group_layout(race, n_races, capped, capacity=regular),
         classes=(group_layout(np.asarray(data.class_of_student), int(np.shape(data.class_used)[-1])) if classrooms
-                 else Groups(jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), bool))),
+                 else empty_layout()),
     )
     return Pilot(**numbers, **layouts)
 
@@ -213,26 +214,12 @@ LAYOUTS = ("schools", "small_by_race", "large_by_race", "classes")
 
 
 def padded_alike(pilots: list[Pilot]) -> list[Pilot]:
-    """The pilots with their group layouts padded to common row widths, so they stack.
-
-    The widths are rounded up to their buckets (:func:`~classsize.model.buckets.layout_width`):
-    fits and the batches of a study then have one of a few shapes, and each shape is
-    compiled once.  Padding does not change the group extremes (padded members are not
-    valid)."""
-    students = max(int(np.shape(p.student_school)[-1]) for p in pilots)
-
-    def width(name):
-        layouts = [getattr(p, name) for p in pilots]
-        return layout_width(name, max(int(g.members.shape[-1]) for g in layouts), students,
-                            int(layouts[0].members.shape[-2]))
-
-    widths = {name: width(name) for name in LAYOUTS}
-
-    def pad(groups: Groups, width: int) -> Groups:
-        extra = width - int(groups.members.shape[-1])
-        return Groups(jnp.pad(groups.members, ((0, 0), (0, extra))), jnp.pad(groups.valid, ((0, 0), (0, extra))))
-
-    return [p._replace(**{name: pad(getattr(p, name), widths[name]) for name in LAYOUTS}) for p in pilots]
+    """The pilots with their group layouts padded to as many blocks as the largest, so
+    they stack.  Every dataset of one design already has the same number of blocks
+    (:func:`~classsize.model.buckets.layout_blocks`); padding does not change the group
+    extremes (padding blocks have no valid member)."""
+    blocks = {name: max(getattr(p, name).n_blocks for p in pilots) for name in LAYOUTS}
+    return [p._replace(**{name: getattr(p, name).padded(blocks[name]) for name in LAYOUTS}) for p in pilots]
 
 
 def _class_pilot(y, X, within, data, n_schools: int, uniform: bool):

@@ -14,8 +14,7 @@ from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.data.sources import as_loaded
 from classsize.inference.engine.sampling import ChainRunner
 from classsize.model import Config, simulate
-from classsize.model.buckets import bucket, layout_width, pad_class_slots
-from classsize.model.groups import Groups
+from classsize.model.buckets import BLOCK, bucket, layout_blocks, pad_class_slots
 from classsize.model.pilot import LAYOUTS, pilot_estimates
 
 SMALL = Config(n_regular=300, n_experimental=300, n_schools=4)
@@ -27,17 +26,19 @@ def _shapes(problem):
 
 def test_bucket_is_the_power_of_two_at_or_above():
     assert [bucket(n) for n in (0, 1, 2, 3, 5, 8, 9, 273, 512, 513)] == [1, 1, 2, 4, 8, 8, 16, 512, 512, 1024]
-    # layouts of schools are at least three mean schools wide, of race groups a quarter of the students
-    assert [layout_width("schools", w, 6000, 20) for w in (412, 560, 1024, 1025)] == [1024, 1024, 1024, 2048]
-    assert [layout_width("small_by_race", w, 600, 4) for w in (1, 43, 257)] == [256, 256, 512]
-    assert [layout_width("classes", w, 600, 40) for w in (1, 30, 40)] == [1, 32, 64]
+    # a layout holds ceil(capacity / BLOCK) + groups blocks: enough for any grouping of the capacity
+    assert layout_blocks(6000, 20) == -(-6000 // BLOCK) + 20 and layout_blocks(0, 0) == 1
+    rng = np.random.default_rng(0)
+    for groups in (1, 4, 20):
+        counts = rng.multinomial(600, rng.dirichlet(np.ones(groups)))
+        assert np.sum(-(-counts // BLOCK)) <= layout_blocks(600, groups)
 
 
 @pytest.mark.parametrize("name", ["structural", "randomized"])
 def test_datasets_of_one_design_share_one_shape(name):
     """Ten seeds of one design differ in their class counts and group sizes; padded to
     their buckets they give the sampler arrays of one shape (one compiled program).
-    The layouts' floor (three mean groups) is what keeps them together."""
+    The layouts' blocks, sized by the design's capacity, are what keeps them together."""
     spec = get_analysis(name)
     raw, padded = set(), set()
     for seed in range(10):
@@ -57,9 +58,7 @@ def _padded_twice(spec, problem):
     pilot = pilot_estimates(problem.design, problem.priors, wider, problem.ability)
 
     def widen(name):
-        groups, width = getattr(pilot, name), 2 * np.shape(getattr(one.inputs["pilot"], name).members)[-1]
-        extra = ((0, 0), (0, width - np.shape(groups.members)[-1]))
-        return Groups(jnp.pad(groups.members, extra), jnp.pad(groups.valid, extra))
+        return getattr(pilot, name).padded(2 * getattr(one.inputs["pilot"], name).n_blocks)
 
     pilot = pilot._replace(**{name: widen(name) for name in LAYOUTS})
     two = dataclasses.replace(one, inputs=jax.tree.map(lambda a: np.asarray(a)[None], {"data": wider, "pilot": pilot}))

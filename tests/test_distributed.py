@@ -108,30 +108,38 @@ def test_plan_pickles_and_differences_are_named():
 
 
 def test_padding_group_layouts_changes_no_extreme():
-    """The layouts of a study's batches are padded to rounded-up widths (few compiled
-    shapes); the group extremes and their gradients are those of the unpadded layout."""
+    """The layouts of a study's batches are padded to more blocks (one shape per design);
+    the group extremes, the members attaining them and their gradients are those of the
+    unpadded layout, and those of one reduction over each whole group."""
     import jax
     import jax.numpy as jnp
 
-    from classsize.model.buckets import bucket as _bucket
-    from classsize.model.groups import Groups, group_extremes, group_layout
+    from classsize.model.groups import group_extremes, group_layout
 
-    assert [_bucket(w) for w in (0, 1, 2, 3, 7, 9, 100, 128, 129, 300)] == [1, 1, 2, 4, 8, 16, 128, 128, 256, 512]
-    assert all(w <= _bucket(w) < 2 * w for w in range(1, 2000))
     rng = np.random.default_rng(5)
-    values = jnp.asarray(rng.normal(size=200))
-    layout = group_layout(rng.integers(0, 6, 200), 7, include=rng.uniform(size=200) < 0.8)  # group 6 empty
-    extra = _bucket(layout.members.shape[1] + 1) - layout.members.shape[1]
-    padded = Groups(jnp.pad(layout.members, ((0, 0), (0, extra))), jnp.pad(layout.valid, ((0, 0), (0, extra))))
+    values = jnp.asarray(np.round(rng.normal(size=200), 1))  # ties within groups
+    group, keep = rng.integers(0, 6, 200), rng.uniform(size=200) < 0.8
+    layout = group_layout(group, 7, include=keep)  # group 6 empty
+    padded = layout.padded(layout.n_blocks + 5)
     for groups in (layout, padded):
         low, high = group_extremes(values, groups)
-        grad = jax.grad(lambda v: jnp.sum(jnp.where(jnp.isfinite(high), high, 0.0)))(values)
+        top = lambda v: group_extremes(v, groups)[1]  # noqa: E731
+        grad = jax.grad(lambda v: jnp.sum(jnp.where(jnp.isfinite(top(v)), top(v), 0.0)))(values)
         if groups is layout:
             expected = (np.asarray(low), np.asarray(high), np.asarray(grad))
     np.testing.assert_array_equal(np.asarray(low), expected[0])
     np.testing.assert_array_equal(np.asarray(high), expected[1])
     np.testing.assert_array_equal(np.asarray(grad), expected[2])
-    assert np.isinf(expected[1][6]) and padded.members.shape[1] > layout.members.shape[1]
+    assert np.isinf(expected[1][6]) and padded.n_blocks > layout.n_blocks
+    # against the whole groups: the extreme, and the gradient at its largest attaining member
+    v = np.asarray(values)
+    for g in range(6):
+        members = np.flatnonzero((group == g) & keep)
+        assert expected[0][g] == v[members].min() and expected[1][g] == v[members].max()
+        who = members[v[members] == v[members].max()].max()
+        assert expected[2][who] == 1.0 and np.sum(expected[2][members]) == 1.0
+    rows, ok = layout.rows()
+    assert sorted(rows[2][ok[2]]) == sorted(np.flatnonzero((group == 2) & keep))
 
 
 # ============================================================================ resuming
