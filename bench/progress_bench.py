@@ -1,9 +1,9 @@
 """What reporting progress costs a fit: the iterations in one call of the compiled
-program against the usual :data:`~classsize.inference.engine.sampling.CALLS_PER_RUN` calls,
-with and without a progress hook.
+program against the usual calls of :data:`~classsize.inference.engine.sampling.CHUNK`
+iterations, with and without a progress hook.
 
 One analysis is fitted to one simulated dataset, in one process, by three runners
-(``calls=1``; ``calls=20``; ``calls=20`` with a hook), each compiled once (the
+(one call; calls of ``CHUNK`` iterations; the same with a hook), each compiled once (the
 compilation cache off, so the compile seconds are real) and then run ``REPEATS`` times
 interleaved.  Prints the compile seconds, the median sampling seconds of each (wall
 clock, and the process's CPU seconds, which a busy machine disturbs less) and whether
@@ -40,13 +40,11 @@ def main(argv: list[str]) -> None:
     problem = analysis.bind_many(config, observed_from_draw(draw_many(config, [3]), config, analysis.cohort))
 
     class OneCall(ChainRunner):
-        @property
-        def iterations_per_call(self) -> int:
-            return self.iterations
+        chunk = ChainRunner().iterations
 
-    runners = {"1 call": OneCall(devices=devices), f"{sampling.CALLS_PER_RUN} calls": ChainRunner(devices=devices),
-               f"{sampling.CALLS_PER_RUN} calls + hook": ChainRunner(devices=devices,
-                                                                       progress=lambda done, total: None)}
+    calls = f"calls of {sampling.CHUNK}"
+    runners = {"1 call": OneCall(devices=devices), calls: ChainRunner(devices=devices),
+               f"{calls} + hook": ChainRunner(devices=devices, progress=lambda done, total: None)}
     print(f"{name}, {config.n_students} students, {runners['1 call'].chains} chains x "
           f"({runners['1 call'].warmup} + {runners['1 call'].samples}), {runners['1 call'].n_devices} devices")
     seconds: dict[str, list[float]] = {k: [] for k in runners}
@@ -65,7 +63,7 @@ def main(argv: list[str]) -> None:
     for k in runners:
         print(f"  {k:18s} sampling median {np.median(seconds[k]):6.2f} s wall, {np.median(cpu[k]):6.2f} s CPU  "
               f"(wall {np.round(seconds[k], 2).tolist()}, CPU {np.round(cpu[k], 2).tolist()})")
-    a, b = (draws[f"{sampling.CALLS_PER_RUN} calls"], draws[f"{sampling.CALLS_PER_RUN} calls + hook"])
+    a, b = draws[calls], draws[f"{calls} + hook"]
     same = all(np.array_equal(a.sites[s], b.sites[s]) for s in a.sites)
     print(f"  draws with and without the hook identical: {same}")
 

@@ -22,11 +22,15 @@ round differently (by an ulp, which NUTS turns into other draws within a few doz
 iterations).  :func:`merge_duplicates` merges them in every program first, so XLA
 sees the same lane computation either way.
 
-The iterations run in about :data:`CALLS_PER_RUN` calls of one compiled program,
-each carrying every lane's NUTS state and draws on to the next, so that between
-calls the host can report progress (``ChainRunner(progress=...)``).  A callback
-inside the program would do the same, but JAX does not keep a program with host
-callbacks in its persistent compilation cache.  The calls are made alike whether
+The iterations run in calls of one compiled program, :data:`CHUNK` iterations each,
+the lanes' NUTS states carried from one call to the next; each call returns its
+iterations' records (the kept sites, the sampler statistics and the leapfrog steps),
+which the host joins.  Between calls the host can report progress
+(``ChainRunner(progress=...)``); a callback inside the program would do the same, but
+JAX does not keep a program with host callbacks in its persistent compilation cache.
+The program depends on the number of warm-up iterations (NumPyro's adaptation
+schedule) but not on the number of draws: the run's length is an argument, so fits
+that differ only in ``samples`` share one program.  The calls are made alike whether
 progress is reported or not, so the draws are the same either way.
 
 The program is traced once per shape over flat carries (the kept sites, the
@@ -57,8 +61,8 @@ from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES,
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")
-#: The iterations of a run are split into about this many calls of the compiled program.
-CALLS_PER_RUN = 20
+#: Iterations per call of the compiled chain program (the last call of a run may do fewer).
+CHUNK = 50
 #: ``progress(done, total)``: iterations per chain done so far, of ``total``.
 ProgressHook = Callable[[int, int], None]
 
@@ -110,6 +114,9 @@ class ChainRunner:
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
 
+    #: Iterations per call of the compiled program (:data:`CHUNK`).
+    chunk = CHUNK
+
     @property
     def n_devices(self) -> int:
         return len(self.devices)
@@ -119,122 +126,95 @@ class ChainRunner:
         """Iterations per chain: warm-up and kept draws."""
         return self.warmup + self.samples
 
-    @property
-    def iterations_per_call(self) -> int:
-        return max(1, -(-self.iterations // CALLS_PER_RUN))
-
     # ----------------------------------------------------------------- one lane
-    def _lane_start(self, kernel, key, inputs):
-        """A lane's NUTS state before its first iteration, and empty buffers."""
-        state = kernel.init(key, self.warmup, None, (), inputs)
-        proto = jax.eval_shape(kernel.postprocess_fn((), inputs), state.z)
-        values = {k: jnp.zeros((self.samples,) + v.shape, v.dtype) for k, v in proto.items()}
-        stats = {k: jnp.zeros((self.samples,), bool if k == "diverging" else jnp.result_type(float)) for k in STATS}
-        steps = jnp.zeros((self.iterations,), jnp.int32)
-        return state, (values, stats), steps
-
-    def _lane(self, problem: Problem, key, inputs, active, carry, first):
-        """Iterations ``first .. first + iterations_per_call - 1`` of a lane, from its
-        start when ``first`` is 0 (``carry`` is then ignored); those past the end do
-        nothing."""
+    def _lane(self, problem: Problem, key, inputs, active, state, first, total):
+        """Iterations ``first .. first + chunk - 1`` of a lane, from its start when
+        ``first`` is 0 (``state`` is then ignored), and each iteration's record: the kept
+        sites (zeros before ``warmup``), the statistics and the leapfrog steps.  The
+        iterations from ``total`` on, and every iteration of an inactive (padding) lane,
+        leave the state as it is."""
         kernel = problem.kernel()
-        carry = lax.cond(first == 0, lambda _: self._lane_start(kernel, key, inputs), lambda c: c, carry)
+        state = lax.cond(first == 0, lambda _: kernel.init(key, self.warmup, None, (), inputs), lambda s: s, state)
         post = kernel.postprocess_fn((), inputs)
-        warmup, total = self.warmup, self.iterations
+        proto = jax.eval_shape(post, state.z)
+        kept = lambda s: post(s.z)  # noqa: E731
+        empty = lambda s: {k: jnp.zeros(v.shape, v.dtype) for k, v in proto.items()}  # noqa: E731
 
-        def record(s, bufs, j):
-            vals, st = bufs
-            z = post(s.z)
-            now = {"lp": -s.potential_energy, "energy": s.energy, "acceptance_rate": s.accept_prob,
-                   "step_size": s.adapt_state.step_size, "n_steps": s.num_steps, "diverging": s.diverging}
-            vals = {k: lax.dynamic_update_index_in_dim(vals[k], z[k], j, 0) for k in vals}
-            st = {k: lax.dynamic_update_index_in_dim(st[k], jnp.asarray(now[k], st[k].dtype), j, 0) for k in st}
-            return vals, st
-
-        def body(carry, i):
-            s, bufs, steps = carry
+        def body(s, i):
             live = i < total
-            # a padding lane (inactive) and the iterations past the end do nothing
             s = lax.cond(active & live, lambda t: kernel.sample(t, (), inputs), lambda t: t, s)
-            steps = lax.cond(live, lambda b: lax.dynamic_update_index_in_dim(
-                b, jnp.asarray(s.num_steps, jnp.int32), i, 0), lambda b: b, steps)
-            bufs = lax.cond(live & (i >= warmup), lambda b: record(s, b, jnp.maximum(i - warmup, 0)),
-                            lambda b: b, bufs)
-            return (s, bufs, steps), None
+            values = lax.cond(live & (i >= self.warmup), kept, empty, s)
+            stats = {"lp": -s.potential_energy, "energy": s.energy, "acceptance_rate": s.accept_prob,
+                     "step_size": s.adapt_state.step_size, "n_steps": s.num_steps, "diverging": s.diverging}
+            stats = {k: jnp.asarray(v, bool if k == "diverging" else jnp.result_type(float)) for k, v in stats.items()}
+            return s, (values, stats, jnp.asarray(s.num_steps, jnp.int32))
 
-        carry, _ = lax.scan(body, carry, first + jnp.arange(self.iterations_per_call))
-        return carry
+        return lax.scan(body, state, first + jnp.arange(self.chunk))
 
-    def _carry_shape(self, problem: Problem, keys, inputs):
-        """The shapes of the lanes' carry (state, buffers, steps)."""
-        one = lambda k, x: self._lane_start(problem.kernel(), k, x)  # noqa: E731
+    def _state_shape(self, problem: Problem, keys, inputs):
+        """The shapes of the lanes' NUTS states."""
+        one = lambda k, x: problem.kernel().init(k, self.warmup, None, (), x)  # noqa: E731
         return jax.eval_shape(jax.vmap(one), keys, inputs)
 
     def _program(self, problem: Problem):
-        """The program over the lanes, sharded over the devices."""
+        """The program over the lanes, sharded over the devices: ``(keys, inputs, active,
+        state, first, total) -> (state, record)``."""
         mesh = Mesh(np.array(self.devices), ("lanes",))
 
-        def local(keys, inputs, active, carry, first):
-            one = lambda k, x, a, c: self._lane(problem, k, x, a, c, first)  # noqa: E731
+        def local(keys, inputs, active, state, first, total):
+            one = lambda k, x, a, s: self._lane(problem, k, x, a, s, first, total)  # noqa: E731
             if self.vectorize == "vmap":
-                carry = jax.vmap(one)(keys, inputs, active, carry)
-            else:
-                carry = lax.map(lambda a: one(*a), (keys, inputs, active, carry))
-            # a small output to wait on (each lane's iteration count); the carry is
-            # handed on to the next call
-            return carry, carry[0].i
+                return jax.vmap(one)(keys, inputs, active, state)
+            return lax.map(lambda a: one(*a), (keys, inputs, active, state))
 
         lanes = P("lanes")
-        program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P()),
+        program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P(), P()),
                                 out_specs=(lanes, lanes), check_vma=False)
         return jax.jit(program, donate_argnums=3), mesh
 
-    def _export(self, problem: Problem, keys, inputs, active, first_spec, sharding) -> StoredProgram:
-        """Trace the chain program over flat carries and export it: ``(keys, inputs,
-        active, record, state, first) -> (record, state, marker)``, ``record`` the kept
-        sites, the statistics and the steps (:class:`~.programs.StoredProgram`'s
-        order), ``state`` the leaves of the lanes' NUTS states."""
-        carry_shape = self._carry_shape(problem, keys, inputs)
-        state_def = jax.tree.structure(carry_shape[0])
-        (value_shapes, stat_shapes), steps_shape = carry_shape[1:]
-        layout = StoredProgram(None, tuple(sorted(value_shapes)), tuple(sorted(stat_shapes)))
-        value_names, stat_names = layout.value_names, layout.stat_names
+    def _export(self, problem: Problem, keys, inputs, active, scalar_spec, sharding) -> StoredProgram:
+        """Trace the chain program over a flat state and record and export it: ``(keys,
+        inputs, active, state, first, total) -> (state, record)``, ``state`` the leaves of
+        the lanes' NUTS states, ``record`` the kept sites, the statistics and the steps of
+        the call's iterations, ``(lanes, chunk, ...)`` each, in
+        :class:`~.programs.StoredProgram`'s order."""
+        state_shape = self._state_shape(problem, keys, inputs)
+        state_def = jax.tree.structure(state_shape)
         program, _ = self._program(problem)
+        names = {}
 
-        def flat(keys, inputs, active, record, state, first):
-            values, stats, steps = layout.split(record)
-            carry = (jax.tree.unflatten(state_def, state), (values, stats), steps)
-            (state, (values, stats), steps), marker = program(keys, inputs, active, carry, first)
-            return [*(values[k] for k in value_names), *(stats[k] for k in stat_names), steps], \
-                jax.tree.leaves(state), marker
+        def flat(keys, inputs, active, state, first, total):
+            state, (values, stats, steps) = program(keys, inputs, active, jax.tree.unflatten(state_def, state),
+                                                    first, total)
+            names["values"], names["stats"] = tuple(sorted(values)), tuple(sorted(stats))
+            return jax.tree.leaves(state), [*(values[k] for k in names["values"]),
+                                            *(stats[k] for k in names["stats"]), steps]
 
         spec = lambda a: _spec(a, sharding)  # noqa: E731
-        record = [spec(value_shapes[k]) for k in value_names] + [spec(stat_shapes[k]) for k in stat_names]
-        exported = jax.export.export(jax.jit(flat))(
-            spec(keys), jax.tree.map(spec, inputs), spec(active), record + [spec(steps_shape)],
-            [spec(a) for a in jax.tree.leaves(carry_shape[0])], first_spec)
-        return layout._replace(exported=exported)
+        exported = jax.export.export(jax.jit(flat, donate_argnums=3))(
+            spec(keys), jax.tree.map(spec, inputs), spec(active), [spec(a) for a in jax.tree.leaves(state_shape)],
+            scalar_spec, scalar_spec)
+        return StoredProgram(exported, names["values"], names["stats"])
 
-    def _prepare(self, problem: Problem, keys, inputs, active, first_spec, sharding):
+    def _prepare(self, problem: Problem, keys, inputs, active, scalar_spec, sharding):
         """The compiled chain program of this shape, with its :class:`~.programs.StoredProgram`
-        and the avals of its record and state: the stored program when an earlier
-        process exported it (:mod:`~.programs`), else traced and exported now; compiled
-        (or loaded from the persistent compilation cache) through ``Exported.call``
-        either way, so both give the same draws."""
-        key = programs.program_key(problem.signature, self.chains, self.warmup, self.samples,
-                                   self.iterations_per_call, self.vectorize, self.n_devices,
+        and the avals of its state: the stored program when an earlier process exported
+        it (:mod:`~.programs`), else traced and exported now; compiled (or loaded from the
+        persistent compilation cache) through ``Exported.call`` either way, so both give
+        the same draws.  The program depends on the warm-up length (the adaptation
+        schedule) but not on the number of draws or of chains beyond the lanes' shape."""
+        key = programs.program_key(problem.signature, self.warmup, self.chunk, self.vectorize, self.n_devices,
                                    jax.tree.structure((keys, inputs)),
                                    [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
         stored = programs.load(key)
         if stored is None:
-            stored = self._export(problem, keys, inputs, active, first_spec, sharding)
+            stored = self._export(problem, keys, inputs, active, scalar_spec, sharding)
             programs.save(key, stored)
-        (_, _, _, record_avals, state_avals, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
-        lowered = jax.jit(stored.exported.call, donate_argnums=(3, 4)).lower(
-            keys, inputs, active, [_spec(a, sharding) for a in record_avals], [_spec(a, sharding) for a in state_avals],
-            first_spec)
+        (_, _, _, state_avals, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
+        lowered = jax.jit(stored.exported.call, donate_argnums=3).lower(
+            keys, inputs, active, [_spec(a, sharding) for a in state_avals], scalar_spec, scalar_spec)
         merge_duplicates(lowered)
-        return lowered.compile(), stored, record_avals, state_avals
+        return lowered.compile(), stored, state_avals
 
     # ------------------------------------------------------------------ a batch
     def run(self, problem: Problem, seeds: Sequence[int], batch_size: int | None = None) -> Draws:
@@ -270,42 +250,44 @@ class ChainRunner:
                      tuple(np.shape(a) for a in jax.tree.leaves((keys, inputs))))
         compile_seconds = 0.0
         say = getattr(self.progress, "say", None)  # (a Progress reporter says what it waits for)
-        first_spec = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
         if signature not in self._compiled:
             if say is not None:
                 say(f"preparing the sampler for {problem.n_students} students: compiling it on the first use "
                     f"of this shape, else loading it from the compilation cache")
             begin = time.perf_counter()
-            self._compiled[signature] = self._prepare(problem, keys, inputs, active, first_spec, sharding)
+            self._compiled[signature] = self._prepare(problem, keys, inputs, active, scalar, sharding)
             compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
             if say is not None:
                 say(f"sampler ready in {compile_seconds:.0f} s")
-        compiled, stored, record_avals, state_avals = self._compiled[signature]
-        total, per_call = self.iterations, self.iterations_per_call
+        compiled, stored, state_avals = self._compiled[signature]
+        total = self.iterations
         if self.progress is not None:
             self.progress(0, total)
         begin = time.perf_counter()
-        zeros = lambda avals: [jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in avals]  # noqa: E731
-        record, state = zeros(record_avals), zeros(state_avals)
+        state = [jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in state_avals]
+        until = jax.device_put(np.int32(total), replicated)
         calls = []
-        for at in range(0, max(total, 1), per_call):  # every call is dispatched before the first ends
-            record, state, marker = compiled(keys, inputs, active, record, state, jax.device_put(np.int32(at), replicated))
-            calls.append((min(at + per_call, total), marker))
-        for done, marker in calls:
-            marker.block_until_ready()
+        for at in range(0, max(total, 1), self.chunk):  # every call is dispatched before the first ends
+            state, record = compiled(keys, inputs, active, state, jax.device_put(np.int32(at), replicated), until)
+            calls.append((min(at + self.chunk, total), record))
+        records = []
+        for done, record in calls:
+            records.append([np.asarray(a)[:n_lanes] for a in record])
             if self.progress is not None:
                 self.progress(done, total)
-        values, stats, steps = stored.split([np.asarray(a)[:n_lanes] for a in record])
+        # (lanes, iterations, ...) of every record array, then the kept draws' part
+        record = [np.concatenate(parts, axis=1)[:, :total] for parts in zip(*records)]
+        values, stats, steps = stored.split(record)
         seconds = time.perf_counter() - begin
 
-        def per_dataset(a):  # (c * full, samples, ...) -> (b, c, samples, ...)
+        def per_dataset(a):  # (c * full, iterations, ...) -> (b, c, iterations, ...)
             return np.swapaxes(a.reshape((c, full) + a.shape[1:])[:, :b], 0, 1)
 
-        steps = per_dataset(steps)
-        return Draws({k: per_dataset(v) for k, v in values.items()},
-                     {k: per_dataset(v) for k, v in stats.items()},
-                     steps[:, :, :self.warmup], seconds, compile_seconds)
+        kept = lambda a: per_dataset(a[:, self.warmup:])  # noqa: E731
+        return Draws({k: kept(v) for k, v in values.items()}, {k: kept(v) for k, v in stats.items()},
+                     per_dataset(steps[:, :self.warmup]), seconds, compile_seconds)
 
 
 def _spec(a, sharding) -> jax.ShapeDtypeStruct:

@@ -177,7 +177,7 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
     sampler statistics of :class:`~.sampling.Draws`; the predictive groups and the
     prior are drawn with keys from ``seed``.  ``attrs`` go to the root (provenance).
     """
-    import arviz as az
+    import arviz_base as az  # (ArviZ's data layer: no plotting library to import)
     import jax
     from numpyro.infer import log_likelihood
 
