@@ -36,6 +36,7 @@ from classsize.model.buckets import bucket, pad_class_slots
 from classsize.model.pilot import padded_alike, pilot_estimates
 
 from classsize.inference.analyses.base import FREE, Analysis, Problem
+from classsize.inference.engine.programs import stored_jit
 from classsize.inference.analyses.quantities import element_of, moments
 from classsize.inference.data.checks import DataError
 from classsize.inference.data.dataset import LoadedData
@@ -246,8 +247,9 @@ class ConditionedAnalysis(Analysis):
                 numpyro.sample("class_effect_sd", priors["class_effect_sd"])
 
         program = problem.programs.get(("prior", n))
-        if program is None:  # one compiled program (not the sites one by one)
-            program = problem.programs[("prior", n)] = jax.jit(Predictive(parameters, num_samples=n))
+        if program is None:  # one compiled program (not the sites one by one), stored
+            program = problem.programs[("prior", n)] = stored_jit(Predictive(parameters, num_samples=n),
+                                                                  "prior", problem.signature, n)
         return {k: np.asarray(v) for k, v in program(key).items()}
 
     # ----------------------------------------------------------------- studies
@@ -315,12 +317,12 @@ def _forward_program(problem: Problem, design: Design, sites: tuple[str, ...], o
                                                     covariates=covariates, class_covariates=class_covariates)
 
     if not sites:
-        @jax.jit
         def replicate(key, samples, race, income, covariates, class_covariates):
             model = handlers.condition(class_size_experiment, {"race": race, "family_income": income})
             return run(model, samples, ["small_class", "test_score"], key, covariates, class_covariates)
 
-        return replicate
+        # stored: a later process of the same design loads it instead of tracing the model
+        return stored_jit(replicate, "replicate", problem.signature, design)
 
     sizes = {"small_class": design.n_students,
              "teacher_has_ma": design.max_small_classes + design.max_large_classes}

@@ -8,6 +8,10 @@ therefore traced once per shape and kept as a ``jax.export.Exported``
 (:func:`load`), lowers the small call around it, and finds the compiled program in
 the persistent cache, without tracing the model.
 
+The programs run after sampling (the pointwise log likelihood, the prior draws, the
+replicates) are kept the same way (:func:`stored_jit`): traced and exported on their
+first use for a key and argument shapes, loaded by later processes.
+
 Files live in ``exported/`` of the compilation cache folder, one per key
 (:func:`program_key`): a SHA-256 of the package's own source files, the versions of
 JAX, jaxlib and NumPyro, and what the program depends on (the analysis's signature,
@@ -140,6 +144,39 @@ def save(key: str, program: StoredProgram) -> None:
         prune(folder)
     except OSError:
         return
+
+
+def stored_jit(fn, *key_parts):
+    """``jax.jit(fn)`` whose traced program is stored: on the first call with given
+    argument shapes the program is loaded from the folder (under a key of
+    ``key_parts``, the arguments' structure and their shapes and dtypes: ``key_parts``
+    must name everything else ``fn`` depends on), else traced, exported and saved;
+    either way it runs through ``Exported.call``, compiled once per process (or loaded
+    from the persistent compilation cache).  With the cache off, plain ``jax.jit``."""
+    import jax
+    import numpy as np
+
+    jitted = jax.jit(fn)
+    compiled: dict = {}
+
+    def call(*args):
+        if _folder() is None:
+            return jitted(*args)
+        leaves, tree = jax.tree.flatten(args)
+        shapes = tuple((np.shape(a), str(np.result_type(a))) for a in leaves)
+        program = compiled.get((tree, shapes))
+        if program is None:
+            key = program_key("function", *key_parts, tree, shapes)
+            stored = load(key)
+            if stored is None:
+                register_types()
+                specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.result_type(a)), args)
+                stored = StoredProgram(jax.export.export(jitted)(*specs), (), ())
+                save(key, stored)
+            program = compiled[(tree, shapes)] = jax.jit(stored.exported.call)
+        return program(*args)
+
+    return call
 
 
 def prune(folder: Path, max_bytes: int = MAX_BYTES) -> list[Path]:

@@ -59,6 +59,7 @@ import numpy as np
 from classsize.model.pieces import pinned
 
 from classsize.inference.analyses.base import Problem
+from classsize.inference.engine.programs import stored_jit
 
 #: At most this many draws (over all chains) go into the pointwise and posterior
 #: predictive groups; the prior groups keep every other one of those.
@@ -205,7 +206,8 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
         per_site = log_likelihood(problem.model, draws, **inputs)
         return {k: per_site[k] for k in analysis.modeled_data}
 
-    ll = {k: _per_student(unflat(v)) for k, v in jax.jit(pointwise)(flat, problem.inputs).items()}
+    program = stored_jit(pointwise, "pointwise", problem.signature, tuple(analysis.modeled_data))
+    ll = {k: _per_student(unflat(v)) for k, v in program(flat, problem.inputs).items()}
     if len(analysis.modeled_data) > 1:
         ll[JOINT_LOG_LIKELIHOOD] = sum(ll[k] for k in analysis.modeled_data)
 
