@@ -226,8 +226,11 @@ class Analysis:
 
     def signature(self, design: Design, ability: str, *variant) -> tuple:
         """What a problem's compiled program depends on besides its arrays' shapes: the
-        analysis, the design, the ability and the subclass's ``variant``."""
-        return (self.name, design, ability, *variant)
+        analysis, the design, the ability and the subclass's ``variant``.  A
+        :class:`~classsize.model.Config` counts by its design alone: the analyses' models
+        take their parameters from the priors, never from a configuration's values, so
+        studies at different truths of one design share their programs."""
+        return (self.name, getattr(design, "design", design), ability, *variant)
 
     def bind_many(self, design: Design, observed: Observed, ability: str = "uniform") -> Problem:
         """A problem for a stack of datasets of one shape (leading axis), as studies fit them."""

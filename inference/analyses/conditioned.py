@@ -322,7 +322,7 @@ def _forward_program(problem: Problem, design: Design, sites: tuple[str, ...], o
             return run(model, samples, ["small_class", "test_score"], key, covariates, class_covariates)
 
         # stored: a later process of the same design loads it instead of tracing the model
-        return stored_jit(replicate, "replicate", problem.signature, design)
+        return stored_jit(replicate, "replicate", problem.signature, getattr(design, "design", design))
 
     sizes = {"small_class": design.n_students,
              "teacher_has_ma": design.max_small_classes + design.max_large_classes}
