@@ -8,11 +8,19 @@ the environment variable ``CLASSSIZE_SLOW`` is ``1``; ``make test-all`` sets it.
 its module fixtures (fitted runs, a Dask cluster, a reference study) are built once;
 each notebook's run is a group of its own, so the notebooks share out over both, and
 runs first.
+
+The suite says what it compiled: every process it starts (the pytest workers, the
+notebooks' kernels, the command-line runs) appends the programs it prepares to one log
+(``CLASSSIZE_PROGRAM_LOG``, :func:`classsize.inference.engine.programs.note`), which the
+terminal summary counts.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from collections import Counter
 
 import pytest
 
@@ -26,6 +34,36 @@ from classsize.inference.engine.runtime import use_all_cores  # noqa: E402
 use_all_cores()
 
 SLOW = os.environ.get("CLASSSIZE_SLOW", "") == "1"
+from classsize.inference.engine.programs import LOG_ENV as PROGRAM_LOG  # noqa: E402
+
+
+def pytest_configure(config):
+    # the first process (the controller under xdist) names the log; the workers and
+    # every subprocess inherit the variable
+    if not hasattr(config, "workerinput") and not os.environ.get(PROGRAM_LOG):
+        handle, path = tempfile.mkstemp(prefix="classsize-programs-", suffix=".jsonl")
+        os.close(handle)
+        os.environ[PROGRAM_LOG] = config._classsize_program_log = path
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    path = getattr(config, "_classsize_program_log", None)
+    if path is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as log:
+            entries = [json.loads(line) for line in log if line.strip()]
+        os.unlink(path)
+    except (OSError, ValueError):
+        return
+    terminalreporter.section("programs prepared")
+    for kind in ("sampler", "function"):
+        mine = [e for e in entries if e.get("kind") == kind]
+        sources = Counter(e.get("source") for e in mine)
+        terminalreporter.write_line(
+            f"{kind} programs: {len(mine)} prepared in {len({e.get('pid') for e in mine})} processes, "
+            f"{len({e.get('key') for e in mine})} distinct; {sources['traced']} traced and exported, "
+            f"{sources['stored']} loaded from the store; {sum(e.get('seconds', 0.0) for e in mine):.0f} s in all")
 
 
 def fast_or_slow(fast, slow):

@@ -47,10 +47,46 @@ def test_a_stored_program_gives_the_same_draws_without_tracing(folder, monkeypat
         np.testing.assert_array_equal(first.sites[name], again.sites[name])
     np.testing.assert_array_equal(first.stats["lp"], again.stats["lp"])
 
+    # a run that differs only in its number of draws shares the program, and its draws
+    # are the first ones of the longer run's (the same chain)
+    shorter = ChainRunner(2, 100, 37).run(problem, [7])
+    assert traced == [] and len(list(folder.glob("*.bin"))) == 1
+    for name in ("small_class_direct_effect", "school_effect"):
+        np.testing.assert_array_equal(shorter.sites[name], first.sites[name][:, :, :37])
+    np.testing.assert_array_equal(shorter.warmup_steps, first.warmup_steps)
+
     stored[0].write_bytes(stored[0].read_bytes()[:200])  # damaged: traced again, same draws
     third = ChainRunner(2, 100, 100).run(problem, [7])
     assert traced == [1]
     np.testing.assert_array_equal(first.sites["small_class_direct_effect"], third.sites["small_class_direct_effect"])
+
+
+def test_a_stored_function_is_loaded_by_a_later_instance_and_logged(folder, tmp_path, monkeypatch):
+    """``stored_jit``: the first use traces and stores, a new instance with the same key
+    parts and shapes loads (same values), other key parts trace anew; the log has a
+    line for each."""
+    import json
+
+    import jax.numpy as jnp
+
+    log = tmp_path / "programs.jsonl"
+    monkeypatch.setenv(programs.LOG_ENV, str(log))
+
+    def f(x, y):
+        return {"s": jnp.sin(x) * y}
+
+    x, y = jnp.arange(5.0), jnp.asarray(2.5)
+    first = programs.stored_jit(f, "test", 1)(x, y)
+    again = programs.stored_jit(f, "test", 1)(x, y)
+    other = programs.stored_jit(f, "test", 2)(x, y)
+    np.testing.assert_array_equal(first["s"], again["s"])
+    np.testing.assert_array_equal(first["s"], other["s"])
+    np.testing.assert_allclose(first["s"], np.sin(np.arange(5.0)) * 2.5)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["kind"], e["source"], e["name"]) for e in lines] == [
+        ("function", "traced", "test"), ("function", "stored", "test"), ("function", "traced", "test")]
+    assert lines[0]["key"] == lines[1]["key"] != lines[2]["key"]
+    assert len(list(folder.glob("*.bin"))) == 2
 
 
 def test_the_key_changes_with_what_the_program_depends_on():

@@ -20,6 +20,13 @@ model never meets a stale program.  Each file is JSON (the layout of the program
 carry) followed by the serialized program; a file that cannot be read is ignored and
 the program traced again.  Nothing is stored when the cache is off.
 
+When the environment variable ``CLASSSIZE_PROGRAM_LOG`` names a file, every program a
+process prepares is appended to it as one JSON line (:func:`note`): its kind
+(``sampler`` or ``function``), key, whether it was loaded from the folder or traced
+now, and the seconds it took: for a sampler, until it was compiled (or loaded from the
+persistent compilation cache); for a function, its loading or tracing (it is compiled
+at its first call).  The test suite reads this log to say what it compiled.
+
 Every change to the package's sources gives new keys, so old files are pruned
 (:func:`prune`): after each save, when the folder holds more than :data:`MAX_BYTES`,
 the files used least recently (a load touches its file) are removed until it holds at
@@ -31,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +47,8 @@ from typing import NamedTuple
 MAGIC = b"classsize-exported-program 1\n"
 #: Most bytes the stored programs may take before the least recently used are removed.
 MAX_BYTES = 512 * 2**20
+#: The environment variable naming the file :func:`note` appends to.
+LOG_ENV = "CLASSSIZE_PROGRAM_LOG"
 
 
 class StoredProgram(NamedTuple):
@@ -146,6 +156,23 @@ def save(key: str, program: StoredProgram) -> None:
         return
 
 
+def note(kind: str, key: str, source: str, seconds: float, **what) -> None:
+    """Append a line for a prepared program to the file ``$CLASSSIZE_PROGRAM_LOG`` names
+    (none: nothing): ``kind``, ``key``, ``source`` (``"stored"``: loaded from the folder;
+    ``"traced"``: traced now), ``seconds`` it took, and ``what`` (JSON values).  A
+    file that cannot be written is passed over."""
+    path = os.environ.get(LOG_ENV)
+    if not path:
+        return
+    line = json.dumps({"kind": kind, "key": key, "source": source, "seconds": round(seconds, 3), "pid": os.getpid(),
+                       **what})
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+    except OSError:
+        return
+
+
 def stored_jit(fn, *key_parts):
     """``jax.jit(fn)`` whose traced program is stored: on the first call with given
     argument shapes the program is loaded from the folder (under a key of
@@ -166,14 +193,16 @@ def stored_jit(fn, *key_parts):
         shapes = tuple((np.shape(a), str(np.result_type(a))) for a in leaves)
         program = compiled.get((tree, shapes))
         if program is None:
+            begin = time.perf_counter()
             key = program_key("function", *key_parts, tree, shapes)
-            stored = load(key)
+            stored, source = load(key), "stored"
             if stored is None:
                 register_types()
                 specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.result_type(a)), args)
-                stored = StoredProgram(jax.export.export(jitted)(*specs), (), ())
+                stored, source = StoredProgram(jax.export.export(jitted)(*specs), (), ()), "traced"
                 save(key, stored)
             program = compiled[(tree, shapes)] = jax.jit(stored.exported.call)
+            note("function", key, source, time.perf_counter() - begin, name=str(key_parts[0]))
         return program(*args)
 
     return call

@@ -206,15 +206,19 @@ class ChainRunner:
         key = programs.program_key(problem.signature, self.warmup, self.chunk, self.vectorize, self.n_devices,
                                    jax.tree.structure((keys, inputs)),
                                    [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
-        stored = programs.load(key)
+        begin = time.perf_counter()
+        stored, source = programs.load(key), "stored"
         if stored is None:
-            stored = self._export(problem, keys, inputs, active, scalar_spec, sharding)
+            stored, source = self._export(problem, keys, inputs, active, scalar_spec, sharding), "traced"
             programs.save(key, stored)
         (_, _, _, state_avals, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
         lowered = jax.jit(stored.exported.call, donate_argnums=3).lower(
             keys, inputs, active, [_spec(a, sharding) for a in state_avals], scalar_spec, scalar_spec)
         merge_duplicates(lowered)
-        return lowered.compile(), stored, state_avals
+        compiled = lowered.compile()
+        programs.note("sampler", key, source, time.perf_counter() - begin, analysis=str(problem.signature[0]),
+                      students=int(problem.n_students), lanes=int(np.shape(keys)[0]), warmup=self.warmup)
+        return compiled, stored, state_avals
 
     # ------------------------------------------------------------------ a batch
     def run(self, problem: Problem, seeds: Sequence[int], batch_size: int | None = None) -> Draws:

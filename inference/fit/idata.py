@@ -267,15 +267,19 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
 STORED_DIGITS = {"log_likelihood": 3, "posterior_predictive": 2, "prior_predictive": 2}
 
 
+#: zlib's level for every variable: 1, the fastest (bench/README.md compares it with 4).
+COMPRESSION_LEVEL = 1
+
+
 def write_netcdf(tree, path) -> None:
     """Write the DataTree ``tree`` to ``path`` as netCDF-4, every variable compressed
-    (zlib) and the per-student floats quantised to :data:`STORED_DIGITS`.  A failure
+    (zlib at :data:`COMPRESSION_LEVEL`) and the per-student floats quantised to :data:`STORED_DIGITS`.  A failure
     of the HDF5 library (a full disk) is raised as the :class:`OSError` it stands for."""
     encoding = {}
     for node in tree.subtree:
         digits = STORED_DIGITS.get(node.name)
         encoding[node.path] = {
-            name: {"zlib": True, "complevel": 4,
+            name: {"zlib": True, "complevel": COMPRESSION_LEVEL,
                    **({"least_significant_digit": digits} if digits is not None and var.dtype.kind == "f" else {})}
             for name, var in node.data_vars.items() if var.dtype.kind in "biuf"}
     from classsize.inference.publish import write_netcdf_file
