@@ -22,7 +22,6 @@ on the batch a dataset is fitted in.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 #: Members per block of a group layout: a group is padded by fewer than this many.
@@ -54,9 +53,9 @@ def pad_class_slots(observed, slots: int):
     if extra == 0:
         return observed
 
-    def pad(a, value=0):
-        a = jnp.asarray(a)
-        return jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
+    def pad(a, value=0):  # (NumPy: concrete arrays, no small programs to compile)
+        a = np.asarray(a)
+        return np.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
 
     covariates = observed.class_covariates
     return observed._replace(

@@ -46,8 +46,9 @@ class Groups(NamedTuple):
         if extra < 0:
             raise ValueError(f"cannot pad {self.n_blocks} blocks to {blocks}")
         last = int(np.shape(self.nonempty)[-1]) - 1
-        return Groups(jnp.pad(self.members, ((0, extra), (0, 0))), jnp.pad(self.valid, ((0, extra), (0, 0))),
-                      jnp.pad(self.group, (0, extra), constant_values=last), self.nonempty)
+        return Groups(np.pad(np.asarray(self.members), ((0, extra), (0, 0))),
+                      np.pad(np.asarray(self.valid), ((0, extra), (0, 0))),
+                      np.pad(np.asarray(self.group), (0, extra), constant_values=last), self.nonempty)
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The layout as one row per group (numpy): ``(members, valid)``, each
@@ -86,13 +87,13 @@ def group_layout(group, n_groups: int, include=None, capacity: int | None = None
             chunk = rows[b * BLOCK:(b + 1) * BLOCK]
             members[j, :chunk.size], valid[j, :chunk.size], owner[j] = chunk, True, g
             j += 1
-    return Groups(jnp.asarray(members), jnp.asarray(valid), jnp.asarray(owner), jnp.asarray(counts > 0))
+    return Groups(members, valid, owner, counts > 0)
 
 
 def empty_layout() -> Groups:
     """A layout of one empty group (for a model that takes no extremes over it)."""
-    return Groups(jnp.zeros((1, BLOCK), jnp.int32), jnp.zeros((1, BLOCK), bool), jnp.zeros((1,), jnp.int32),
-                  jnp.zeros((1,), bool))
+    return Groups(np.zeros((1, BLOCK), np.int32), np.zeros((1, BLOCK), bool), np.zeros((1,), np.int32),
+                  np.zeros((1,), bool))
 
 
 def group_extreme(values, groups: Groups, largest: bool, evaluate=None):

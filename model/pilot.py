@@ -78,14 +78,15 @@ class Pilot(NamedTuple):
     class_effect_sd: tuple  # (log sd, its scale), score units, with class effects
 
 
-def prior_variance(d: Distribution, default: float = 1.0):
-    """The prior's variance (0 when pinned, ``default`` when the distribution has none)."""
+def prior_variance(d: Distribution, default: float = 1.0, xp=jnp):
+    """The prior's variance (0 when pinned, ``default`` when the distribution has none),
+    with the array module ``xp`` (NumPy for a concrete prior, as the pilot's arguments)."""
     if pinned(d):
-        return jnp.zeros(d.event_shape)
+        return xp.zeros(d.event_shape)
     try:
-        return jnp.broadcast_to(jnp.asarray(d.variance, dtype=jnp.result_type(float)), d.batch_shape + d.event_shape)
+        return xp.broadcast_to(xp.asarray(d.variance, dtype=jnp.result_type(float)), d.batch_shape + d.event_shape)
     except (NotImplementedError, AttributeError):
-        return jnp.full(d.batch_shape + d.event_shape, default)
+        return xp.full(d.batch_shape + d.event_shape, default)
 
 def _logit_pilot(successes, trials):
     """Centre and scale of a Bernoulli probability's logit, from counts."""
@@ -172,24 +173,26 @@ def pilot_estimates(design: Design, priors: Mapping[str, Distribution], data, ab
     alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
     slope_priors = (priors["regular_small_income"], priors["regular_small_ability"])
 
+    # (the arguments are built with NumPy: concrete values, no small programs to compile)
     def pinned_value(d, shape=()):
-        return jnp.asarray(d.v if pinned(d) else jnp.zeros(shape), dtype=float)
+        return np.asarray(d.v if pinned(d) else np.zeros(shape), dtype=np.float64)
 
     noise_prior = priors["score_noise_sd"]
     noisy = ability == "uniform" and not noise_free(noise_prior)
     classrooms = class_effects_on(priors)
     numbers = _pilot_estimates(
         data,
-        jnp.stack([pinned_value(d) for d in effect_priors]),
-        jnp.asarray(priors["score_ability_weight"].v if pinned(priors["score_ability_weight"]) else 1.0, dtype=float),
+        np.stack([pinned_value(d) for d in effect_priors]),
+        np.asarray(priors["score_ability_weight"].v if pinned(priors["score_ability_weight"]) else 1.0,
+                   dtype=np.float64),
         pinned_value(alpha_prior) + pinned_value(shift_prior, (n_races,)),
-        jnp.stack([pinned_value(d) for d in slope_priors]),
-        jnp.concatenate([
-            jnp.broadcast_to(prior_variance(alpha_prior) + prior_variance(shift_prior), (n_races,)),
-            jnp.reshape(prior_variance(slope_priors[0]), (1,)),
-            jnp.reshape(prior_variance(slope_priors[1]), (1,)),
+        np.stack([pinned_value(d) for d in slope_priors]),
+        np.concatenate([
+            np.broadcast_to(prior_variance(alpha_prior, xp=np) + prior_variance(shift_prior, xp=np), (n_races,)),
+            np.reshape(prior_variance(slope_priors[0], xp=np), (1,)),
+            np.reshape(prior_variance(slope_priors[1], xp=np), (1,)),
         ]),
-        jnp.asarray(noise_prior.v if pinned(noise_prior) else 0.0, dtype=float),
+        np.asarray(noise_prior.v if pinned(noise_prior) else 0.0, dtype=np.float64),
         n_schools=design.n_schools, n_races=n_races, uniform=ability == "uniform", noisy=noisy,
         free=tuple(j for j, d in enumerate(effect_priors) if not pinned(d)),
         assignment_pins=(pinned(alpha_prior) and pinned(shift_prior),) + tuple(pinned(d) for d in slope_priors),

@@ -192,7 +192,7 @@ class LoadedData:
         if self.has_income:
             income = scaled_log_income(jnp.asarray(st["family_income"].to_numpy(np.float64)), design)
         else:
-            income = jnp.zeros(len(st), dtype=jnp.float64)
+            income = np.zeros(len(st), dtype=np.float64)
         return Observed(
             race=jnp.asarray(race_pos, dtype=jnp.int32),
             income_scaled=jnp.asarray(income, dtype=jnp.float64),
@@ -203,7 +203,7 @@ class LoadedData:
             class_is_small=jnp.asarray(class_is_small, dtype=jnp.int32),
             teacher_has_ma=jnp.asarray(cl["teacher_has_ma"].to_numpy(np.int32), dtype=jnp.int32),
             school_of_class=jnp.asarray(school_pos, dtype=jnp.int32),
-            class_used=jnp.ones(len(cl), dtype=bool),
+            class_used=np.ones(len(cl), dtype=bool),
             **extra,
         )
 
