@@ -69,6 +69,11 @@ class Design:
     def max_large_classes(self) -> int:
         return max(1, math.floor(self.n_students / self.large_class_size))
 
+    @property
+    def design(self) -> "Design":
+        """The design alone (itself; a :class:`~classsize.model.Config` drops its parameters)."""
+        return self
+
     def replace(self, **changes: Any) -> "Design":
         return dataclasses.replace(self, **changes)
 

@@ -230,7 +230,7 @@ class Analysis:
         :class:`~classsize.model.Config` counts by its design alone: the analyses' models
         take their parameters from the priors, never from a configuration's values, so
         studies at different truths of one design share their programs."""
-        return (self.name, getattr(design, "design", design), ability, *variant)
+        return (self.name, design.design, ability, *variant)
 
     def bind_many(self, design: Design, observed: Observed, ability: str = "uniform") -> Problem:
         """A problem for a stack of datasets of one shape (leading axis), as studies fit them."""

@@ -36,10 +36,10 @@ from classsize.model.buckets import bucket, pad_class_slots
 from classsize.model.pilot import padded_alike, pilot_estimates
 
 from classsize.inference.analyses.base import FREE, Analysis, Problem
-from classsize.inference.engine.programs import stored_jit
 from classsize.inference.analyses.quantities import element_of, moments
 from classsize.inference.data.checks import DataError
 from classsize.inference.data.dataset import LoadedData
+from classsize.inference.engine.programs import stored_jit
 
 ESTIMANDS = ("small_class_direct_effect", "small_class_total_effect", "teacher_ma_effect")
 
@@ -322,7 +322,7 @@ def _forward_program(problem: Problem, design: Design, sites: tuple[str, ...], o
             return run(model, samples, ["small_class", "test_score"], key, covariates, class_covariates)
 
         # stored: a later process of the same design loads it instead of tracing the model
-        return stored_jit(replicate, "replicate", problem.signature, getattr(design, "design", design))
+        return stored_jit(replicate, "replicate", problem.signature, design.design)
 
     sizes = {"small_class": design.n_students,
              "teacher_has_ma": design.max_small_classes + design.max_large_classes}

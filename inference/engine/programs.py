@@ -173,6 +173,17 @@ def note(kind: str, key: str, source: str, seconds: float, **what) -> None:
         return
 
 
+def load_or_export(key: str, export) -> tuple[StoredProgram, str]:
+    """The program stored under ``key`` and ``"stored"``, else ``export()`` (a
+    :class:`StoredProgram`), saved under ``key``, and ``"traced"``."""
+    stored = load(key)
+    if stored is not None:
+        return stored, "stored"
+    stored = export()
+    save(key, stored)
+    return stored, "traced"
+
+
 def stored_jit(fn, *key_parts):
     """``jax.jit(fn)`` whose traced program is stored: on the first call with given
     argument shapes the program is loaded from the folder (under a key of
@@ -195,12 +206,13 @@ def stored_jit(fn, *key_parts):
         if program is None:
             begin = time.perf_counter()
             key = program_key("function", *key_parts, tree, shapes)
-            stored, source = load(key), "stored"
-            if stored is None:
+
+            def export():
                 register_types()
                 specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.result_type(a)), args)
-                stored, source = StoredProgram(jax.export.export(jitted)(*specs), (), ()), "traced"
-                save(key, stored)
+                return StoredProgram(jax.export.export(jitted)(*specs), (), ())
+
+            stored, source = load_or_export(key, export)
             program = compiled[(tree, shapes)] = jax.jit(stored.exported.call)
             note("function", key, source, time.perf_counter() - begin, name=str(key_parts[0]))
         return program(*args)

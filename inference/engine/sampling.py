@@ -207,10 +207,8 @@ class ChainRunner:
                                    jax.tree.structure((keys, inputs)),
                                    [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
         begin = time.perf_counter()
-        stored, source = programs.load(key), "stored"
-        if stored is None:
-            stored, source = self._export(problem, keys, inputs, active, scalar_spec, sharding), "traced"
-            programs.save(key, stored)
+        stored, source = programs.load_or_export(
+            key, lambda: self._export(problem, keys, inputs, active, scalar_spec, sharding))
         (_, _, _, state_avals, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
         lowered = jax.jit(stored.exported.call, donate_argnums=3).lower(
             keys, inputs, active, [_spec(a, sharding) for a in state_avals], scalar_spec, scalar_spec)
