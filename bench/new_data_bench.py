@@ -6,7 +6,9 @@ compilation cache; then three whole commands, timed from start to exit:
 1. ``cold``: the first dataset on the empty cache;
 2. ``new data``: the second dataset, on the cache the first left (another dataset of
    the same design, never fitted);
-3. ``again``: the second dataset once more.
+3. ``again``: the second dataset once more;
+4. ``warm-up 300``: the second dataset with ``--warmup 300`` (a chain length this cache
+   has not run).
 
 Each version named on the command line runs every repetition in turn (side by side).
 A version is ``NAME=PYTHONPATH`` (empty: the installed package)::
@@ -41,7 +43,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=9100)
     args = parser.parse_args()
     versions = [v.split("=", 1) for v in args.versions]
-    times = {name: {"cold": [], "new data": [], "again": []} for name, _ in versions}
+    cases = ("cold", "new data", "again", "warm-up 300")
+    times = {name: {case: [] for case in cases} for name, _ in versions}
     with tempfile.TemporaryDirectory(prefix="classsize-new-data-") as tmp:
         tmp = Path(tmp)
         for rep in range(args.reps):
@@ -58,12 +61,12 @@ def main() -> None:
                 times[name]["cold"].append(timed(run(seeds[0], "a"), env))
                 times[name]["new data"].append(timed(run(seeds[1], "b"), env))
                 times[name]["again"].append(timed(run(seeds[1], "c"), env))
+                times[name]["warm-up 300"].append(timed(run(seeds[1], "d") + ["--warmup", "300"], env))
                 print(name, rep, {k: round(v[-1], 1) for k, v in times[name].items()}, flush=True)
     print(f"\nmedians of {args.reps} runs, seconds (whole `classsize fit` commands, structural, defaults):")
-    print(f"{'version':<10} {'cold':>7} {'new data':>9} {'again':>7}")
+    print(f"{'version':<10} " + " ".join(f"{case:>12}" for case in cases))
     for name, t in times.items():
-        print(f"{name:<10} " + " ".join(f"{statistics.median(t[k]):{w}.1f}" for k, w in
-                                         (("cold", 7), ("new data", 9), ("again", 7))))
+        print(f"{name:<10} " + " ".join(f"{statistics.median(t[case]):12.1f}" for case in cases))
 
 
 if __name__ == "__main__":

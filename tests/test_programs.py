@@ -54,6 +54,11 @@ def test_a_stored_program_gives_the_same_draws_without_tracing(folder, monkeypat
     for name in ("small_class_direct_effect", "school_effect"):
         np.testing.assert_array_equal(shorter.sites[name], first.sites[name][:, :, :37])
     np.testing.assert_array_equal(shorter.warmup_steps, first.warmup_steps)
+    # so does a run with another warm-up (its schedule is an argument): another chain
+    other = ChainRunner(2, 60, 20).run(problem, [7])
+    assert traced == [] and len(list(folder.glob("*.bin"))) == 1
+    assert other.warmup_steps.shape == (1, 2, 60) and other.sites["school_effect"].shape[:3] == (1, 2, 20)
+    assert not np.array_equal(other.sites["small_class_direct_effect"], first.sites["small_class_direct_effect"][:, :, :20])
 
     stored[0].write_bytes(stored[0].read_bytes()[:200])  # damaged: traced again, same draws
     third = ChainRunner(2, 100, 100).run(problem, [7])

@@ -28,9 +28,10 @@ iterations' records (the kept sites, the sampler statistics and the leapfrog ste
 which the host joins.  Between calls the host can report progress
 (``ChainRunner(progress=...)``); a callback inside the program would do the same, but
 JAX does not keep a program with host callbacks in its persistent compilation cache.
-The program depends on the number of warm-up iterations (NumPyro's adaptation
-schedule) but not on the number of draws: the run's length is an argument, so fits
-that differ only in ``samples`` share one program.  The calls are made alike whether
+The program depends on neither the number of warm-up iterations nor the number of
+draws: the run's length and the warm-up's adaptation schedule are arguments
+(:mod:`~classsize.inference.engine.adaptation`), so fits that differ only in
+``warmup`` or ``samples`` share one program.  The calls are made alike whether
 progress is reported or not, so the draws are the same either way.
 
 The program is traced once per shape over flat carries (the kept sites, the
@@ -55,7 +56,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from classsize.inference.analyses.base import Problem
-from classsize.inference.engine import programs
+from classsize.inference.engine import adaptation, programs
 from classsize.inference.engine.programs import StoredProgram
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
@@ -127,23 +128,30 @@ class ChainRunner:
         return self.warmup + self.samples
 
     # ----------------------------------------------------------------- one lane
-    def _lane(self, problem: Problem, key, inputs, active, state, first, total):
+    def _lane(self, problem: Problem, key, inputs, active, state, first, total, schedule):
         """Iterations ``first .. first + chunk - 1`` of a lane, from its start when
         ``first`` is 0 (``state`` is then ignored), and each iteration's record: the kept
-        sites (zeros before ``warmup``), the statistics and the leapfrog steps.  The
-        iterations from ``total`` on, and every iteration of an inactive (padding) lane,
-        leave the state as it is."""
+        sites (zeros during the warm-up), the statistics and the leapfrog steps.  The
+        warm-up follows ``schedule`` (:class:`~.adaptation.Plan`; the kernel itself is
+        initialised for no warm-up, :mod:`~.adaptation`).  The iterations from ``total``
+        on, and every iteration of an inactive (padding) lane, leave the state as it is."""
         kernel = problem.kernel()
-        state = lax.cond(first == 0, lambda _: kernel.init(key, self.warmup, None, (), inputs), lambda s: s, state)
+        settings = problem.analysis.kernel_settings
+        state = lax.cond(first == 0, lambda _: kernel.init(key, 0, None, (), inputs), lambda s: s, state)
         post = kernel.postprocess_fn((), inputs)
         proto = jax.eval_shape(post, state.z)
         kept = lambda s: post(s.z)  # noqa: E731
         empty = lambda s: {k: jnp.zeros(v.shape, v.dtype) for k, v in proto.items()}  # noqa: E731
 
+        def transition(s):
+            new = kernel.sample(s, (), inputs)
+            warm = lambda n: adaptation.adapt(settings, schedule, s.i, n.accept_prob, n.z, n.adapt_state)  # noqa: E731
+            return new._replace(adapt_state=lax.cond(s.i < schedule.warmup, warm, lambda n: n.adapt_state, new))
+
         def body(s, i):
             live = i < total
-            s = lax.cond(active & live, lambda t: kernel.sample(t, (), inputs), lambda t: t, s)
-            values = lax.cond(live & (i >= self.warmup), kept, empty, s)
+            s = lax.cond(active & live, transition, lambda t: t, s)
+            values = lax.cond(live & (i >= schedule.warmup), kept, empty, s)
             stats = {"lp": -s.potential_energy, "energy": s.energy, "acceptance_rate": s.accept_prob,
                      "step_size": s.adapt_state.step_size, "n_steps": s.num_steps, "diverging": s.diverging}
             stats = {k: jnp.asarray(v, bool if k == "diverging" else jnp.result_type(float)) for k, v in stats.items()}
@@ -153,28 +161,28 @@ class ChainRunner:
 
     def _state_shape(self, problem: Problem, keys, inputs):
         """The shapes of the lanes' NUTS states."""
-        one = lambda k, x: problem.kernel().init(k, self.warmup, None, (), x)  # noqa: E731
+        one = lambda k, x: problem.kernel().init(k, 0, None, (), x)  # noqa: E731
         return jax.eval_shape(jax.vmap(one), keys, inputs)
 
     def _program(self, problem: Problem):
         """The program over the lanes, sharded over the devices: ``(keys, inputs, active,
-        state, first, total) -> (state, record)``."""
+        state, first, total, schedule) -> (state, record)``."""
         mesh = Mesh(np.array(self.devices), ("lanes",))
 
-        def local(keys, inputs, active, state, first, total):
-            one = lambda k, x, a, s: self._lane(problem, k, x, a, s, first, total)  # noqa: E731
+        def local(keys, inputs, active, state, first, total, schedule):
+            one = lambda k, x, a, s: self._lane(problem, k, x, a, s, first, total, schedule)  # noqa: E731
             if self.vectorize == "vmap":
                 return jax.vmap(one)(keys, inputs, active, state)
             return lax.map(lambda a: one(*a), (keys, inputs, active, state))
 
         lanes = P("lanes")
-        program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P(), P()),
+        program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P(), P(), P()),
                                 out_specs=(lanes, lanes), check_vma=False)
         return jax.jit(program, donate_argnums=3), mesh
 
     def _export(self, problem: Problem, keys, inputs, active, scalar_spec, sharding) -> StoredProgram:
         """Trace the chain program over a flat state and record and export it: ``(keys,
-        inputs, active, state, first, total) -> (state, record)``, ``state`` the leaves of
+        inputs, active, state, first, total, schedule) -> (state, record)``, ``state`` the leaves of
         the lanes' NUTS states, ``record`` the kept sites, the statistics and the steps of
         the call's iterations, ``(lanes, chunk, ...)`` each, in
         :class:`~.programs.StoredProgram`'s order."""
@@ -183,9 +191,9 @@ class ChainRunner:
         program, _ = self._program(problem)
         names = {}
 
-        def flat(keys, inputs, active, state, first, total):
+        def flat(keys, inputs, active, state, first, total, schedule):
             state, (values, stats, steps) = program(keys, inputs, active, jax.tree.unflatten(state_def, state),
-                                                    first, total)
+                                                    first, total, adaptation.Plan(*schedule))
             names["values"], names["stats"] = tuple(sorted(values)), tuple(sorted(stats))
             return jax.tree.leaves(state), [*(values[k] for k in names["values"]),
                                             *(stats[k] for k in names["stats"]), steps]
@@ -193,7 +201,7 @@ class ChainRunner:
         spec = lambda a: _spec(a, sharding)  # noqa: E731
         exported = jax.export.export(jax.jit(flat, donate_argnums=3))(
             spec(keys), jax.tree.map(spec, inputs), spec(active), [spec(a) for a in jax.tree.leaves(state_shape)],
-            scalar_spec, scalar_spec)
+            scalar_spec, scalar_spec, _schedule_spec(scalar_spec.sharding))
         return StoredProgram(exported, names["values"], names["stats"])
 
     def _prepare(self, problem: Problem, keys, inputs, active, scalar_spec, sharding):
@@ -201,17 +209,18 @@ class ChainRunner:
         and the avals of its state: the stored program when an earlier process exported
         it (:mod:`~.programs`), else traced and exported now; compiled (or loaded from the
         persistent compilation cache) through ``Exported.call`` either way, so both give
-        the same draws.  The program depends on the warm-up length (the adaptation
-        schedule) but not on the number of draws or of chains beyond the lanes' shape."""
-        key = programs.program_key(problem.signature, self.warmup, self.chunk, self.vectorize, self.n_devices,
+        the same draws.  The program depends on neither the warm-up length (its schedule
+        is an argument) nor the number of draws, nor on the chains beyond the lanes' shape."""
+        key = programs.program_key(problem.signature, self.chunk, self.vectorize, self.n_devices,
                                    jax.tree.structure((keys, inputs)),
                                    [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
         begin = time.perf_counter()
         stored, source = programs.load_or_export(
             key, lambda: self._export(problem, keys, inputs, active, scalar_spec, sharding))
-        (_, _, _, state_avals, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
+        (_, _, _, state_avals, _, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
         lowered = jax.jit(stored.exported.call, donate_argnums=3).lower(
-            keys, inputs, active, [_spec(a, sharding) for a in state_avals], scalar_spec, scalar_spec)
+            keys, inputs, active, [_spec(a, sharding) for a in state_avals], scalar_spec, scalar_spec,
+            _schedule_spec(scalar_spec.sharding))
         merge_duplicates(lowered)
         compiled = lowered.compile()
         programs.note("sampler", key, source, time.perf_counter() - begin, analysis=str(problem.signature[0]),
@@ -270,9 +279,11 @@ class ChainRunner:
         begin = time.perf_counter()
         state = [jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in state_avals]
         until = jax.device_put(np.int32(total), replicated)
+        schedule = jax.device_put(tuple(adaptation.plan(self.warmup)), replicated)
         calls = []
         for at in range(0, max(total, 1), self.chunk):  # every call is dispatched before the first ends
-            state, record = compiled(keys, inputs, active, state, jax.device_put(np.int32(at), replicated), until)
+            state, record = compiled(keys, inputs, active, state, jax.device_put(np.int32(at), replicated), until,
+                                     schedule)
             calls.append((min(at + self.chunk, total), record))
         records = []
         for done, record in calls:
@@ -290,6 +301,12 @@ class ChainRunner:
         kept = lambda a: per_dataset(a[:, self.warmup:])  # noqa: E731
         return Draws({k: kept(v) for k, v in values.items()}, {k: kept(v) for k, v in stats.items()},
                      per_dataset(steps[:, :self.warmup]), seconds, compile_seconds)
+
+
+def _schedule_spec(replicated) -> tuple:
+    """The shapes of a warm-up :class:`~.adaptation.Plan` (as a plain tuple, which an
+    exported program's signature can hold), replicated."""
+    return tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=replicated) for a in adaptation.plan(0))
 
 
 def _spec(a, sharding) -> jax.ShapeDtypeStruct:
