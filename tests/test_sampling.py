@@ -27,9 +27,13 @@ def test_draws_do_not_depend_on_the_number_of_devices():
         pytest.skip("needs two JAX devices (two cores)")
     analysis = get_analysis("randomized")
     problem = analysis.bind_many(TINY, observed_from_draw(draw_many(TINY, [3]), TINY, analysis.cohort))
-    one, two = (ChainRunner(4, 40, 30, devices=jax.devices()[:k]).run(problem, [7]) for k in (1, 2))
+    # 3 chains: 3 lanes on one device and 2 on each of two, padded to 4 and 2 + 2 (a
+    # power of two per device), the padding lanes inactive
+    runners = [ChainRunner(3, 40, 30, devices=jax.devices()[:k]) for k in (1, 2)]
+    one, two = (r.run(problem, [7]) for r in runners)
+    assert [next(iter(r._compiled))[2][0][0] for r in runners] == [4, 4]  # the lanes (the keys' shape)
     name = "small_class_direct_effect"
-    assert one.sites[name].shape == (1, 4, 30)
+    assert one.sites[name].shape == (1, 3, 30)
     assert np.unique(one.sites[name]).size > 60  # real draws, not a constant
     for k in one.sites:
         np.testing.assert_array_equal(one.sites[k], two.sites[k], err_msg=k)

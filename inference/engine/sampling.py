@@ -59,6 +59,7 @@ from classsize.inference.analyses.base import Problem
 from classsize.inference.engine import adaptation, programs
 from classsize.inference.engine.programs import StoredProgram
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
+from classsize.model.buckets import bucket
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")
@@ -234,7 +235,9 @@ class ChainRunner:
 
         With ``batch_size`` larger than the number of datasets the batch is padded with
         inactive lanes (which skip their iterations), so every batch of a study runs the
-        same compiled program.
+        same compiled program.  Under ``lax.map`` (the default) each device's lanes are
+        also padded to a power of two (:func:`~classsize.model.buckets.bucket`): an
+        inactive lane costs a skipped loop, and batches of other sizes share programs.
         """
         b, c = len(seeds), self.chains
         full = max(b, int(batch_size or b))
@@ -246,7 +249,8 @@ class ChainRunner:
         lane_dataset = np.tile(np.concatenate([np.arange(b), np.zeros(full - b, np.int64)]), c)
         active = np.tile(np.arange(full) < b, c)
         n_lanes = c * full
-        padded = -(-n_lanes // self.n_devices) * self.n_devices
+        per_device = -(-n_lanes // self.n_devices)
+        padded = (bucket(per_device) if self.vectorize == "map" else per_device) * self.n_devices
         if padded > n_lanes:
             keys = np.concatenate([keys, np.repeat(keys[:1], padded - n_lanes, axis=0)])
             lane_dataset = np.concatenate([lane_dataset, np.zeros(padded - n_lanes, np.int64)])
