@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -129,16 +130,17 @@ class ChainRunner:
         return self.warmup + self.samples
 
     # ----------------------------------------------------------------- one lane
-    def _lane(self, problem: Problem, key, inputs, active, state, first, total, schedule):
+    def _lane(self, problem: Problem, start, key, inputs, active, state, first, total, schedule):
         """Iterations ``first .. first + chunk - 1`` of a lane, from its start when
         ``first`` is 0 (``state`` is then ignored), and each iteration's record: the kept
         sites (zeros during the warm-up), the statistics and the leapfrog steps.  The
         warm-up follows ``schedule`` (:class:`~.adaptation.Plan`; the kernel itself is
         initialised for no warm-up, :mod:`~.adaptation`).  The iterations from ``total``
-        on, and every iteration of an inactive (padding) lane, leave the state as it is."""
-        kernel = problem.kernel()
+        on, and every iteration of an inactive (padding) lane, leave the state as it is.
+        ``start`` is :meth:`_start`'s pair (the initialised kernel, its ``init``)."""
+        kernel, init = start
         settings = problem.analysis.kernel_settings
-        state = lax.cond(first == 0, lambda _: kernel.init(key, 0, None, (), inputs), lambda s: s, state)
+        state = lax.cond(first == 0, lambda _: init(key, inputs), lambda s: s, state)
         post = kernel.postprocess_fn((), inputs)
         proto = jax.eval_shape(post, state.z)
         kept = lambda s: post(s.z)  # noqa: E731
@@ -160,18 +162,27 @@ class ChainRunner:
 
         return lax.scan(body, state, first + jnp.arange(self.chunk))
 
-    def _state_shape(self, problem: Problem, keys, inputs):
-        """The shapes of the lanes' NUTS states."""
-        one = lambda k, x: problem.kernel().init(k, 0, None, (), x)  # noqa: E731
-        return jax.eval_shape(jax.vmap(one), keys, inputs)
+    def _start(self, problem: Problem, keys, inputs):
+        """A lane's start, traced once: the kernel, initialised for no warm-up; its
+        ``init(key, inputs) -> state`` (NumPyro's ``kernel.init`` as a traced function, so
+        the program and the state's shapes come from one trace of it); and the shapes of
+        the lanes' states (a leading axis of lanes)."""
+        kernel = problem.kernel()
+        one = lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype)  # noqa: E731
+        traced, shape = jax.make_jaxpr(lambda k, x: kernel.init(k, 0, None, (), x), return_shape=True)(
+            one(keys), jax.tree.map(one, inputs))
+        run, out = jax.extend.core.jaxpr_as_fun(traced), jax.tree.structure(shape)
+        init = lambda k, x: jax.tree.unflatten(out, run(*jax.tree.leaves((k, x))))  # noqa: E731
+        lanes = np.shape(keys)[0]
+        return (kernel, init), jax.tree.map(lambda s: jax.ShapeDtypeStruct((lanes, *s.shape), s.dtype), shape)
 
-    def _program(self, problem: Problem):
+    def _program(self, problem: Problem, start):
         """The program over the lanes, sharded over the devices: ``(keys, inputs, active,
         state, first, total, schedule) -> (state, record)``."""
         mesh = Mesh(np.array(self.devices), ("lanes",))
 
         def local(keys, inputs, active, state, first, total, schedule):
-            one = lambda k, x, a, s: self._lane(problem, k, x, a, s, first, total, schedule)  # noqa: E731
+            one = lambda k, x, a, s: self._lane(problem, start, k, x, a, s, first, total, schedule)  # noqa: E731
             if self.vectorize == "vmap":
                 return jax.vmap(one)(keys, inputs, active, state)
             return lax.map(lambda a: one(*a), (keys, inputs, active, state))
@@ -187,9 +198,9 @@ class ChainRunner:
         the lanes' NUTS states, ``record`` the kept sites, the statistics and the steps of
         the call's iterations, ``(lanes, chunk, ...)`` each, in
         :class:`~.programs.StoredProgram`'s order."""
-        state_shape = self._state_shape(problem, keys, inputs)
+        start, state_shape = self._start(problem, keys, inputs)
         state_def = jax.tree.structure(state_shape)
-        program, _ = self._program(problem)
+        program, _ = self._program(problem, start)
         names = {}
 
         def flat(keys, inputs, active, state, first, total, schedule):
