@@ -100,10 +100,11 @@ class Problem:
     def model(self, **inputs):
         return self.analysis.model_function(self)(**inputs)
 
-    def kernel(self):
+    def kernel(self, **overrides):
+        """The analysis's NUTS kernel on this problem (its ``kernel_settings``, then ``overrides``)."""
         from numpyro.infer import NUTS
 
-        return NUTS(self.model, **self.analysis.kernel_settings)
+        return NUTS(self.model, **{**self.analysis.kernel_settings, **overrides})
 
     def estimands(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.analysis.estimands(draws)

@@ -19,8 +19,8 @@ inverse mass matrix :math:`M^{-1}`, as Stan and NumPyro do:
 
 NumPyro's kernel reads the schedule from the warm-up length when it is initialised,
 so a compiled program would hold one warm-up length.  Here the kernel is initialised
-for no warm-up (it then never adapts by itself) and :func:`adapt` applies NumPyro's
-update after each warm-up transition, with the schedule as arrays (:func:`plan`): the
+for no warm-up, with its own adaptation off (:data:`KERNEL_OFF`; its initial state is
+the same), and :func:`adapt` applies NumPyro's update after each warm-up transition, with the schedule as arrays (:func:`plan`): the
 same arithmetic and the same draws, from one program for every warm-up length.
 """
 
@@ -36,6 +36,9 @@ from numpyro.util import cond, identity
 
 #: The most adaptation windows a plan holds (a warm-up of a million iterations has 17).
 MAX_WINDOWS = 32
+#: NUTS settings that turn the kernel's own adaptation off (it would never run with no
+#: warm-up, but its code would still be compiled into the program).
+KERNEL_OFF = {"adapt_step_size": False, "adapt_mass_matrix": False}
 
 
 class Plan(NamedTuple):

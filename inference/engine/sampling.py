@@ -163,11 +163,13 @@ class ChainRunner:
         return lax.scan(body, state, first + jnp.arange(self.chunk))
 
     def _start(self, problem: Problem, keys, inputs):
-        """A lane's start, traced once: the kernel, initialised for no warm-up; its
+        """A lane's start, traced once: the analysis's NUTS kernel, initialised for no
+        warm-up and with its own adaptation off (:func:`~.adaptation.adapt` adapts, with
+        the analysis's settings; the initial state is the same either way); its
         ``init(key, inputs) -> state`` (NumPyro's ``kernel.init`` as a traced function, so
         the program and the state's shapes come from one trace of it); and the shapes of
         the lanes' states (a leading axis of lanes)."""
-        kernel = problem.kernel()
+        kernel = problem.kernel(**adaptation.KERNEL_OFF)
         one = lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype)  # noqa: E731
         traced, shape = jax.make_jaxpr(lambda k, x: kernel.init(k, 0, None, (), x), return_shape=True)(
             one(keys), jax.tree.map(one, inputs))
