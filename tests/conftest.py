@@ -4,10 +4,10 @@ Tests marked ``@pytest.mark.slow`` (the large statistical checks) are skipped un
 the environment variable ``CLASSSIZE_SLOW`` is ``1``; ``make test-all`` sets it.
 
 ``make test`` runs the suite in two pytest processes (pytest-xdist,
-``--dist loadgroup``): each test file is one group and runs whole in one process, so
-its module fixtures (fitted runs, a Dask cluster, a reference study) are built once;
-each notebook's run is a group of its own, so the notebooks share out over both, and
-runs first.
+``--dist loadgroup``, grouped by :func:`pytest_xdist_make_scheduler`): each test file
+is one group and runs whole in one process, so its module fixtures (fitted runs, a
+Dask cluster, a reference study) are built once; each notebook's run is a group of its
+own, so the notebooks share out over both, and runs first.
 
 The suite says what it compiled: every process it starts (the pytest workers, the
 notebooks' kernels, the command-line runs) appends the programs it prepares to one log
@@ -79,12 +79,25 @@ def fast_or_slow(fast, slow):
 ONE_GROUP_EACH = ("test_notebook_runs_top_to_bottom",)
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadgroup``, one group per test file and one per notebook run
+    (:data:`ONE_GROUP_EACH`).  The scheduler groups the tests itself, by their ids:
+    pytest-xdist's own ``xdist_group`` marks do not group under pytest 9 (it renames an
+    item by ``item._nodeid``, which pytest 9 no longer reads), and the tests of a file
+    were shared out one by one, each process building the file's module fixtures."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path, _, test = nodeid.partition("::")
+            return nodeid if test.split("[")[0] in ONE_GROUP_EACH else path
+
+    return ByFile(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = item.module.__name__
-        if item.originalname in ONE_GROUP_EACH:
-            group = f"{group}::{item.name}"
-        item.add_marker(pytest.mark.xdist_group(group))
     # the longest groups first, so that neither process is left with one at the end
     items.sort(key=lambda item: item.originalname not in ONE_GROUP_EACH)
     if SLOW:
