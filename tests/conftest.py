@@ -90,6 +90,12 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            # the groups in the collection's order (the notebooks first:
+            # pytest_collection_modifyitems), not by their number of tests
+            config.option.loadscopereorder = False
+
         def _split_scope(self, nodeid: str) -> str:
             path, _, test = nodeid.partition("::")
             return nodeid if test.split("[")[0] in ONE_GROUP_EACH else path
