@@ -83,8 +83,8 @@ def pytest_xdist_make_scheduler(config, log):
     """Under ``--dist loadgroup``, one group per test file and one per notebook run
     (:data:`ONE_GROUP_EACH`).  The scheduler groups the tests itself, by their ids:
     pytest-xdist's own ``xdist_group`` marks do not group under pytest 9 (it renames an
-    item by ``item._nodeid``, which pytest 9 no longer reads), and the tests of a file
-    were shared out one by one, each process building the file's module fixtures."""
+    item by ``item._nodeid``, which pytest 9 no longer reads), so with the marks alone a
+    file's tests would be shared out one by one, each process building its fixtures."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
