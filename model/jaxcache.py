@@ -5,6 +5,13 @@ compiled once (e.g. the batched forward sampler) is loaded, not compiled, by eve
 later process on the same machine.  The folder is ``$CLASSSIZE_CACHE_DIR`` when set,
 else ``$XDG_CACHE_HOME/classsize/jax``, else ``~/.cache/classsize/jax``.  Setting
 ``CLASSSIZE_NO_CACHE=1`` turns the cache off.
+
+A program's entry is found by a key of its computation, the compile options and the
+machine, never by the folder's path: JAX would also point XLA's GPU autotuning cache
+into the folder (``jax_persistent_cache_enable_xla_caches``), and that path would
+enter every key, so a folder copied or moved elsewhere (``CLASSSIZE_CACHE_DIR``, a
+restored CI cache) would miss all its programs.  That cache serves GPUs alone and is
+turned off.
 """
 
 from __future__ import annotations
@@ -58,5 +65,6 @@ def enable_compilation_cache() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")  # (keys free of the path)
     _enabled = path
     return path

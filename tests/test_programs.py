@@ -58,7 +58,8 @@ def test_a_stored_program_gives_the_same_draws_without_tracing(folder, monkeypat
     other = ChainRunner(2, 60, 20).run(problem, [7])
     assert traced == [] and len(list(folder.glob("*.bin"))) == 1
     assert other.warmup_steps.shape == (1, 2, 60) and other.sites["school_effect"].shape[:3] == (1, 2, 20)
-    assert not np.array_equal(other.sites["small_class_direct_effect"], first.sites["small_class_direct_effect"][:, :, :20])
+    assert not np.array_equal(other.sites["small_class_direct_effect"],
+                              first.sites["small_class_direct_effect"][:, :, :20])
 
     stored[0].write_bytes(stored[0].read_bytes()[:200])  # damaged: traced again, same draws
     third = ChainRunner(2, 100, 100).run(problem, [7])
@@ -116,3 +117,32 @@ def test_stored_programs_are_pruned_least_recently_used_first(tmp_path):
     removed = programs.prune(tmp_path, max_bytes=400)
     assert [p.name for p in removed] == ["1.bin", "2.bin", "3.bin"]
     assert sorted(p.name for p in tmp_path.glob("*.bin")) == ["0.bin", "4.bin"]
+
+
+COMPILE_ONE = """
+import jax, jax.numpy as jnp
+from classsize.model import jaxcache
+jaxcache.enable_compilation_cache()
+print(float(jax.jit(lambda x: jnp.sin(x) * 3.0 + jnp.cos(x))(jnp.float32(0.5))))
+"""
+
+
+def test_a_cache_folder_moved_elsewhere_serves_its_programs(tmp_path):
+    """The compilation cache's keys hold no path: a folder copied to another place (a
+    restored CI cache, another ``CLASSSIZE_CACHE_DIR``) finds the programs compiled
+    into it, so the run there writes no new entry."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    def run(folder):
+        env = {**os.environ, "CLASSSIZE_CACHE_DIR": str(folder)}
+        env.pop("CLASSSIZE_NO_CACHE", None)
+        out = subprocess.run([sys.executable, "-c", COMPILE_ONE], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.strip(), sorted(p.name for p in folder.iterdir())
+
+    value, first = run(tmp_path / "a")
+    assert any(name.endswith("-cache") for name in first)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert run(tmp_path / "b") == (value, first)

@@ -20,8 +20,9 @@ inverse mass matrix :math:`M^{-1}`, as Stan and NumPyro do:
 NumPyro's kernel reads the schedule from the warm-up length when it is initialised,
 so a compiled program would hold one warm-up length.  Here the kernel is initialised
 for no warm-up, with its own adaptation off (:data:`KERNEL_OFF`; its initial state is
-the same), and :func:`adapt` applies NumPyro's update after each warm-up transition, with the schedule as arrays (:func:`plan`): the
-same arithmetic and the same draws, from one program for every warm-up length.
+the same), and :func:`adapt` applies NumPyro's update after each warm-up transition,
+with the schedule as arrays (:func:`plan`): the same arithmetic and the same draws,
+from one program for every warm-up length.
 """
 
 from __future__ import annotations
