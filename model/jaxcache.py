@@ -65,6 +65,9 @@ def enable_compilation_cache() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")  # (keys free of the path)
+    try:  # (keys free of the path; a JAX without the option keeps no such cache)
+        jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+    except AttributeError:
+        pass
     _enabled = path
     return path
