@@ -399,20 +399,28 @@ def _assignment_rule(design: Design, priors, pilot: Pilot, data: Observed, abili
         highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=partial(reach, sign=-1.0))
     has_constraint, has_cap = pilot.has_constraint, pilot.has_cap
     two_sided = has_constraint & has_cap
+    capped_only = has_cap & ~has_constraint
     floor = -jnp.where(has_constraint, lowest, 0.0)
     window = jnp.where(two_sided, jnp.maximum(1.0 - jnp.where(has_cap, highest, 0.0) - floor, 1e-9), 1.0)
     step = pilot.log_p_min_scale * xi
     eta = jnp.log(pilot.p_min) - jnp.log(window) + step
+    # a race with LARGE but no SMALL students: flat below the wall, steep above it
+    wall = -jnp.where(capped_only, highest, 0.0)
+    flat_scale = jnp.sqrt(alpha_sd ** 2 + jnp.maximum(prior_variance(shift_prior), 1e-6))
+    ratio = jnp.clip(coef_scale[:n_races] / flat_scale, 1e-3, 1.0)
+    bend = ratio * xi - (1.0 - ratio) * (jax.nn.softplus(-xi) - jnp.log(2.0))
     race_intercept = jnp.where(
         has_constraint,
         floor + jnp.where(two_sided, window * jax.nn.sigmoid(eta), pilot.p_min * jnp.exp(step)),
-        coef[:n_races] + coef_scale[:n_races] * xi,
+        jnp.where(capped_only, wall + flat_scale * bend, coef[:n_races] + coef_scale[:n_races] * xi),
     )
     shift = numpyro.deterministic("regular_small_race_shift", race_intercept - alpha)
     log_jacobian = jnp.where(
         two_sided,
         jnp.log(window * pilot.log_p_min_scale) + jax.nn.log_sigmoid(eta) + jax.nn.log_sigmoid(-eta),
-        jnp.where(has_constraint, jnp.log(pilot.p_min * pilot.log_p_min_scale) + step, jnp.log(coef_scale[:n_races])),
+        jnp.where(has_constraint, jnp.log(pilot.p_min * pilot.log_p_min_scale) + step,
+                  jnp.where(capped_only, jnp.log(flat_scale * (ratio + (1.0 - ratio) * jax.nn.sigmoid(-xi))),
+                            jnp.log(coef_scale[:n_races]))),
     )
     numpyro.factor("race_reparameterisation", jnp.sum(log_jacobian) + shift_prior.log_prob(shift))
     return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}

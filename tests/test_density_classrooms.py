@@ -31,8 +31,11 @@ model does beyond the notebook:
     :math:`10^{-9}` above the floor;
   - *one-sided* (SMALL, no LARGE): above the floor, :math:`\\alpha_g - \\mathrm{floor}`
     exponential in :math:`\\xi_g`;
-  - *unbounded* (no SMALL REGULAR students: LARGE only, or none): affine in
-    :math:`\\xi_g`;
+  - *LARGE only* (no SMALL REGULAR students): unbounded, bent at the wall
+    :math:`-\\max_{\\mathrm{LARGE}}(\\beta s_i + \\lambda U_i)` (ceiling - 1), where the
+    likelihood turns from flat to steep: the slope :math:`d\\alpha_g / d\\xi_g` falls
+    as :math:`\\alpha_g` passes it;
+  - *no REGULAR students*: affine in :math:`\\xi_g`;
 
   with the floor :math:`-\\min_{\\mathrm{SMALL}}(\\beta s_i + \\lambda U_i)` and the
   ceiling :math:`1 - \\max_{\\mathrm{LARGE}}(\\beta s_i + \\lambda U_i)`, and with noisy
@@ -68,7 +71,7 @@ from test_density_independent import TOLERANCE, assert_same_up_to_a_constant, di
 #: random points per case
 N_POINTS = 12
 #: the REGULAR students' (race, SMALL) of every dataset but the empty window's:
-#: WHITE two-sided, BLACK one-sided, HISPANIC unbounded (LARGE only), ASIAN unbounded (none)
+#: WHITE two-sided, BLACK one-sided, HISPANIC LARGE only, ASIAN none
 BRANCHES = (("two-sided", 0), ("one-sided", 1), ("large-only", 2), ("no-regular", 3))
 REGULAR = ([0, 0, 0, 0, 1, 1, 2, 2], [1, 0, 1, 0, 1, 1, 0, 0])
 
@@ -216,8 +219,18 @@ def assert_branches(comparison, config, draw, noisy: bool, branches=BRANCHES):
             ratio = d / (a - lo)  # a - floor = p_min exp(scale * xi)
             np.testing.assert_allclose(ratio, ratio[0], rtol=1e-8)
             assert abs(a0 - lo0) < 1e-9 and a1 > 1e6, "the map does not reach the floor and beyond any bound"
-        elif name in ("large-only", "no-regular"):
-            assert np.isinf(lo).all() and (np.isfinite(hi).all() if name == "large-only" else np.isinf(hi).all())
+        elif name == "large-only":
+            assert np.isinf(lo).all() and np.isfinite(hi).all()
+            # bent at the wall (ceiling - 1, where the first LARGE student's rule reaches 0):
+            # the slope d alpha / d xi falls as alpha passes the wall, from the flat side's
+            # scale to the steep side's
+            past_wall = a - (hi - 1.0)
+            assert (d > 0).all() and np.ptp(d) > 1e-3 * np.max(d)
+            falling = np.diff(d[np.argsort(past_wall)])
+            assert np.all(falling <= 1e-12 * np.max(d)), "the slope does not fall past the wall"
+            assert a0 < -10 and a1 > hi1, "the map is bounded"
+        elif name == "no-regular":
+            assert np.isinf(lo).all() and np.isinf(hi).all()
             np.testing.assert_allclose(d, d[0], rtol=1e-10)  # affine in xi
             assert a0 < -10 and a1 > 10, "the map is bounded"
         elif name == "pinned":
