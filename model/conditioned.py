@@ -10,7 +10,8 @@ when it is given data.  It reads as a short sequence of named steps:
    school levels :math:`b_k`;
 4. :func:`_intercept_and_range`: the score intercept :math:`c`, the school-effect
    range :math:`R` and the school effects :math:`e_k`;
-5. :func:`_assignment_rule`: the REGULAR cohort's assignment intercepts and slopes;
+5. :func:`~classsize.model.assignment.assignment_rule`: the REGULAR cohort's assignment
+   intercepts and slopes;
 6. :func:`_observations`: the observed sites (race, class size, score, MA, school).
 
 **Likelihood.**  When the scores carry no noise beyond ability (``score_noise_sd``
@@ -50,10 +51,16 @@ therefore sampled in coordinates that satisfy every constraint by construction (
 where :math:`H, m` are the half range and midpoint of the levels :math:`\beta_A b_k`
 (sites ``ability_uniform_width_excess`` :math:`v`, ``school_position`` :math:`z_k`,
 ``school_effect_range_excess`` :math:`t`, ``score_intercept_position`` :math:`s`,
-``regular_small_race_position`` :math:`\xi_g`).  A race without SMALL REGULAR
-students has :math:`\alpha_g = \hat\alpha_g + \hat\sigma_g \xi_g`; one without LARGE
-REGULAR students has :math:`\alpha_g = \ell_g + \hat p_g e^{\varsigma_g \xi_g}`, the
-limit of the map as :math:`\omega_g \to \infty`.  The assignment probabilities of a
+``regular_small_race_position`` :math:`\xi_g`).  A race without LARGE REGULAR
+students has :math:`\alpha_g = \ell_g + \hat p_g e^{\varsigma_g \xi_g}`, the limit of
+the map as :math:`\omega_g \to \infty`.  A race with LARGE but no SMALL REGULAR
+students has no floor: its likelihood is flat while every LARGE student's rule is at
+most 0 and falls steeply once one is positive, past the wall :math:`w_g = -\max_{i:\
+\mathrm{LARGE,\ REGULAR},\ g(i) = g}(\beta s_i + \lambda U_i)`; its intercept is bent
+there, :math:`\alpha_g = w_g + F[r\xi_g - (1 - r)(\log(1 + e^{-\xi_g}) - \log 2)]`,
+with slope :math:`F` on the flat side (:math:`F^2` the prior variance of :math:`\alpha
++ \rho_g`) and :math:`rF = \hat\sigma_g` on the steep side.  A race without REGULAR
+students has :math:`\alpha_g = \hat\alpha_g + \hat\sigma_g \xi_g`.  The assignment probabilities of a
 race's REGULAR students then lie strictly between 0 and 1, so neither clipped wall
 is met; where the slopes leave no room (:math:`\omega_g \le 0`) the window is held
 at :math:`10^{-9}` and the Jacobian penalises it.  Each map is a bijection onto the
@@ -61,7 +68,8 @@ support given the coordinates before it, so the log-Jacobian is the sum
 :math:`\log u_W + v + \sum_k[\log(W - \rho_k) + \log\varphi(z_k)] + 2(\log u_R + t)
 + \log(2\beta_S) + \log\varphi(s) + K\log(\beta_A/\beta_S) + \sum_g[\log(\omega_g
 \varsigma_g) + \log\sigma(\eta_g) + \log\sigma(-\eta_g)]` (:math:`\eta_g` the
-logistic's argument), added by ``numpyro.factor`` together with the priors of
+logistic's argument; a bent race adds :math:`\log F + \log(r + (1 - r)\sigma(-\xi_g))`
+instead), added by ``numpyro.factor`` together with the priors of
 :math:`W, c, R, e_k, \rho_g`.  Using :math:`\Phi` makes :math:`z_k` and :math:`s`
 exactly standard normal where the data leave a level flat in its window.
 
@@ -115,7 +123,6 @@ standardised coordinate; the maps of :math:`(t, s)` to :math:`(R, c)` and of
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Mapping
 
 import jax
@@ -135,11 +142,12 @@ from .pieces import (
     sample_parameters,
     small_probability,
 )
+from .assignment import assignment_rule
 from .classrooms import class_levels
 from .coordinates import centred, standard
 from .noise import EDGE_SITE, NoisyUniformScore, check_noise_ability, edge_share, noisy_small_probability
-from .groups import group_extreme, group_extremes
-from .pilot import SCORE_EFFECTS, Pilot, pilot_estimates, prior_variance
+from .groups import group_extremes
+from .pilot import SCORE_EFFECTS, Pilot, pilot_estimates
 
 #: Score weights sampled (if not pinned) as plain sites.
 SCORE_WEIGHTS = ("score_ability_weight", "score_school_weight", "score_noise_sd")
@@ -189,7 +197,7 @@ def condition_on_data(design: Design, priors: Mapping[str, Distribution], data: 
     def ability_uniform(who=slice(None)):
         return residual(who) - level[group[who]]
 
-    p.update(_assignment_rule(design, priors, pilot, data, ability_uniform, width if noisy else None))
+    p.update(assignment_rule(design, priors, pilot, data, ability_uniform, width if noisy else None))
     ability_uniform = ability_uniform()
     if uniform and not noisy:  # the statistic of the edge check (noise.edge_share)
         numpyro.deterministic(EDGE_SITE, edge_share(ability_uniform, width))
@@ -356,74 +364,6 @@ def _intercept_and_range(design: Design, priors, pilot: Pilot, level, beta_s, lo
         - n_schools * jnp.log(beta_s)
     )
     numpyro.factor("reparameterisation", log_jacobian + log_prior)
-
-
-def _assignment_rule(design: Design, priors, pilot: Pilot, data: Observed, ability_uniform, noisy_width=None) -> dict:
-    r"""Step 5: the REGULAR cohort's assignment slopes, intercept and race shifts, each
-    race's intercept mapped into the window its SMALL and LARGE students allow
-    (``ability_uniform(who)``: the implied :math:`U_i` of the students ``who``).
-
-    With measurement noise (``noisy_width`` :math:`W`) a student's ability may lie
-    anywhere in [0, W], so the window asks only that her rule be positive (SMALL) or
-    below 1 (LARGE) somewhere there: :math:`\lambda U_i` is replaced by
-    :math:`\max(\lambda W, 0)` for SMALL students and :math:`\min(\lambda W, 0)` for LARGE."""
-    n_races = len(design.race_codes)
-    alpha_prior, shift_prior = priors["regular_small_intercept"], priors["regular_small_race_shift"]
-    coef, coef_scale = pilot.assignment
-    income = centred("regular_small_income", priors["regular_small_income"], coef[n_races], coef_scale[n_races])
-    slope = centred("regular_small_ability", priors["regular_small_ability"], coef[n_races + 1], coef_scale[n_races + 1])
-    out = {"regular_small_income": income, "regular_small_ability": slope}
-    if pinned(shift_prior):
-        alpha = centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races] - shift_prior.v),
-                         jnp.sqrt(jnp.mean(coef_scale[:n_races] ** 2) / n_races))
-        shift = numpyro.deterministic("regular_small_race_shift", shift_prior.v)
-        return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
-    alpha_sd = jnp.sqrt(prior_variance(alpha_prior))
-    alpha = centred("regular_small_intercept", alpha_prior, jnp.mean(coef[:n_races]) * n_races / (n_races + 1.0),
-                     jnp.where(alpha_sd > 0, alpha_sd, 1.0) / jnp.sqrt(n_races + 1.0))
-    xi = standard("regular_small_race_position", (n_races,))
-
-    if noisy_width is None:
-        def linear(who=slice(None)):
-            return income * data.income_scaled[who] + slope * ability_uniform(who)
-
-        values = linear()
-        lowest = group_extreme(values, pilot.small_by_race, largest=False, evaluate=linear)
-        highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=linear)
-    else:
-        def reach(who=slice(None), sign=1.0):
-            return income * data.income_scaled[who] + sign * jnp.maximum(sign * slope * noisy_width, 0.0)
-
-        values = income * data.income_scaled
-        lowest = group_extreme(values, pilot.small_by_race, largest=False, evaluate=reach)
-        highest = group_extreme(values, pilot.large_by_race, largest=True, evaluate=partial(reach, sign=-1.0))
-    has_constraint, has_cap = pilot.has_constraint, pilot.has_cap
-    two_sided = has_constraint & has_cap
-    capped_only = has_cap & ~has_constraint
-    floor = -jnp.where(has_constraint, lowest, 0.0)
-    window = jnp.where(two_sided, jnp.maximum(1.0 - jnp.where(has_cap, highest, 0.0) - floor, 1e-9), 1.0)
-    step = pilot.log_p_min_scale * xi
-    eta = jnp.log(pilot.p_min) - jnp.log(window) + step
-    # a race with LARGE but no SMALL students: flat below the wall, steep above it
-    wall = -jnp.where(capped_only, highest, 0.0)
-    flat_scale = jnp.sqrt(alpha_sd ** 2 + jnp.maximum(prior_variance(shift_prior), 1e-6))
-    ratio = jnp.clip(coef_scale[:n_races] / flat_scale, 1e-3, 1.0)
-    bend = ratio * xi - (1.0 - ratio) * (jax.nn.softplus(-xi) - jnp.log(2.0))
-    race_intercept = jnp.where(
-        has_constraint,
-        floor + jnp.where(two_sided, window * jax.nn.sigmoid(eta), pilot.p_min * jnp.exp(step)),
-        jnp.where(capped_only, wall + flat_scale * bend, coef[:n_races] + coef_scale[:n_races] * xi),
-    )
-    shift = numpyro.deterministic("regular_small_race_shift", race_intercept - alpha)
-    log_jacobian = jnp.where(
-        two_sided,
-        jnp.log(window * pilot.log_p_min_scale) + jax.nn.log_sigmoid(eta) + jax.nn.log_sigmoid(-eta),
-        jnp.where(has_constraint, jnp.log(pilot.p_min * pilot.log_p_min_scale) + step,
-                  jnp.where(capped_only, jnp.log(flat_scale * (ratio + (1.0 - ratio) * jax.nn.sigmoid(-xi))),
-                            jnp.log(coef_scale[:n_races]))),
-    )
-    numpyro.factor("race_reparameterisation", jnp.sum(log_jacobian) + shift_prior.log_prob(shift))
-    return {**out, "regular_small_intercept": alpha, "regular_small_race_shift": shift}
 
 
 def _observations(design: Design, p: Mapping, data: Observed, ability_uniform, beta_a, width, uniform: bool,

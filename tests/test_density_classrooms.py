@@ -19,7 +19,7 @@ model does beyond the notebook:
   weights ``extra_covariate_weights``) and two class covariates (``class_covariates``,
   per class slot, weights ``class_covariate_weights``), with class effects (and, in the
   slow suite, without them, and uniform ability with one of each);
-* **the race windows** (``_assignment_rule`` in :mod:`classsize.model.conditioned`):
+* **the race windows** (:func:`~classsize.model.assignment.assignment_rule`):
   each race's intercept :math:`\\alpha_g = \\alpha + \\rho_g` is mapped from
   ``regular_small_race_position`` :math:`\\xi_g` by one of five branches, chosen by the
   REGULAR students of the race and by the priors:
