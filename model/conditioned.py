@@ -51,27 +51,31 @@ therefore sampled in coordinates that satisfy every constraint by construction (
 where :math:`H, m` are the half range and midpoint of the levels :math:`\beta_A b_k`
 (sites ``ability_uniform_width_excess`` :math:`v`, ``school_position`` :math:`z_k`,
 ``school_effect_range_excess`` :math:`t`, ``score_intercept_position`` :math:`s`,
-``regular_small_race_position`` :math:`\xi_g`).  A race without LARGE REGULAR
-students has :math:`\alpha_g = \ell_g + \hat p_g e^{\varsigma_g \xi_g}`, the limit of
-the map as :math:`\omega_g \to \infty`.  A race with LARGE but no SMALL REGULAR
-students has no floor: its likelihood is flat while every LARGE student's rule is at
-most 0 and falls steeply once one is positive, past the wall :math:`w_g = -\max_{i:\
-\mathrm{LARGE,\ REGULAR},\ g(i) = g}(\beta s_i + \lambda U_i)`; its intercept is bent
-there, :math:`\alpha_g = w_g + F[r\xi_g - (1 - r)(\log(1 + e^{-\xi_g}) - \log 2)]`,
-with slope :math:`F` on the flat side (:math:`F^2` the prior variance of :math:`\alpha
-+ \rho_g`) and :math:`rF = \hat\sigma_g` on the steep side.  A race without REGULAR
-students has :math:`\alpha_g = \hat\alpha_g + \hat\sigma_g \xi_g`.  The assignment probabilities of a
-race's REGULAR students then lie strictly between 0 and 1, so neither clipped wall
-is met; where the slopes leave no room (:math:`\omega_g \le 0`) the window is held
-at :math:`10^{-9}` and the Jacobian penalises it.  Each map is a bijection onto the
-support given the coordinates before it, so the log-Jacobian is the sum
-:math:`\log u_W + v + \sum_k[\log(W - \rho_k) + \log\varphi(z_k)] + 2(\log u_R + t)
-+ \log(2\beta_S) + \log\varphi(s) + K\log(\beta_A/\beta_S) + \sum_g[\log(\omega_g
-\varsigma_g) + \log\sigma(\eta_g) + \log\sigma(-\eta_g)]` (:math:`\eta_g` the
-logistic's argument; a bent race adds :math:`\log F + \log(r + (1 - r)\sigma(-\xi_g))`
-instead), added by ``numpyro.factor`` together with the priors of
-:math:`W, c, R, e_k, \rho_g`.  Using :math:`\Phi` makes :math:`z_k` and :math:`s`
-exactly standard normal where the data leave a level flat in its window.
+``regular_small_race_position`` :math:`\xi_g`).  The assignment probabilities of a
+race's REGULAR students then lie strictly between 0 and 1, so neither clipped wall is
+met; where the slopes leave no room (:math:`\omega_g \le 0`) the window is held at
+:math:`10^{-9}` and the Jacobian penalises it.  Three kinds of race map otherwise:
+
+* without LARGE REGULAR students, :math:`\alpha_g = \ell_g + \hat p_g e^{\varsigma_g
+  \xi_g}`, the limit of the map as :math:`\omega_g \to \infty`;
+* with LARGE but no SMALL REGULAR students there is no floor: the likelihood is flat
+  while every LARGE student's rule is at most 0 and falls steeply once one is positive,
+  past the wall :math:`w_g = -\max_{i:\ \mathrm{LARGE,\ REGULAR},\ g(i) = g}(\beta
+  s_i + \lambda U_i)`, so the intercept is bent there, :math:`\alpha_g = w_g +
+  F[r\xi_g - (1 - r)(\log(1 + e^{-\xi_g}) - \log 2)]`, with slope :math:`F` on the
+  flat side (:math:`F^2` the prior variance of :math:`\alpha + \rho_g`) and
+  :math:`rF = \hat\sigma_g` on the steep side;
+* without REGULAR students, :math:`\alpha_g = \hat\alpha_g + \hat\sigma_g \xi_g`.
+
+Each map is a bijection onto the support given the coordinates before it, so the
+log-Jacobian is the sum :math:`\log u_W + v + \sum_k[\log(W - \rho_k) +
+\log\varphi(z_k)] + 2(\log u_R + t) + \log(2\beta_S) + \log\varphi(s) +
+K\log(\beta_A/\beta_S) + \sum_g[\log(\omega_g \varsigma_g) + \log\sigma(\eta_g) +
+\log\sigma(-\eta_g)]` (:math:`\eta_g` the logistic's argument; a bent race adds
+:math:`\log F + \log(r + (1 - r)\sigma(-\xi_g))` instead), added by ``numpyro.factor``
+together with the priors of :math:`W, c, R, e_k, \rho_g`. Using :math:`\Phi` makes
+:math:`z_k` and :math:`s` exactly standard normal where the data leave a level flat in
+its window.
 
 **Standardised coordinates.**  Every other parameter :math:`x` with prior
 :math:`p(x)` is sampled as ``x_std`` :math:`= \xi` with :math:`x = T(\hat x + \hat

@@ -52,6 +52,30 @@ def test_expected_clipped_rule_equals_numerical_integration():
         assert values[i] == pytest.approx(exact, abs=1e-11)
 
 
+def test_expected_clipped_rule_far_in_a_tail_is_the_truncated_mean():
+    """Bounds more than 35 sd on one side of 0 (a score far outside the uniform's range):
+    the truncated normal's mass underflows, so the rule is evaluated at its mean, which
+    must be the mean, not its first-order approximation B + 1/B (off by about 2/|B|^3:
+    5e-5 at 35 sd).  The rule is linear over the mass here, so E[rule] = a + lambda E[X],
+    with E[X] from scipy's truncated normal (accurate to about 1e-11 this far out).
+    Deterministic."""
+    import jax
+    import jax.numpy as jnp
+    from scipy import stats
+
+    from classsize.model.noise import expected_clipped_rule
+
+    rng = np.random.default_rng(1)
+    n = 40
+    near = rng.uniform(35.5, 60.0, n) * rng.choice([-1.0, 1.0], n)  # the bound nearer 0
+    far = near + np.sign(near) * rng.exponential(20.0, n)
+    lower, upper = np.minimum(near, far), np.maximum(near, far)
+    a, lam = rng.uniform(0.4, 0.6, n), rng.uniform(0.001, 0.005, n) * rng.choice([-1.0, 1.0], n)
+    values = np.asarray(jax.jit(expected_clipped_rule)(*(jnp.asarray(x) for x in (a, lam, lower, upper))))
+    exact = a + lam * np.array([stats.truncnorm(lo, hi).mean() for lo, hi in zip(lower, upper)])
+    np.testing.assert_allclose(values, exact, rtol=0, atol=1e-12)
+
+
 def test_noisy_score_density_is_the_convolution_and_finite_in_the_tails():
     """The score density of uniform ability plus normal noise integrates to 1, equals the
     numerical convolution, and stays finite (with the normal tail's slope) 60 sd out."""
