@@ -220,3 +220,35 @@ def test_prior_predictive_comes_from_the_prior(runs):
     prior_sd = float(idata.prior_predictive["test_score"].mean("student_id").std())
     post_sd = float(idata.posterior_predictive["test_score"].mean("student_id").std())
     assert prior_sd > 3 * post_sd
+
+
+def test_the_prior_drawn_while_the_sampler_compiles_is_the_prior(runs):
+    """``classsize fit`` begins the prior draws on another thread before the sampler
+    (:func:`~classsize.inference.fit.idata.start_prior`); the file's prior group holds
+    exactly the draws made in this thread from the same key afterwards, and the naive
+    regression, whose prior is drawn in the calling thread, begins none."""
+    import jax
+
+    from classsize.inference.analyses.registry import get_analysis
+    from classsize.inference.data.sources import as_loaded
+    from classsize.inference.engine.runtime import use_compilation_cache
+    from classsize.inference.fit.idata import predictive_keys, prior_draw_count, start_prior
+
+    use_compilation_cache()
+    folder, files = runs
+    idata = _open(files["structural"])
+    chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    with jax.enable_x64(True):
+        problem = get_analysis("structural").problem(as_loaded(folder))
+        n = prior_draw_count(chains, draws, problem.n_students)
+        here = problem.analysis.prior_draws(problem, predictive_keys(0)[1], n)
+        started = start_prior(problem, chains, draws, 0).result()
+        naive = get_analysis("naive").problem(as_loaded(folder))
+        assert start_prior(naive, chains, draws, 0) is None
+    assert sorted(started) == sorted(here)
+    for name, values in here.items():
+        assert values.dtype == started[name].dtype and np.array_equal(values, started[name]), name
+        if name in idata.prior:
+            saved = idata.prior[name].values
+            assert np.array_equal(saved.reshape((-1,) + saved.shape[2:]), values), name
+    assert len(idata.prior.data_vars) > 10

@@ -285,6 +285,12 @@ class Analysis:
         prior predictive)."""
         raise NotImplementedError
 
+    def prior_sampler(self, problem: Problem, key, n: int):
+        """:meth:`prior_draws` of ``key`` and ``n`` as a function of nothing that another
+        thread may run while this one traces (its program prepared now), or None: this
+        analysis draws its prior in the calling thread."""
+        return None
+
     # ----------------------------------------------------------------- studies
     def study_quantities(self, design: Design, sbc: bool) -> tuple[str, ...]:
         """What a recovery study checks: the estimands (and, for SBC, what the subclass adds)."""

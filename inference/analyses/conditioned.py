@@ -235,6 +235,19 @@ class ConditionedAnalysis(Analysis):
     def prior_draws(self, problem: Problem, key, n: int) -> dict[str, np.ndarray]:
         """The structural parameters, the school effects and the class effects' sd from
         the priors (the class effects themselves the forward model draws)."""
+        return {k: np.asarray(v) for k, v in self._prior_program(problem, n)(key).items()}
+
+    def prior_sampler(self, problem: Problem, key, n: int):
+        """:meth:`prior_draws` of ``key`` and ``n`` as a function of nothing, its stored
+        program loaded or traced now, so that another thread can compile and run it (None
+        with the compilation cache off)."""
+        program = self._prior_program(problem, n).prepare(key)
+        if program is None:
+            return None
+        return lambda: {k: np.asarray(v) for k, v in program(key).items()}
+
+    def _prior_program(self, problem: Problem, n: int):
+        """One compiled program of ``n`` prior draws (not the sites one by one), stored."""
         from numpyro.infer import Predictive
 
         priors, n_schools = problem.priors, problem.design.n_schools
@@ -247,10 +260,10 @@ class ConditionedAnalysis(Analysis):
                 numpyro.sample("class_effect_sd", priors["class_effect_sd"])
 
         program = problem.programs.get(("prior", n))
-        if program is None:  # one compiled program (not the sites one by one), stored
+        if program is None:
             program = problem.programs[("prior", n)] = stored_jit(Predictive(parameters, num_samples=n),
                                                                   "prior", problem.signature, n)
-        return {k: np.asarray(v) for k, v in program(key).items()}
+        return program
 
     # ----------------------------------------------------------------- studies
     def study_quantities(self, design: Design, sbc: bool) -> tuple[str, ...]:

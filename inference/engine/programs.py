@@ -190,16 +190,21 @@ def stored_jit(fn, *key_parts):
     ``key_parts``, the arguments' structure and their shapes and dtypes: ``key_parts``
     must name everything else ``fn`` depends on), else traced, exported and saved;
     either way it runs through ``Exported.call``, compiled once per process (or loaded
-    from the persistent compilation cache).  With the cache off, plain ``jax.jit``."""
+    from the persistent compilation cache).  With the cache off, plain ``jax.jit``.
+
+    ``.prepare(*args)`` loads or traces the program for ``args``' shapes now and returns
+    it (None with the cache off): it traces no Python function when called, only the
+    stored program, so another thread may compile and run it while this one traces
+    (NumPyro's handlers are one stack for all threads)."""
     import jax
     import numpy as np
 
     jitted = jax.jit(fn)
     compiled: dict = {}
 
-    def call(*args):
+    def prepare(*args):
         if _folder() is None:
-            return jitted(*args)
+            return None
         leaves, tree = jax.tree.flatten(args)
         shapes = tuple((np.shape(a), str(np.result_type(a))) for a in leaves)
         program = compiled.get((tree, shapes))
@@ -215,8 +220,12 @@ def stored_jit(fn, *key_parts):
             stored, source = load_or_export(key, export)
             program = compiled[(tree, shapes)] = jax.jit(stored.exported.call)
             note("function", key, source, time.perf_counter() - begin, name=str(key_parts[0]))
-        return program(*args)
+        return program
 
+    def call(*args):
+        return (prepare(*args) or jitted)(*args)
+
+    call.prepare = prepare
     return call
 
 

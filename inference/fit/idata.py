@@ -165,21 +165,62 @@ def thinning_step(chains: int, draws: int, n_students: int) -> int:
     return max(1, math.ceil(draws / max(1, keep // chains)))
 
 
+def predictive_keys(seed: int):
+    """The keys of the replicates and of the prior draws of a fit of ``seed``."""
+    import jax
+
+    key_replicate, key_prior = jax.random.split(jax.random.PRNGKey(seed + 1))
+    return key_replicate, key_prior
+
+
+def prior_draw_count(chains: int, draws: int, n_students: int) -> int:
+    """How many prior draws the prior groups hold: every other draw the per-student
+    groups keep (:func:`thinning_step`), of every chain."""
+    return chains * len(range(0, draws, thinning_step(chains, draws, n_students))[::2])
+
+
+def start_prior(problem: Problem, chains: int, draws: int, seed: int = 0):
+    """The prior draws :func:`inference_data` makes for ``chains x draws`` posterior
+    draws and ``seed``, begun now on another thread (a ``Future``), so that their
+    program compiles and runs while this thread prepares the sampler (XLA compiles one
+    program on one core); None where the analysis draws them in the calling thread
+    (:meth:`~.base.Analysis.prior_sampler`).  The draws are the same either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import jax
+
+    n = prior_draw_count(chains, draws, problem.n_students)
+    sampler = problem.analysis.prior_sampler(problem, predictive_keys(seed)[1], n)
+    if sampler is None:
+        return None
+    x64 = bool(jax.config.jax_enable_x64)  # (a thread-local setting: the new thread takes this one's)
+
+    def run():
+        with jax.enable_x64(x64):
+            return sampler()
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="classsize-prior")
+    started = pool.submit(run)
+    pool.shutdown(wait=False)
+    return started
+
+
 def _per_student(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values)
     return v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
 
 
 def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predictive: bool = True,
-                   prior: bool = True, seed: int = 0, attrs: dict | None = None):
+                   prior: bool = True, seed: int = 0, attrs: dict | None = None, started_prior=None):
     """The InferenceData (``xarray.DataTree``) of one fit (see the module's docstring).
 
     ``sites`` and ``estimands`` are ``(chains, draws, ...)`` arrays, ``stats`` the
     sampler statistics of :class:`~.sampling.Draws`; the predictive groups and the
-    prior are drawn with keys from ``seed``.  ``attrs`` go to the root (provenance).
+    prior are drawn with keys from ``seed`` (the prior by ``started_prior``, the
+    :func:`start_prior` of the same fit, when given).  ``attrs`` go to the root
+    (provenance).
     """
     import arviz_base as az  # (ArviZ's data layer: no plotting library to import)
-    import jax
     from numpyro.infer import log_likelihood
 
     analysis = problem.analysis
@@ -196,7 +237,7 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
     flat = {k: v[:, kept].reshape((n_kept,) + v.shape[2:]) for k, v in sites.items()}
 
     kept_prior = kept[::2]  # the prior groups: every other kept draw label
-    n_prior = chains * len(kept_prior)
+    n_prior = prior_draw_count(chains, n_draws, problem.n_students)
 
     def unflat(v, labels=kept):
         v = np.asarray(v)
@@ -220,10 +261,12 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
                   observed_data=observed, constant_data=constant)
 
     if posterior_predictive or prior:
-        key_replicate, key_prior = jax.random.split(jax.random.PRNGKey(seed + 1))
+        key_replicate, key_prior = predictive_keys(seed)
         draws = {k: v for k, v in flat.items() if k not in coordinate_sites}
         if prior:
-            prior_draws = analysis.prior_draws(problem, key_prior, n_prior)
+            prior_draws = None if started_prior is None else started_prior.result()
+            if prior_draws is None or len(next(iter(prior_draws.values()))) != n_prior:
+                prior_draws = analysis.prior_draws(problem, key_prior, n_prior)
             draws = {k: np.concatenate([v, np.asarray(prior_draws[k], dtype=v.dtype)])
                      for k, v in draws.items() if k in prior_draws}
             groups["prior"] = {k: unflat(v, kept_prior) for k, v in prior_draws.items() if k not in pinned}

@@ -50,7 +50,7 @@ from classsize.inference.analyses.base import Problem
 from classsize.inference.analyses.registry import get_analysis
 from classsize.inference.engine.diagnostics import one_fit, sampler_warnings
 from classsize.inference.fit.checks import model_checks
-from classsize.inference.fit.idata import inference_data, write_netcdf
+from classsize.inference.fit.idata import inference_data, start_prior, write_netcdf
 from classsize.inference.outputs import FORMAT_VERSION, Progress, package_version
 from classsize.inference.engine.sampling import ChainRunner, Draws
 from classsize.inference.engine.settings import CI_PROB, DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
@@ -318,6 +318,8 @@ def fit(
         print(f"classsize: {runner.chains} chains share {len(runner.devices)} JAX device(s) and run in turn; "
               f"call classsize.use_all_cores() before JAX starts to run them side by side", file=sys.stderr)
     start = time.perf_counter()
+    # the prior draws compile and run on another core while the sampler compiles
+    started_prior = start_prior(problem, runner.chains, runner.samples, seed) if posterior_predictive else None
     draws = runner.run(spec.stack([problem]), [seed])
     provenance = {
         "classsize_version": package_version(),
@@ -329,16 +331,18 @@ def fit(
         "data_source": source_label(loaded), "data_fingerprint": fingerprint(loaded),
     }
     result = result_from_draws(problem, draws, time.perf_counter() - start, truth=loaded.truth,
-                               posterior_predictive=posterior_predictive, seed=seed, provenance=provenance)
+                               posterior_predictive=posterior_predictive, seed=seed, provenance=provenance,
+                               started_prior=started_prior)
     result.units = str(loaded.metadata.get("score_units", "points"))
     return result
 
 
 def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None, posterior_predictive=True,
-                      seed=0, provenance: dict | None = None) -> FitResult:
+                      seed=0, provenance: dict | None = None, started_prior=None) -> FitResult:
     """The :class:`FitResult` of dataset 0 of ``draws``; with class effects its
     ``classrooms`` summarise their sd and the intraclass correlation, whose R-hat and
-    ESS the sampler's warnings cover as the estimands'."""
+    ESS the sampler's warnings cover as the estimands'.  ``started_prior``: the
+    :func:`~.idata.start_prior` of this fit, if it was begun."""
 
     def quantities(sites):
         varied = {n: sites[n] for n in CLASSROOM_QUANTITIES if n in sites and np.ptp(sites[n]) > 0}
@@ -359,7 +363,7 @@ def result_from_draws(problem: Problem, draws: Draws, seconds: float, truth=None
     checks = model_checks(problem, sites, seed=seed)  # (their statistics are no parameters of the posterior)
     idata = inference_data(problem, {k: v for k, v in sites.items() if k != EDGE_SITE}, stats, estimands,
                            posterior_predictive=posterior_predictive, prior=posterior_predictive, seed=seed,
-                           attrs=attrs)
+                           attrs=attrs, started_prior=started_prior)
     result = FitResult(problem.name, idata, estimands, diagnostics, truth, problem, provenance=provenance)
     result.estimand_summaries = summaries
     result.classrooms = classrooms
