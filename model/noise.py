@@ -183,8 +183,8 @@ def expected_clipped_rule(intercept, slope, lower, upper):
     bound = jnp.where(ok, 1.0, jnp.where(upper < 0, upper, lower))  # (1.0: unused, away from 0)
     other = jnp.where(ok, 2.0, jnp.where(upper < 0, lower, upper))
     b, f = jnp.abs(bound), jnp.abs(other)
-    q = jnp.exp(-0.5 * (f - b) * (f + b))
-    mean = jnp.sign(bound) * -jnp.expm1(-0.5 * (f - b) * (f + b)) / (_tail_series(b) / b - q * _tail_series(f) / f)
+    log_q = -0.5 * (f - b) * (f + b)
+    mean = jnp.sign(bound) * -jnp.expm1(log_q) / (_tail_series(b) / b - jnp.exp(log_q) * _tail_series(f) / f)
     far = jnp.clip(intercept + safe * mean, 0.0, 1.0)
     return jnp.where(flat, jnp.clip(intercept, 0.0, 1.0), jnp.where(ok, linear + top, far))
 

@@ -173,10 +173,16 @@ def predictive_keys(seed: int):
     return key_replicate, key_prior
 
 
+def kept_draws(chains: int, draws: int, n_students: int) -> tuple[np.ndarray, np.ndarray]:
+    """The draw labels the per-student groups keep (every :func:`thinning_step`-th) and
+    those the prior groups keep (every other one of those)."""
+    kept = np.arange(0, draws, thinning_step(chains, draws, n_students))
+    return kept, kept[::2]
+
+
 def prior_draw_count(chains: int, draws: int, n_students: int) -> int:
-    """How many prior draws the prior groups hold: every other draw the per-student
-    groups keep (:func:`thinning_step`), of every chain."""
-    return chains * len(range(0, draws, thinning_step(chains, draws, n_students))[::2])
+    """How many prior draws the prior groups hold, over every chain."""
+    return chains * len(kept_draws(chains, draws, n_students)[1])
 
 
 def start_prior(problem: Problem, chains: int, draws: int, seed: int = 0):
@@ -231,13 +237,12 @@ def inference_data(problem: Problem, sites, stats, estimands, *, posterior_predi
     posterior.update(estimands)
 
     step = thinning_step(chains, n_draws, problem.n_students)
-    kept = np.arange(0, n_draws, step)
+    kept, kept_prior = kept_draws(chains, n_draws, problem.n_students)
     n_kept = chains * len(kept)
     # (chains, kept, ...) flattened chain-major, so that a flat index unflattens back
     flat = {k: v[:, kept].reshape((n_kept,) + v.shape[2:]) for k, v in sites.items()}
 
-    kept_prior = kept[::2]  # the prior groups: every other kept draw label
-    n_prior = prior_draw_count(chains, n_draws, problem.n_students)
+    n_prior = chains * len(kept_prior)
 
     def unflat(v, labels=kept):
         v = np.asarray(v)
