@@ -11,8 +11,10 @@ own, so the notebooks share out over both, and runs first.
 
 The suite says what it compiled: every process it starts (the pytest workers, the
 notebooks' kernels, the command-line runs) appends the programs it prepares to one log
-(``CLASSSIZE_PROGRAM_LOG``, :func:`classsize.inference.engine.programs.note`), which the
-terminal summary counts.
+(``CLASSSIZE_PROGRAM_LOG``, :func:`classsize.inference.engine.programs.note`), each
+line labelled with the test that was running (``CLASSSIZE_PROGRAM_CONTEXT``), which
+the terminal summary counts, in all and by the test file that first prepared each
+distinct sampler program.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from classsize.inference.engine.runtime import use_all_cores  # noqa: E402
 use_all_cores()
 
 SLOW = os.environ.get("CLASSSIZE_SLOW", "") == "1"
+from classsize.inference.engine.programs import CONTEXT_ENV as PROGRAM_CONTEXT  # noqa: E402
 from classsize.inference.engine.programs import LOG_ENV as PROGRAM_LOG  # noqa: E402
 
 
@@ -44,6 +47,12 @@ def pytest_configure(config):
         handle, path = tempfile.mkstemp(prefix="classsize-programs-", suffix=".jsonl")
         os.close(handle)
         os.environ[PROGRAM_LOG] = config._classsize_program_log = path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    # the label of the programs this test prepares, its fixtures' included
+    os.environ[PROGRAM_CONTEXT] = item.nodeid
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -64,6 +73,16 @@ def pytest_terminal_summary(terminalreporter, config):
             f"{kind} programs: {len(mine)} prepared in {len({e.get('pid') for e in mine})} processes, "
             f"{len({e.get('key') for e in mine})} distinct; {sources['traced']} traced and exported, "
             f"{sources['stored']} loaded from the store; {sum(e.get('seconds', 0.0) for e in mine):.0f} s in all")
+    first: dict[str, dict] = {}
+    for e in entries:
+        if e.get("kind") == "sampler":
+            first.setdefault(e.get("key"), e)
+    by_file: dict[str, list[float]] = {}
+    for e in first.values():
+        by_file.setdefault(str(e.get("context") or "?").split("::")[0], []).append(e.get("seconds", 0.0))
+    for name, seconds in sorted(by_file.items(), key=lambda kv: -sum(kv[1])):
+        terminalreporter.write_line(f"  {len(seconds):3d} distinct sampler programs first prepared by {name}, "
+                                    f"{sum(seconds):.0f} s")
 
 
 def fast_or_slow(fast, slow):

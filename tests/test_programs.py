@@ -77,6 +77,7 @@ def test_a_stored_function_is_loaded_by_a_later_instance_and_logged(folder, tmp_
 
     log = tmp_path / "programs.jsonl"
     monkeypatch.setenv(programs.LOG_ENV, str(log))
+    monkeypatch.setenv(programs.CONTEXT_ENV, "a label")
 
     def f(x, y):
         return {"s": jnp.sin(x) * y}
@@ -92,6 +93,7 @@ def test_a_stored_function_is_loaded_by_a_later_instance_and_logged(folder, tmp_
     assert [(e["kind"], e["source"], e["name"]) for e in lines] == [
         ("function", "traced", "test"), ("function", "stored", "test"), ("function", "traced", "test")]
     assert lines[0]["key"] == lines[1]["key"] != lines[2]["key"]
+    assert {e["context"] for e in lines} == {"a label"}
     assert len(list(folder.glob("*.bin"))) == 2
 
 

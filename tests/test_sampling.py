@@ -27,11 +27,11 @@ def test_draws_do_not_depend_on_the_number_of_devices():
         pytest.skip("needs two JAX devices (two cores)")
     analysis = get_analysis("randomized")
     problem = analysis.bind_many(TINY, observed_from_draw(draw_many(TINY, [3]), TINY, analysis.cohort))
-    # 3 chains: 3 lanes on one device and 2 on each of two, padded to 4 and 2 + 2 (a
-    # power of two per device), the padding lanes inactive
+    # 3 chains: three calls of a program of one lane on one device, or two calls of a
+    # program of one lane on each of two (the fourth lane inactive)
     runners = [ChainRunner(3, 40, 30, devices=jax.devices()[:k]) for k in (1, 2)]
     one, two = (r.run(problem, [7]) for r in runners)
-    assert [next(iter(r._compiled))[2][0][0] for r in runners] == [4, 4]  # the lanes (the keys' shape)
+    assert [next(iter(r._compiled))[2][0][0] for r in runners] == [1, 2]  # one lane per device (the keys' shape)
     name = "small_class_direct_effect"
     assert one.sites[name].shape == (1, 3, 30)
     assert np.unique(one.sites[name]).size > 60  # real draws, not a constant
@@ -48,8 +48,9 @@ def test_chain_keys_are_those_of_numpyro_mcmc():
 
 
 def test_a_batch_maps_back_to_its_datasets(tmp_path):
-    """Fitting datasets together gives each the draws of fitting it alone, and padding
-    lanes (a batch size above the number of datasets) change nothing."""
+    """Fitting datasets together gives each the draws of fitting it alone, padding
+    lanes (a batch size above the number of datasets) change nothing, and both runs use
+    one program (one lane per device, whatever the number of lanes)."""
     from classsize.model.simulate import draw_many
     from classsize.model.tables import observed_from_draw
 
@@ -59,7 +60,8 @@ def test_a_batch_maps_back_to_its_datasets(tmp_path):
     both = runner.run(analysis.bind_many(TINY, observed), [10, 11], batch_size=3)
     import jax
 
-    one = runner.run(analysis.bind_many(TINY, jax.tree.map(lambda a: a[1:], observed)), [11], batch_size=3)
+    one = runner.run(analysis.bind_many(TINY, jax.tree.map(lambda a: a[1:], observed)), [11])
+    assert len(runner._compiled) == 1
     name = "small_class_direct_effect"
     np.testing.assert_array_equal(both.sites[name][1], one.sites[name][0])
     assert not np.array_equal(both.sites[name][0], both.sites[name][1])

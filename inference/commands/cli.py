@@ -160,7 +160,7 @@ def _add_recover_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     _add_sampler_args(p, seed_help="dataset k is simulated with seed SEED+k")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="datasets fitted in one compiled call (default: 4 per device)")
+                   help="datasets simulated and fitted together, written as one batch (default: 4 per device)")
     p.add_argument("--class-effects", type=_sd_or_free, default=None, metavar="SD",
                    help="the class (teacher) effects' sd in the fits: a number pins it (0: no class effects), "
                         "'free' samples it (default: free when the configuration's class_effect_sd is above 0, "
@@ -199,7 +199,7 @@ def _add_design_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     _add_sampler_args(p, seed_help="the design seed: a cell's datasets are seeded by it and the cell's values")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="datasets fitted in one compiled call (default: 4 per device)")
+                   help="datasets simulated and fitted together, written as one batch (default: 4 per device)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="fit the batches on the Dask cluster of this scheduler")
     p.add_argument("--workers", type=int, metavar="N", help="fit the batches on N local Dask worker processes")
     p.add_argument("--resume", action="store_true",

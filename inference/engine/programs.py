@@ -23,7 +23,8 @@ the program traced again.  Nothing is stored when the cache is off.
 When the environment variable ``CLASSSIZE_PROGRAM_LOG`` names a file, every program a
 process prepares is appended to it as one JSON line (:func:`note`): its kind
 (``sampler`` or ``function``), key, whether it was loaded from the folder or traced
-now, and the seconds it took: for a sampler, until it was compiled (or loaded from the
+now, the label ``CLASSSIZE_PROGRAM_CONTEXT`` holds (if set: what the process was
+doing, such as the test that ran), and the seconds it took: for a sampler, until it was compiled (or loaded from the
 persistent compilation cache); for a function, its loading or tracing (it is compiled
 at its first call).  The test suite reads this log to say what it compiled.
 
@@ -49,6 +50,8 @@ MAGIC = b"classsize-exported-program 1\n"
 MAX_BYTES = 512 * 2**20
 #: The environment variable naming the file :func:`note` appends to.
 LOG_ENV = "CLASSSIZE_PROGRAM_LOG"
+#: The environment variable whose value :func:`note` writes as each line's ``context``.
+CONTEXT_ENV = "CLASSSIZE_PROGRAM_CONTEXT"
 
 
 class StoredProgram(NamedTuple):
@@ -159,13 +162,13 @@ def save(key: str, program: StoredProgram) -> None:
 def note(kind: str, key: str, source: str, seconds: float, **what) -> None:
     """Append a line for a prepared program to the file ``$CLASSSIZE_PROGRAM_LOG`` names
     (none: nothing): ``kind``, ``key``, ``source`` (``"stored"``: loaded from the folder;
-    ``"traced"``: traced now), ``seconds`` it took, and ``what`` (JSON values).  A
-    file that cannot be written is passed over."""
+    ``"traced"``: traced now), ``seconds`` it took, ``context`` (``$CLASSSIZE_PROGRAM_CONTEXT``,
+    or None) and ``what`` (JSON values).  A file that cannot be written is passed over."""
     path = os.environ.get(LOG_ENV)
     if not path:
         return
     line = json.dumps({"kind": kind, "key": key, "source": source, "seconds": round(seconds, 3), "pid": os.getpid(),
-                       **what})
+                       "context": os.environ.get(CONTEXT_ENV), **what})
     try:
         with open(path, "a", encoding="utf-8") as out:
             out.write(line + "\n")

@@ -3,11 +3,14 @@
 Every fit, a single one (``classsize fit``) or many at once (``classsize recover``),
 runs here.  Each (dataset, chain) pair is a **lane**: the whole NUTS run (warm-up
 and sampling) of the analysis's kernel, with the dataset's arrays as arguments.  The
-lanes are sharded over the JAX devices (one per core once
-:func:`classsize.inference.engine.runtime.use_all_cores` has run, as the command line does)
-and, within a device, run one after another with ``lax.map`` (``vectorize="map"``,
-the default) or in lockstep with ``jax.vmap`` (``"vmap"``), so four chains on two
-cores run as two pairs side by side.
+program runs one lane per JAX device (one device per core once
+:func:`classsize.inference.engine.runtime.use_all_cores` has run, as the command line
+does), and the lanes are cut into groups of that width that run in turn
+(``vectorize="map"``, the default): four chains on two cores run as two pairs side by
+side, one pair after the other.  The program so depends on the analysis, the data's
+shapes and the devices, not on the number of chains or of datasets fitted together, and
+a fit and a study of the same shapes share it.  With ``vectorize="vmap"`` all lanes of
+a call run in lockstep instead (``jax.vmap``), in one program per number of lanes.
 
 Chain ``c`` of a fit with seed ``s`` starts from ``jax.random.split(PRNGKey(s),
 chains)[c]`` (``PRNGKey(s)`` for one chain), the keys ``numpyro.infer.MCMC`` gives
@@ -60,7 +63,6 @@ from classsize.inference.analyses.base import Problem
 from classsize.inference.engine import adaptation, programs
 from classsize.inference.engine.programs import StoredProgram
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
-from classsize.model.buckets import bucket
 
 #: Sampler statistics recorded for every draw (ArviZ's names), from the NUTS state.
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")
@@ -187,7 +189,9 @@ class ChainRunner:
             one = lambda k, x, a, s: self._lane(problem, start, k, x, a, s, first, total, schedule)  # noqa: E731
             if self.vectorize == "vmap":
                 return jax.vmap(one)(keys, inputs, active, state)
-            return lax.map(lambda a: one(*a), (keys, inputs, active, state))
+            # one lane per device (:meth:`width`)
+            lane = jax.tree.map(lambda a: a[0], (keys, inputs, active, state))
+            return jax.tree.map(lambda a: a[None], one(*lane))
 
         lanes = P("lanes")
         program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P(), P(), P()),
@@ -246,36 +250,41 @@ class ChainRunner:
         """Fit the datasets of ``problem`` (its inputs stacked along a leading axis, one
         per seed in ``seeds``).
 
-        With ``batch_size`` larger than the number of datasets the batch is padded with
-        inactive lanes (which skip their iterations), so every batch of a study runs the
-        same compiled program.  Under ``lax.map`` (the default) each device's lanes are
-        also padded to a power of two (:func:`~classsize.model.buckets.bucket`): an
-        inactive lane costs a skipped loop, and batches of other sizes share programs.
+        The lanes (chain ``c`` of dataset ``d`` is lane ``c * B + d``) are cut into
+        groups of the program's width, :meth:`width` lanes: one per device under
+        ``lax.map`` (the default), so the program depends on neither the number of chains
+        nor of datasets, and every fit and study of an analysis and shape runs one
+        program; all ``B = max(len(seeds), batch_size)`` datasets' lanes at once under
+        ``vmap``, where a study's batches are padded to ``batch_size`` datasets to share
+        one.  The last group is filled up with inactive lanes, which skip their
+        iterations.  Each call of the program runs one group for :data:`CHUNK`
+        iterations; the calls go chunk by chunk over the groups, all dispatched before
+        the first ends, so each device runs its lanes' chunks in turn.
         """
         b, c = len(seeds), self.chains
-        full = max(b, int(batch_size or b))
+        full = b if self.vectorize == "map" else max(b, int(batch_size or b))
         keys = np.stack([chain_keys(s, c) for s in seeds], axis=1)  # (c, b, 2)
-        keys = np.concatenate([keys, np.repeat(keys[:, :1], full - b, axis=1)], axis=1)
-        # lanes chain-major (lane = chain * full + dataset): each device gets a share of
-        # every dataset's chains
-        keys = keys.reshape(c * full, -1)
+        keys = np.concatenate([keys, np.repeat(keys[:, :1], full - b, axis=1)], axis=1).reshape(c * full, -1)
         lane_dataset = np.tile(np.concatenate([np.arange(b), np.zeros(full - b, np.int64)]), c)
         active = np.tile(np.arange(full) < b, c)
-        n_lanes = c * full
-        per_device = -(-n_lanes // self.n_devices)
-        padded = (bucket(per_device) if self.vectorize == "map" else per_device) * self.n_devices
-        if padded > n_lanes:
-            keys = np.concatenate([keys, np.repeat(keys[:1], padded - n_lanes, axis=0)])
-            lane_dataset = np.concatenate([lane_dataset, np.zeros(padded - n_lanes, np.int64)])
-            active = np.concatenate([active, np.zeros(padded - n_lanes, bool)])
-        lane_inputs = jax.tree.map(lambda a: np.asarray(a)[lane_dataset], problem.inputs)
+        n_lanes, width = c * full, self.width(c * full)
+        groups = -(-n_lanes // width)
+        extra = groups * width - n_lanes
+        keys = np.concatenate([keys, np.repeat(keys[:1], extra, axis=0)])
+        lane_dataset = np.concatenate([lane_dataset, np.zeros(extra, np.int64)])
+        active = np.concatenate([active, np.zeros(extra, bool)])
         mesh = Mesh(np.array(self.devices), ("lanes",))
         sharding, replicated = NamedSharding(mesh, P("lanes")), NamedSharding(mesh, P())
-        keys, inputs, active = (jax.device_put(jnp.asarray(keys, dtype=jnp.uint32), sharding),
-                                jax.tree.map(lambda a: jax.device_put(a, sharding), lane_inputs),
-                                jax.device_put(jnp.asarray(active), sharding))
-        signature = (problem.signature, jax.tree.structure((keys, inputs)),
-                     tuple(np.shape(a) for a in jax.tree.leaves((keys, inputs))))
+
+        def group(g):  # the keys, inputs and activity of group g's lanes, on the devices
+            at = slice(g * width, (g + 1) * width)
+            return (jax.device_put(jnp.asarray(keys[at], dtype=jnp.uint32), sharding),
+                    jax.tree.map(lambda a: jax.device_put(np.asarray(a)[lane_dataset[at]], sharding), problem.inputs),
+                    jax.device_put(jnp.asarray(active[at]), sharding))
+
+        lanes = [group(g) for g in range(groups)]
+        signature = (problem.signature, jax.tree.structure(lanes[0][:2]),
+                     tuple(np.shape(a) for a in jax.tree.leaves(lanes[0][:2])))
         compile_seconds = 0.0
         say = getattr(self.progress, "say", None)  # (a Progress reporter says what it waits for)
         scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
@@ -284,7 +293,7 @@ class ChainRunner:
                 say(f"preparing the sampler for {problem.n_students} students: compiling it on the first use "
                     f"of this shape, else loading it from the compilation cache")
             begin = time.perf_counter()
-            self._compiled[signature] = self._prepare(problem, keys, inputs, active, scalar, sharding)
+            self._compiled[signature] = self._prepare(problem, *lanes[0], scalar, sharding)
             compile_seconds = time.perf_counter() - begin
             self.compile_seconds += compile_seconds
             if say is not None:
@@ -294,21 +303,23 @@ class ChainRunner:
         if self.progress is not None:
             self.progress(0, total)
         begin = time.perf_counter()
-        state = [jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in state_avals]
+        states = [[jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in state_avals] for _ in lanes]
         until = jax.device_put(np.int32(total), replicated)
         schedule = jax.device_put(tuple(adaptation.plan(self.warmup)), replicated)
-        calls = []
+        calls = []  # per chunk: (iterations done after it, each group's record)
         for at in range(0, max(total, 1), self.chunk):  # every call is dispatched before the first ends
-            state, record = compiled(keys, inputs, active, state, jax.device_put(np.int32(at), replicated), until,
-                                     schedule)
-            calls.append((min(at + self.chunk, total), record))
-        records = []
-        for done, record in calls:
-            records.append([np.asarray(a)[:n_lanes] for a in record])
+            first, records = jax.device_put(np.int32(at), replicated), []
+            for g, (k, x, a) in enumerate(lanes):
+                states[g], record = compiled(k, x, a, states[g], first, until, schedule)
+                records.append(record)
+            calls.append((min(at + self.chunk, total), records))
+        chunks = []
+        for done, records in calls:  # each record (lanes, chunk, ...), the groups joined along the lanes
+            chunks.append([np.concatenate([np.asarray(a) for a in parts])[:n_lanes] for parts in zip(*records)])
             if self.progress is not None:
                 self.progress(done, total)
         # (lanes, iterations, ...) of every record array, then the kept draws' part
-        record = [np.concatenate(parts, axis=1)[:, :total] for parts in zip(*records)]
+        record = [np.concatenate(parts, axis=1)[:, :total] for parts in zip(*chunks)]
         values, stats, steps = stored.split(record)
         seconds = time.perf_counter() - begin
 
@@ -318,6 +329,14 @@ class ChainRunner:
         kept = lambda a: per_dataset(a[:, self.warmup:])  # noqa: E731
         return Draws({k: kept(v) for k, v in values.items()}, {k: kept(v) for k, v in stats.items()},
                      per_dataset(steps[:, :self.warmup]), seconds, compile_seconds)
+
+    def width(self, lanes: int) -> int:
+        """Lanes per call of the program, for a run of ``lanes`` lanes: one per device
+        under ``lax.map``; under ``vmap`` all of them, rounded up to a multiple of the
+        devices."""
+        if self.vectorize == "map":
+            return self.n_devices
+        return -(-lanes // self.n_devices) * self.n_devices
 
 
 def _schedule_spec(replicated) -> tuple:

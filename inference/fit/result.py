@@ -288,7 +288,7 @@ def fit(
     overrides what the folder declares (``dataset.json``'s ``class_effect_sd``; a
     simulated folder whose configuration drew class effects fits them free; else 0; see
     :meth:`~.base.Analysis.with_class_effects`).  The chains run as lanes of one
-    compiled program over every JAX device (:class:`~.sampling.ChainRunner`); pass a
+    compiled program, one per JAX device at a time (:class:`~.sampling.ChainRunner`); pass a
     ``runner`` to reuse its compiled programs across fits.  ``progress`` (default: when
     standard error is a terminal) reports the iterations done on standard error.
     """

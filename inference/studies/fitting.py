@@ -14,8 +14,9 @@ r"""The datasets of a recovery study and their fits, one batch at a time.
 3. fits the others with one :class:`~classsize.inference.engine.sampling.ChainRunner`
    (each chain of each dataset a lane of one compiled NUTS program), dataset ``k`` under
    ``PRNGKey(S + k + 2**32)``, the key of ``classsize fit --seed S+k+4294967296``.  The
-   batch is padded to ``batch_size`` datasets, so every batch runs one compiled program,
-   and studies with the same chains share it (:func:`chain_runner`);
+   program runs one lane per device, so every batch runs the same compiled program
+   whatever its size and chains, and so does ``classsize fit`` on data of the same
+   shapes (:func:`chain_runner`);
 4. summarises each fit per quantity (:func:`_summarise_fit`).
 
 A tie of the truth with a rank draw is broken by a generator seeded with ``(S, k)``, so
@@ -142,7 +143,7 @@ def fit_batch(plan: StudyPlan, batch: int) -> dict:
     ks = list(plan.datasets_of(batch))
     sim_seeds = [plan.seed + k for k in ks]
     start = time.perf_counter()
-    # padded to the batch size: every batch runs one compiled sampler
+    # padded to the batch size: every batch runs one compiled simulation
     padded = sim_seeds + [sim_seeds[-1]] * (plan.batch_size - len(ks))
     draws = {k: v[:len(ks)] for k, v in simulate_study(analysis, config, padded, plan.from_prior).items()}
     observed = _encoder(config, analysis.cohort)({k: draws[k] for k in DRAW_SITES})
