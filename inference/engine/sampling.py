@@ -68,6 +68,10 @@ from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES,
 STATS = ("lp", "energy", "acceptance_rate", "step_size", "n_steps", "diverging")
 #: Iterations per call of the compiled chain program (the last call of a run may do fewer).
 CHUNK = 50
+#: Groups of lanes whose calls are in flight at once: a device has a second lane's
+#: chunk queued while the other device finishes the slower lane of a call; more
+#: oversubscribe the cores.
+IN_FLIGHT = 2
 #: ``progress(done, total)``: iterations per chain done so far, of ``total``.
 ProgressHook = Callable[[int, int], None]
 
@@ -250,23 +254,23 @@ class ChainRunner:
         """Fit the datasets of ``problem`` (its inputs stacked along a leading axis, one
         per seed in ``seeds``).
 
-        The lanes (chain ``c`` of dataset ``d`` is lane ``c * B + d``) are cut into
-        groups of the program's width, :meth:`width` lanes: one per device under
-        ``lax.map`` (the default), so the program depends on neither the number of chains
-        nor of datasets, and every fit and study of an analysis and shape runs one
+        The lanes are cut into groups of the program's width (:meth:`width`): one lane
+        per device under ``map`` (the default), so the program depends on neither the
+        number of chains nor of datasets, and every fit and study of an analysis and shape runs one
         program; all ``B = max(len(seeds), batch_size)`` datasets' lanes at once under
         ``vmap``, where a study's batches are padded to ``batch_size`` datasets to share
         one.  The last group is filled up with inactive lanes, which skip their
         iterations.  Each call of the program runs one group for :data:`CHUNK`
-        iterations; the calls go chunk by chunk over the groups, all dispatched before
-        the first ends, so each device runs its lanes' chunks in turn.
+        iterations; :data:`IN_FLIGHT` groups at a time, their calls chunk by chunk, all
+        dispatched before the first ends.  Lane ``d * chains + c`` is chain ``c`` of
+        dataset ``d``, so a group holds chains of one dataset where it can.
         """
         b, c = len(seeds), self.chains
         full = b if self.vectorize == "map" else max(b, int(batch_size or b))
-        keys = np.stack([chain_keys(s, c) for s in seeds], axis=1)  # (c, b, 2)
-        keys = np.concatenate([keys, np.repeat(keys[:, :1], full - b, axis=1)], axis=1).reshape(c * full, -1)
-        lane_dataset = np.tile(np.concatenate([np.arange(b), np.zeros(full - b, np.int64)]), c)
-        active = np.tile(np.arange(full) < b, c)
+        keys = np.stack([chain_keys(s, c) for s in seeds])  # (b, c, 2)
+        keys = np.concatenate([keys, np.repeat(keys[:1], full - b, axis=0)]).reshape(full * c, -1)
+        lane_dataset = np.repeat(np.concatenate([np.arange(b), np.zeros(full - b, np.int64)]), c)
+        active = np.repeat(np.arange(full) < b, c)
         n_lanes, width = c * full, self.width(c * full)
         groups = -(-n_lanes // width)
         extra = groups * width - n_lanes
@@ -306,25 +310,30 @@ class ChainRunner:
         states = [[jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in state_avals] for _ in lanes]
         until = jax.device_put(np.int32(total), replicated)
         schedule = jax.device_put(tuple(adaptation.plan(self.warmup)), replicated)
-        calls = []  # per chunk: (iterations done after it, each group's record)
-        for at in range(0, max(total, 1), self.chunk):  # every call is dispatched before the first ends
-            first, records = jax.device_put(np.int32(at), replicated), []
-            for g, (k, x, a) in enumerate(lanes):
-                states[g], record = compiled(k, x, a, states[g], first, until, schedule)
-                records.append(record)
-            calls.append((min(at + self.chunk, total), records))
-        chunks = []
-        for done, records in calls:  # each record (lanes, chunk, ...), the groups joined along the lanes
-            chunks.append([np.concatenate([np.asarray(a) for a in parts])[:n_lanes] for parts in zip(*records)])
-            if self.progress is not None:
-                self.progress(done, total)
+        per_group = [[] for _ in lanes]  # each group's records, chunk by chunk
+        starts = range(0, max(total, 1), self.chunk)
+        for w0 in range(0, len(lanes), IN_FLIGHT):
+            wave = range(w0, min(w0 + IN_FLIGHT, len(lanes)))
+            for at in starts:  # every call of the wave is dispatched before the first ends
+                first = jax.device_put(np.int32(at), replicated)
+                for g in wave:
+                    states[g], record = compiled(*lanes[g], states[g], first, until, schedule)
+                    per_group[g].append(record)
+            for j, at in enumerate(starts):
+                for g in wave:
+                    per_group[g][j] = [np.asarray(a) for a in per_group[g][j]]
+                if self.progress is not None:  # iterations per chain, over the groups done and this wave
+                    self.progress((w0 * total + len(wave) * min(at + self.chunk, total)) // len(lanes), total)
+        # each record (lanes, chunk, ...), the groups joined along the lanes
+        chunks = [[np.concatenate([records[j][i] for records in per_group])[:n_lanes]
+                   for i in range(len(per_group[0][j]))] for j in range(len(starts))]
         # (lanes, iterations, ...) of every record array, then the kept draws' part
         record = [np.concatenate(parts, axis=1)[:, :total] for parts in zip(*chunks)]
         values, stats, steps = stored.split(record)
         seconds = time.perf_counter() - begin
 
-        def per_dataset(a):  # (c * full, iterations, ...) -> (b, c, iterations, ...)
-            return np.swapaxes(a.reshape((c, full) + a.shape[1:])[:, :b], 0, 1)
+        def per_dataset(a):  # (full * c, iterations, ...) -> (b, c, iterations, ...)
+            return a.reshape((full, c) + a.shape[1:])[:b]
 
         kept = lambda a: per_dataset(a[:, self.warmup:])  # noqa: E731
         return Draws({k: kept(v) for k, v in values.items()}, {k: kept(v) for k, v in stats.items()},
