@@ -8,8 +8,8 @@ program runs one lane per JAX device (one device per core once
 does), and the lanes are cut into groups of that width that run in turn
 (``vectorize="map"``, the default): four chains on two cores run as two pairs side by
 side, one pair after the other.  The program so depends on the analysis, the data's
-shapes and the devices, not on the number of chains or of datasets fitted together, and
-a fit and a study of the same shapes share it.  With ``vectorize="vmap"`` all lanes of
+shapes and the devices, not on the number of chains or of datasets fitted together:
+fits of the same shapes share it whatever their chains, and so do a study's batches.  With ``vectorize="vmap"`` all lanes of
 a call run in lockstep instead (``jax.vmap``), in one program per number of lanes.
 
 Chain ``c`` of a fit with seed ``s`` starts from ``jax.random.split(PRNGKey(s),
@@ -324,11 +324,10 @@ class ChainRunner:
                     per_group[g][j] = [np.asarray(a) for a in per_group[g][j]]
                 if self.progress is not None:  # iterations per chain, over the groups done and this wave
                     self.progress((w0 * total + len(wave) * min(at + self.chunk, total)) // len(lanes), total)
-        # each record (lanes, chunk, ...), the groups joined along the lanes
-        chunks = [[np.concatenate([records[j][i] for records in per_group])[:n_lanes]
-                   for i in range(len(per_group[0][j]))] for j in range(len(starts))]
-        # (lanes, iterations, ...) of every record array, then the kept draws' part
-        record = [np.concatenate(parts, axis=1)[:, :total] for parts in zip(*chunks)]
+        # (lanes, iterations, ...) of every record array: each group's chunks joined
+        # along the iterations, then the groups along the lanes
+        rows = [[np.concatenate(parts, axis=1) for parts in zip(*records)] for records in per_group]
+        record = [np.concatenate(parts)[:n_lanes, :total] for parts in zip(*rows)]
         values, stats, steps = stored.split(record)
         seconds = time.perf_counter() - begin
 
@@ -341,7 +340,7 @@ class ChainRunner:
 
     def width(self, lanes: int) -> int:
         """Lanes per call of the program, for a run of ``lanes`` lanes: one per device
-        under ``lax.map``; under ``vmap`` all of them, rounded up to a multiple of the
+        under ``map``; under ``vmap`` all of them, rounded up to a multiple of the
         devices."""
         if self.vectorize == "map":
             return self.n_devices
