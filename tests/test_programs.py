@@ -30,8 +30,10 @@ def test_a_stored_program_gives_the_same_draws_without_tracing(folder, monkeypat
     problem = spec.stack([spec.problem(as_loaded(simulate(Config(n_regular=300, n_experimental=300, n_schools=4),
                                                           seed=3)))])
     first = ChainRunner(2, 100, 100).run(problem, [7])
-    stored = list(folder.glob("*.bin"))
-    assert len(stored) == 1 and stored[0].read_bytes().startswith(programs.MAGIC)
+    stored = list(folder.glob("*.bin"))  # the start, the chain and the site values' programs
+    assert len(stored) == 3 and all(p.read_bytes().startswith(programs.MAGIC) for p in stored)
+    chain = [p for p in stored if b'"values": ["z"]' in p.read_bytes()[:200]]
+    assert len(chain) == 1
 
     traced = []
     original = ChainRunner._export
@@ -50,18 +52,18 @@ def test_a_stored_program_gives_the_same_draws_without_tracing(folder, monkeypat
     # a run that differs only in its number of draws shares the program, and its draws
     # are the first ones of the longer run's (the same chain)
     shorter = ChainRunner(2, 100, 37).run(problem, [7])
-    assert traced == [] and len(list(folder.glob("*.bin"))) == 1
+    assert traced == [] and len(list(folder.glob("*.bin"))) == 3
     for name in ("small_class_direct_effect", "school_effect"):
         np.testing.assert_array_equal(shorter.sites[name], first.sites[name][:, :, :37])
     np.testing.assert_array_equal(shorter.warmup_steps, first.warmup_steps)
     # so does a run with another warm-up (its schedule is an argument): another chain
     other = ChainRunner(2, 60, 20).run(problem, [7])
-    assert traced == [] and len(list(folder.glob("*.bin"))) == 1
+    assert traced == [] and len(list(folder.glob("*.bin"))) == 3
     assert other.warmup_steps.shape == (1, 2, 60) and other.sites["school_effect"].shape[:3] == (1, 2, 20)
     assert not np.array_equal(other.sites["small_class_direct_effect"],
                               first.sites["small_class_direct_effect"][:, :, :20])
 
-    stored[0].write_bytes(stored[0].read_bytes()[:200])  # damaged: traced again, same draws
+    chain[0].write_bytes(chain[0].read_bytes()[:200])  # damaged: traced again, same draws
     third = ChainRunner(2, 100, 100).run(problem, [7])
     assert traced == [1]
     np.testing.assert_array_equal(first.sites["small_class_direct_effect"], third.sites["small_class_direct_effect"])

@@ -1,16 +1,20 @@
-"""Running NUTS chains: one compiled program for one fit or a batch of fits.
+"""Running NUTS chains: compiled programs for one fit or a batch of fits.
 
 Every fit, a single one (``classsize fit``) or many at once (``classsize recover``),
 runs here.  Each (dataset, chain) pair is a **lane**: the whole NUTS run (warm-up
-and sampling) of the analysis's kernel, with the dataset's arrays as arguments.  The
-program runs one lane per JAX device (one device per core once
+and sampling) of the analysis's kernel, with the dataset's arrays as arguments, in
+the three programs of :mod:`~classsize.inference.engine.nuts`: a **start** program
+(the initial state), a **chain** program (iterations from a state, each one's
+position, statistics and steps) and, once sampling is done, the **site values** of the
+kept positions (:data:`SITES_BLOCK` at a time).  The start and chain programs run one lane per JAX device (one device per core once
 :func:`classsize.inference.engine.runtime.use_all_cores` has run, as the command line
 does), and the lanes are cut into groups of that width that run in turn
 (``vectorize="map"``, the default): four chains on two cores run as two pairs side by
-side, one pair after the other.  The program so depends on the analysis, the data's
+side, one pair after the other.  The programs so depend on the analysis, the data's
 shapes and the devices, not on the number of chains or of datasets fitted together:
-fits of the same shapes share it whatever their chains, and so do a study's batches.  With ``vectorize="vmap"`` all lanes of
-a call run in lockstep instead (``jax.vmap``), in one program per number of lanes.
+fits of the same shapes share them whatever their chains, and so do a study's batches.
+With ``vectorize="vmap"`` all lanes of a call run in lockstep instead (``jax.vmap``),
+in programs for one number of lanes.
 
 Chain ``c`` of a fit with seed ``s`` starts from ``jax.random.split(PRNGKey(s),
 chains)[c]`` (``PRNGKey(s)`` for one chain), the keys ``numpyro.infer.MCMC`` gives
@@ -25,9 +29,9 @@ round differently (by an ulp, which NUTS turns into other draws within a few doz
 iterations).  :func:`merge_duplicates` merges them in every program first, so XLA
 sees the same lane computation either way.
 
-The iterations run in calls of one compiled program, :data:`CHUNK` iterations each,
+The iterations run in calls of the chain program, :data:`CHUNK` iterations each,
 the lanes' NUTS states carried from one call to the next; each call returns its
-iterations' records (the kept sites, the sampler statistics and the leapfrog steps),
+iterations' records (the positions, the sampler statistics and the leapfrog steps),
 which the host joins.  Between calls the host can report progress
 (``ChainRunner(progress=...)``); a callback inside the program would do the same, but
 JAX does not keep a program with host callbacks in its persistent compilation cache.
@@ -37,30 +41,29 @@ draws: the run's length and the warm-up's adaptation schedule are arguments
 ``warmup`` or ``samples`` share one program.  The calls are made alike whether
 progress is reported or not, so the draws are the same either way.
 
-The program is traced once per shape over flat carries (the kept sites, the
-statistics and the steps as one list, the NUTS states' leaves as another), exported
-(``jax.export``) and stored beside the compilation cache
-(:mod:`~classsize.inference.engine.programs`), so a later process loads it instead of
-tracing the model; it is compiled through ``Exported.call`` either way (the same
-draws), or loaded from JAX's persistent compilation cache when an earlier process
-compiled it (:mod:`classsize.model.jaxcache`).
+The start and chain programs are traced once per shape over flat carries (the
+positions, the statistics and the steps as one list, the NUTS states' leaves as
+another), exported (``jax.export``) and stored beside the compilation cache
+(:mod:`~classsize.inference.engine.programs`), as is the site values' function, so a
+later process loads them instead of tracing the model; they are compiled through
+``Exported.call`` either way (the same draws), or loaded from JAX's persistent
+compilation cache when an earlier process compiled them (:mod:`classsize.model.jaxcache`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from classsize.inference.analyses.base import Problem
-from classsize.inference.engine import adaptation, programs
+from classsize.inference.engine import adaptation, nuts, programs
 from classsize.inference.engine.programs import StoredProgram
 from classsize.inference.engine.settings import DEFAULT_CHAINS, DEFAULT_SAMPLES, DEFAULT_WARMUP
 
@@ -72,6 +75,10 @@ CHUNK = 50
 #: chunk queued while the other device finishes the slower lane of a call; more
 #: oversubscribe the cores.
 IN_FLIGHT = 2
+#: Kept positions per call of the site-values function (:func:`~.nuts.postprocess`):
+#: a dataset's draws run in blocks of this many, the last filled up, so every number of
+#: draws shares one program.
+SITES_BLOCK = 256
 #: ``progress(done, total)``: iterations per chain done so far, of ``total``.
 ProgressHook = Callable[[int, int], None]
 
@@ -135,119 +142,84 @@ class ChainRunner:
         """Iterations per chain: warm-up and kept draws."""
         return self.warmup + self.samples
 
-    # ----------------------------------------------------------------- one lane
-    def _lane(self, problem: Problem, start, key, inputs, active, state, first, total, schedule):
-        """Iterations ``first .. first + chunk - 1`` of a lane, from its start when
-        ``first`` is 0 (``state`` is then ignored), and each iteration's record: the kept
-        sites (zeros during the warm-up), the statistics and the leapfrog steps.  The
-        warm-up follows ``schedule`` (:class:`~.adaptation.Plan`; the kernel itself is
-        initialised for no warm-up, :mod:`~.adaptation`).  The iterations from ``total``
-        on, and every iteration of an inactive (padding) lane, leave the state as it is.
-        ``start`` is :meth:`_start`'s pair (the initialised kernel, its ``init``)."""
-        kernel, init = start
-        settings = problem.analysis.kernel_settings
-        state = lax.cond(first == 0, lambda _: init(key, inputs), lambda s: s, state)
-        post = kernel.postprocess_fn((), inputs)
-        proto = jax.eval_shape(post, state.z)
-        kept = lambda s: post(s.z)  # noqa: E731
-        empty = lambda s: {k: jnp.zeros(v.shape, v.dtype) for k, v in proto.items()}  # noqa: E731
-
-        def transition(s):
-            new = kernel.sample(s, (), inputs)
-            warm = lambda n: adaptation.adapt(settings, schedule, s.i, n.accept_prob, n.z, n.adapt_state)  # noqa: E731
-            return new._replace(adapt_state=lax.cond(s.i < schedule.warmup, warm, lambda n: n.adapt_state, new))
-
-        def body(s, i):
-            live = i < total
-            s = lax.cond(active & live, transition, lambda t: t, s)
-            values = lax.cond(live & (i >= schedule.warmup), kept, empty, s)
-            stats = {"lp": -s.potential_energy, "energy": s.energy, "acceptance_rate": s.accept_prob,
-                     "step_size": s.adapt_state.step_size, "n_steps": s.num_steps, "diverging": s.diverging}
-            stats = {k: jnp.asarray(v, bool if k == "diverging" else jnp.result_type(float)) for k, v in stats.items()}
-            return s, (values, stats, jnp.asarray(s.num_steps, jnp.int32))
-
-        return lax.scan(body, state, first + jnp.arange(self.chunk))
-
-    def _start(self, problem: Problem, keys, inputs):
-        """A lane's start, traced once: the analysis's NUTS kernel, initialised for no
-        warm-up and with its own adaptation off (:func:`~.adaptation.adapt` adapts, with
-        the analysis's settings; the initial state is the same either way); its
-        ``init(key, inputs) -> state`` (NumPyro's ``kernel.init`` as a traced function, so
-        the program and the state's shapes come from one trace of it); and the shapes of
-        the lanes' states (a leading axis of lanes)."""
-        kernel = problem.kernel(**adaptation.KERNEL_OFF)
-        one = lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype)  # noqa: E731
-        traced, shape = jax.make_jaxpr(lambda k, x: kernel.init(k, 0, None, (), x), return_shape=True)(
-            one(keys), jax.tree.map(one, inputs))
-        run, out = jax.extend.core.jaxpr_as_fun(traced), jax.tree.structure(shape)
-        init = lambda k, x: jax.tree.unflatten(out, run(*jax.tree.leaves((k, x))))  # noqa: E731
-        lanes = np.shape(keys)[0]
-        return (kernel, init), jax.tree.map(lambda s: jax.ShapeDtypeStruct((lanes, *s.shape), s.dtype), shape)
-
-    def _program(self, problem: Problem, start):
-        """The program over the lanes, sharded over the devices: ``(keys, inputs, active,
-        state, first, total, schedule) -> (state, record)``."""
+    # ----------------------------------------------------------------- programs
+    def _sharded(self, one, lane_args: int, args: int):
+        """``one`` (a function of one lane's first ``lane_args`` arguments, then ``args -
+        lane_args`` arguments shared by the lanes) over a leading axis of lanes, sharded
+        over the devices: one lane per device under ``map``, ``jax.vmap`` over a device's
+        lanes under ``vmap``."""
         mesh = Mesh(np.array(self.devices), ("lanes",))
 
-        def local(keys, inputs, active, state, first, total, schedule):
-            one = lambda k, x, a, s: self._lane(problem, start, k, x, a, s, first, total, schedule)  # noqa: E731
+        def local(*a):
+            per_lane, shared = a[:lane_args], a[lane_args:]
+            f = lambda *lane: one(*lane, *shared)  # noqa: E731
             if self.vectorize == "vmap":
-                return jax.vmap(one)(keys, inputs, active, state)
+                return jax.vmap(f)(*per_lane)
             # one lane per device (:meth:`width`)
-            lane = jax.tree.map(lambda a: a[0], (keys, inputs, active, state))
-            return jax.tree.map(lambda a: a[None], one(*lane))
+            return jax.tree.map(lambda x: x[None], f(*jax.tree.map(lambda x: x[0], per_lane)))
 
-        lanes = P("lanes")
-        program = jax.shard_map(local, mesh=mesh, in_specs=(lanes, lanes, lanes, lanes, P(), P(), P()),
-                                out_specs=(lanes, lanes), check_vma=False)
-        return jax.jit(program, donate_argnums=3), mesh
+        specs = (P("lanes"),) * lane_args + (P(),) * (args - lane_args)
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P("lanes"), check_vma=False)
 
-    def _export(self, problem: Problem, keys, inputs, active, scalar_spec, sharding) -> StoredProgram:
-        """Trace the chain program over a flat state and record and export it: ``(keys,
-        inputs, active, state, first, total, schedule) -> (state, record)``, ``state`` the leaves of
-        the lanes' NUTS states, ``record`` the kept sites, the statistics and the steps of
-        the call's iterations, ``(lanes, chunk, ...)`` each, in
+    def _export(self, functions, keys, inputs, active, scalar_spec, sharding) -> tuple[StoredProgram, StoredProgram]:
+        """Trace and export the lanes' two programs over flat NUTS states
+        (:mod:`~.nuts`): the start ``(keys, inputs) -> state`` and the chain program
+        ``(inputs, active, state, first, total, schedule) -> (state, record)``, ``state``
+        the leaves of the lanes' NUTS states, ``record`` each iteration's position, the
+        statistics and the steps, ``(lanes, chunk, ...)`` each, in
         :class:`~.programs.StoredProgram`'s order."""
-        start, state_shape = self._start(problem, keys, inputs)
-        state_def = jax.tree.structure(state_shape)
-        program, _ = self._program(problem, start)
+        functions = functions()
+        one = lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype)  # noqa: E731
+        shape = jax.eval_shape(partial(nuts.start, functions), one(keys), jax.tree.map(one, inputs))
+        state_def, lanes = jax.tree.structure(shape), np.shape(keys)[0]
+        state = [jax.ShapeDtypeStruct((lanes, *s.shape), s.dtype, sharding=sharding) for s in jax.tree.leaves(shape)]
+        start = self._sharded(lambda k, x: jax.tree.leaves(nuts.start(functions, k, x)), 2, 2)
         names = {}
 
-        def flat(keys, inputs, active, state, first, total, schedule):
-            state, (values, stats, steps) = program(keys, inputs, active, jax.tree.unflatten(state_def, state),
-                                                    first, total, adaptation.Plan(*schedule))
-            names["values"], names["stats"] = tuple(sorted(values)), tuple(sorted(stats))
-            return jax.tree.leaves(state), [*(values[k] for k in names["values"]),
-                                            *(stats[k] for k in names["stats"]), steps]
+        def step(x, a, s, first, total, schedule):
+            s, (z, stats, steps) = nuts.chain(functions, self.chunk, jax.tree.unflatten(state_def, s), x, a, first,
+                                              total, adaptation.Plan(*schedule))
+            names["stats"] = tuple(sorted(stats))
+            return jax.tree.leaves(s), [z, *(stats[k] for k in names["stats"]), steps]
 
         spec = lambda a: _spec(a, sharding)  # noqa: E731
-        exported = jax.export.export(jax.jit(flat, donate_argnums=3))(
-            spec(keys), jax.tree.map(spec, inputs), spec(active), [spec(a) for a in jax.tree.leaves(state_shape)],
-            scalar_spec, scalar_spec, _schedule_spec(scalar_spec.sharding))
-        return StoredProgram(exported, names["values"], names["stats"])
+        begun = jax.export.export(jax.jit(start))(spec(keys), jax.tree.map(spec, inputs))
+        chain = jax.export.export(jax.jit(self._sharded(step, 3, 6), donate_argnums=2))(
+            jax.tree.map(spec, inputs), spec(active), state, scalar_spec, scalar_spec,
+            _schedule_spec(scalar_spec.sharding))
+        return StoredProgram(begun, (), ()), StoredProgram(chain, ("z",), names["stats"])
 
     def _prepare(self, problem: Problem, keys, inputs, active, scalar_spec, sharding):
-        """The compiled chain program of this shape, with its :class:`~.programs.StoredProgram`
-        and the avals of its state: the stored program when an earlier process exported
-        it (:mod:`~.programs`), else traced and exported now; compiled (or loaded from the
-        persistent compilation cache) through ``Exported.call`` either way, so both give
-        the same draws.  The program depends on neither the warm-up length (its schedule
-        is an argument) nor the number of draws, nor on the chains beyond the lanes' shape."""
-        key = programs.program_key(problem.signature, self.chunk, self.vectorize, self.n_devices,
-                                   jax.tree.structure((keys, inputs)),
-                                   [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
+        """The compiled start and chain programs of this shape (:meth:`_export`), the
+        chain's :class:`~.programs.StoredProgram` and the site values' function: stored
+        programs when an earlier process exported them (:mod:`~.programs`), else traced
+        and exported now; compiled (or loaded from the persistent compilation cache)
+        through ``Exported.call`` either way, so both give the same draws.  The programs
+        depend on neither the warm-up length (its schedule is an argument) nor the
+        number of draws, nor on the chains beyond the lanes' shape."""
+        key = partial(programs.program_key, problem.signature, self.chunk, self.vectorize, self.n_devices,
+                      jax.tree.structure((keys, inputs)),
+                      [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves((keys, inputs))])
         begin = time.perf_counter()
-        stored, source = programs.load_or_export(
-            key, lambda: self._export(problem, keys, inputs, active, scalar_spec, sharding))
-        (_, _, _, state_avals, _, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
-        lowered = jax.jit(stored.exported.call, donate_argnums=3).lower(
-            keys, inputs, active, [_spec(a, sharding) for a in state_avals], scalar_spec, scalar_spec,
-            _schedule_spec(scalar_spec.sharding))
-        merge_duplicates(lowered)
-        compiled = lowered.compile()
-        programs.note("sampler", key, source, time.perf_counter() - begin, analysis=str(problem.signature[0]),
+        functions = _once(lambda: nuts.model_functions(
+            problem.kernel(**adaptation.KERNEL_OFF), problem.analysis.kernel_settings,
+            jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), inputs)))
+        exported = _once(lambda: self._export(functions, keys, inputs, active, scalar_spec, sharding))
+        begun, source = programs.load_or_export(key("start"), lambda: exported()[0])
+        stored, chain_source = programs.load_or_export(key("chain"), lambda: exported()[1])
+        (_, _, state_avals, _, _, _), _ = stored.exported.in_tree.unflatten(stored.exported.in_avals)
+        state = [_spec(a, sharding) for a in state_avals]
+        compiled = []
+        for program, args, donate in ((begun, (keys, inputs), ()), (
+                stored, (inputs, active, state, scalar_spec, scalar_spec, _schedule_spec(scalar_spec.sharding)), 2)):
+            lowered = jax.jit(program.exported.call, donate_argnums=donate).lower(*args)
+            merge_duplicates(lowered)
+            compiled.append(lowered.compile())
+        sites = programs.stored_jit(lambda x, zs: nuts.postprocess(functions(), x, zs), "sites", problem.signature)
+        programs.note("sampler", key("chain"), "traced" if "traced" in (source, chain_source) else "stored",
+                      time.perf_counter() - begin, analysis=str(problem.signature[0]),
                       students=int(problem.n_students), lanes=int(np.shape(keys)[0]), warmup=self.warmup)
-        return compiled, stored, state_avals
+        return compiled[0], compiled[1], stored, sites
 
     # ------------------------------------------------------------------ a batch
     def run(self, problem: Problem, seeds: Sequence[int], batch_size: int | None = None) -> Draws:
@@ -302,12 +274,12 @@ class ChainRunner:
             self.compile_seconds += compile_seconds
             if say is not None:
                 say(f"sampler ready in {compile_seconds:.0f} s")
-        compiled, stored, state_avals = self._compiled[signature]
+        start, compiled, stored, sites = self._compiled[signature]
         total = self.iterations
         if self.progress is not None:
             self.progress(0, total)
         begin = time.perf_counter()
-        states = [[jax.device_put(np.zeros(a.shape, a.dtype), sharding) for a in state_avals] for _ in lanes]
+        states = [start(*lane[:2]) for lane in lanes]
         until = jax.device_put(np.int32(total), replicated)
         schedule = jax.device_put(tuple(adaptation.plan(self.warmup)), replicated)
         per_group = [[] for _ in lanes]  # each group's records, chunk by chunk
@@ -317,7 +289,7 @@ class ChainRunner:
             for at in starts:  # every call of the wave is dispatched before the first ends
                 first = jax.device_put(np.int32(at), replicated)
                 for g in wave:
-                    states[g], record = compiled(*lanes[g], states[g], first, until, schedule)
+                    states[g], record = compiled(*lanes[g][1:], states[g], first, until, schedule)
                     per_group[g].append(record)
             for j, at in enumerate(starts):
                 for g in wave:
@@ -328,14 +300,16 @@ class ChainRunner:
         # along the iterations, then the groups along the lanes
         rows = [[np.concatenate(parts, axis=1) for parts in zip(*records)] for records in per_group]
         record = [np.concatenate(parts)[:n_lanes, :total] for parts in zip(*rows)]
-        values, stats, steps = stored.split(record)
+        positions, stats, steps = stored.split(record)
+        values = _site_values(sites, problem.inputs, positions["z"][:, self.warmup:].reshape(full, c, -1, 
+                              positions["z"].shape[-1])[:b])
         seconds = time.perf_counter() - begin
 
         def per_dataset(a):  # (full * c, iterations, ...) -> (b, c, iterations, ...)
             return a.reshape((full, c) + a.shape[1:])[:b]
 
         kept = lambda a: per_dataset(a[:, self.warmup:])  # noqa: E731
-        return Draws({k: kept(v) for k, v in values.items()}, {k: kept(v) for k, v in stats.items()},
+        return Draws(values, {k: kept(v) for k, v in stats.items()},
                      per_dataset(steps[:, :self.warmup]), seconds, compile_seconds)
 
     def width(self, lanes: int) -> int:
@@ -345,6 +319,29 @@ class ChainRunner:
         if self.vectorize == "map":
             return self.n_devices
         return -(-lanes // self.n_devices) * self.n_devices
+
+
+def _site_values(sites, inputs, z) -> dict[str, np.ndarray]:
+    """The model's sites at kept positions ``z`` (``(datasets, chains, draws, d)``),
+    each dataset on its own ``inputs`` (a leading axis of datasets): ``(datasets,
+    chains, draws, ...)`` each, :data:`SITES_BLOCK` positions per call of ``sites``."""
+    b, c, n, d = z.shape
+    blocks = max(1, -(-c * n // SITES_BLOCK))
+    out = []
+    for k in range(b):
+        rows = np.zeros((blocks * SITES_BLOCK, d), z.dtype)
+        rows[:c * n] = z[k].reshape(c * n, d)
+        one = jax.tree.map(lambda a: np.asarray(a)[k], inputs)
+        parts = [sites(one, rows[i * SITES_BLOCK:(i + 1) * SITES_BLOCK]) for i in range(blocks)]
+        out.append({name: np.concatenate([np.asarray(p[name]) for p in parts])[:c * n].reshape(
+            (c, n) + np.shape(parts[0][name])[1:]) for name in parts[0]})
+    return {name: np.stack([o[name] for o in out]) for name in out[0]}
+
+
+def _once(make: Callable) -> Callable:
+    """``make`` called at most once: its value, made on the first call."""
+    memo = []
+    return lambda: memo[0] if memo else memo.append(make()) or memo[0]
 
 
 def _schedule_spec(replicated) -> tuple:
